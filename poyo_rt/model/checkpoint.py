@@ -43,11 +43,15 @@ def read_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        text = str(err)
+        if "GLOBAL" not in text:  # the unpickler choked on bytes, not on a class or function
+            raise CheckpointError(path, "not a readable torch checkpoint (corrupt or not a torch.save file)") from None
+        detail = next((line.strip() for line in text.splitlines() if "GLOBAL" in line), "")
         raise CheckpointError(
             path,
-            "refused: the file holds pickled code or objects that are not plain tensors/containers "
-            f"(torch.load weights_only=True said: {str(err).splitlines()[0]}). poyo-rt never unpickles "
-            "untrusted code; re-save the checkpoint with plain state_dict/hyper_parameters dicts.",
+            "refused: the file holds pickled code (a class or function reference), which poyo-rt never "
+            f"unpickles ({detail}). Re-save the checkpoint with plain state_dict/hyper_parameters dicts, "
+            "or load it once with weights_only=False yourself if you trust its origin.",
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise CheckpointError(path, f"not a readable torch checkpoint ({type(err).__name__}: {err})") from None
