@@ -1,0 +1,230 @@
+"""Run configuration: frozen dataclasses loaded from YAML, validated at load.
+
+Every error names the offending field in dotted form (``engine.tick_hz``) and the bad
+value. Unknown keys are errors too (a typo must not silently fall back to a default).
+``configs/default.yaml`` documents every field; :func:`load_config` fills defaults for
+what a file leaves out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from poyo_rt.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which decoder to run and where."""
+
+    checkpoint: str | None = None  #: path of a poyo-rt/torch_brain checkpoint
+    readout: str = "cursor_velocity_2d"  #: registry name of the decoded modality
+    device: Literal["auto", "cpu", "cuda"] = "auto"  #: auto = cuda when available
+    session_id: str | None = None  #: session vocabulary word; None = the checkpoint's only/first session
+    threads: int | None = None  #: torch CPU threads (None = torch's default)
+
+    def validate(self, prefix: str) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"{prefix}.threads", f"must be >= 1, got {self.threads}")
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """The LSL spike stream to decode."""
+
+    name: str | None = "poyo-spikes"  #: stream name to resolve (None = any)
+    type: str | None = None  #: stream type to resolve (e.g. "SpikeEvents")
+    source_id: str | None = None  #: stream source_id to resolve
+    resolve_timeout_s: float = 10.0  #: give up resolving after this long, seconds
+    layout: Literal["events", "counts"] = "events"  #: one sample per spike, or binned counts per unit
+    unit_column: int | str = 0  #: events: column (index or channel label) holding the unit
+    channel_column: int | str | None = None  #: events: column holding the channel, for (channel, unit) pairs
+    on_unknown_unit: Literal["error", "drop"] = "error"  #: stream units missing from the model vocabulary
+    max_buflen_s: float = 2.0  #: liblsl inlet buffer, seconds of data kept when the decoder stalls
+    max_chunk: int = 4096  #: most samples taken per pull
+    lsl_scope: Literal["machine", "site"] = "machine"  #: machine = LSL stays on this host (default)
+    lsl_config: str | None = None  #: path of a liblsl config file (only with lsl_scope: site)
+
+    def validate(self, prefix: str) -> None:
+        if self.resolve_timeout_s <= 0:
+            raise ConfigError(f"{prefix}.resolve_timeout_s", f"must be > 0, got {self.resolve_timeout_s}")
+        if self.max_buflen_s <= 0:
+            raise ConfigError(f"{prefix}.max_buflen_s", f"must be > 0, got {self.max_buflen_s}")
+        if self.max_chunk < 1:
+            raise ConfigError(f"{prefix}.max_chunk", f"must be >= 1, got {self.max_chunk}")
+        if self.lsl_config is not None and self.lsl_scope != "site":
+            raise ConfigError(f"{prefix}.lsl_config", "a custom liblsl config needs lsl_scope: site")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The tick loop."""
+
+    tick_hz: float = 50.0  #: decode this often on the LSL clock; 0 = whenever new spikes arrive
+    output_lag_s: float = 0.0  #: decode this long before the window end (causal: 0)
+    n_outputs: int = 1  #: output queries per tick, spread over the window's last tick period
+    max_spikes: int = 8192  #: spike-token capacity of a window; beyond it the oldest are dropped and counted
+    buckets: tuple[int, ...] = ()  #: padding buckets (input tokens); empty = powers of two up to capacity
+    deadline_ms: float | None = None  #: a tick later than this is a deadline miss; None = the tick period
+    duration_s: float | None = None  #: stop after this long (None = until SIGINT/SIGTERM)
+
+    def validate(self, prefix: str) -> None:
+        if self.tick_hz < 0:
+            raise ConfigError(f"{prefix}.tick_hz", f"must be >= 0, got {self.tick_hz}")
+        if self.n_outputs < 1:
+            raise ConfigError(f"{prefix}.n_outputs", f"must be >= 1, got {self.n_outputs}")
+        if self.max_spikes < 1:
+            raise ConfigError(f"{prefix}.max_spikes", f"must be >= 1, got {self.max_spikes}")
+        if self.output_lag_s < 0:
+            raise ConfigError(f"{prefix}.output_lag_s", f"must be >= 0, got {self.output_lag_s}")
+        if any(b < 8 or b % 8 for b in self.buckets) or list(self.buckets) != sorted(set(self.buckets)):
+            raise ConfigError(f"{prefix}.buckets", f"must be increasing multiples of 8, got {list(self.buckets)}")
+        if self.deadline_ms is not None and self.deadline_ms <= 0:
+            raise ConfigError(f"{prefix}.deadline_ms", f"must be > 0, got {self.deadline_ms}")
+        if self.duration_s is not None and self.duration_s <= 0:
+            raise ConfigError(f"{prefix}.duration_s", f"must be > 0, got {self.duration_s}")
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    """Where decoded ticks are published."""
+
+    endpoint: str = "tcp://127.0.0.1:5556"  #: ZeroMQ endpoint to bind (loopback or ipc:// by default)
+    topic: str = "poyo"  #: first frame of every message
+    sndhwm: int | None = None  #: send high-water mark; None = about one second of ticks
+    allow_remote: bool = False  #: permit binding a non-loopback address (labs: explicit opt-in)
+
+    def validate(self, prefix: str) -> None:
+        if not self.topic:
+            raise ConfigError(f"{prefix}.topic", "must not be empty")
+        if self.sndhwm is not None and self.sndhwm < 1:
+            raise ConfigError(f"{prefix}.sndhwm", f"must be >= 1, got {self.sndhwm}")
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Latency reporting."""
+
+    log_every_s: float = 10.0  #: log a latency table this often (0 = never)
+    report_path: str | None = "runs/latency.json"  #: JSON written at exit (None = no file)
+
+    def validate(self, prefix: str) -> None:
+        if self.log_every_s < 0:
+            raise ConfigError(f"{prefix}.log_every_s", f"must be >= 0, got {self.log_every_s}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything ``poyo-rt run`` needs."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --- generic loading ---------------------------------------------------------------------------
+def _check_value(path: str, value: Any, hint: Any) -> Any:
+    """Coerce/validate ``value`` against a type hint; raise ConfigError naming ``path``."""
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        options = get_args(hint)
+        if value is None:
+            if type(None) in options:
+                return None
+            raise ConfigError(path, "must not be null")
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _check_value(path, value, option)
+            except ConfigError as err:
+                errors.append(str(err).split(": ", 1)[1])
+        raise ConfigError(path, " or ".join(errors))
+    if origin is Literal:
+        allowed = get_args(hint)
+        if value not in allowed:
+            raise ConfigError(path, f"must be one of {list(allowed)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(path, f"must be a list, got {value!r}")
+        (item,) = get_args(hint)[:1]
+        return tuple(_check_value(f"{path}[{i}]", v, item) for i, v in enumerate(value))
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(path, f"must be a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(path, f"must be an integer, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(path, f"must be true or false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(path, f"must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint!r} at {path}")
+
+
+def _build(cls: type, raw: Any, path: str) -> Any:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(path or "<root>", f"must be a mapping, got {raw!r}")
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        where = f"{path}.{unknown[0]}" if path else unknown[0]
+        raise ConfigError(where, f"unknown field (known: {', '.join(names)})")
+    kwargs = {k: _check_value(f"{path}.{k}" if path else k, v, hints[k]) for k, v in raw.items()}
+    obj = cls(**kwargs)
+    for name in names:  # validate nested defaults too
+        child = getattr(obj, name)
+        if dataclasses.is_dataclass(child) and hasattr(child, "validate"):
+            child.validate(f"{path}.{name}" if path else name)
+    return obj
+
+
+def config_from_dict(raw: dict | None) -> RunConfig:
+    """Build and validate a :class:`RunConfig` from plain data (as parsed from YAML)."""
+    return _build(RunConfig, raw, "")
+
+
+def load_config(path: str | Path | None) -> RunConfig:
+    """Load a YAML run configuration; ``None`` gives the defaults."""
+    if path is None:
+        return config_from_dict({})
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), "no such config file")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(str(path), f"not valid YAML: {err}") from None
+    return config_from_dict(raw)
+
+
+def with_overrides(config: RunConfig, **sections: dict) -> RunConfig:
+    """A copy with some fields replaced, e.g. ``with_overrides(cfg, model={"device": "cpu"})``."""
+    raw = config.to_dict()
+    for section, values in sections.items():
+        raw[section].update({k: v for k, v in values.items() if v is not None})
+    raw["engine"]["buckets"] = list(raw["engine"]["buckets"])
+    return config_from_dict(raw)
+

@@ -1,0 +1,158 @@
+"""Runs the fixed-shape POYO forward on a tokenizer's static arrays, once per tick.
+
+* CPU: eager (optionally ``torch.compile``-d), straight on zero-copy torch views of the
+  tokenizer's numpy arrays, trimmed to the real tokens rounded up to 8: no padding bucket
+  is needed and no copy is made (``h2d_us`` is 0).
+* CUDA: one CUDA graph per padding bucket, captured at construction (warm-up first). Each
+  tick the real tokens are copied into pinned host staging buffers, then into the bucket's
+  device buffers (non-blocking), the graph is replayed, and the output comes back to pinned
+  host memory. Device events time host-to-device, forward and device-to-host separately.
+
+The model sees the tokens exactly as :func:`~poyo_rt.model.static.static_forward` takes them;
+padding slots are masked. Nothing here depends on the values of the tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from poyo_rt.model.poyo import POYO
+from poyo_rt.model.static import StaticInputs, allocate_static_inputs, static_forward
+
+log = logging.getLogger(__name__)
+
+STATIC_KEYS = (
+    "input_unit_index", "input_timestamps", "input_token_type", "input_mask",
+    "latent_index", "latent_timestamps", "output_session_index", "output_timestamps",
+)
+INPUT_KEYS = STATIC_KEYS[:4]
+
+
+def default_buckets(capacity: int, smallest: int = 256) -> list[int]:
+    """Padding buckets for ``capacity`` input tokens: powers of two from ``smallest``, then capacity.
+
+    Each bucket is a multiple of 8; the last one is ``capacity`` rounded up to 8.
+    """
+    top = -(-capacity // 8) * 8
+    buckets, b = [], smallest
+    while b < top:
+        buckets.append(b)
+        b *= 2
+    buckets.append(top)
+    return buckets
+
+
+@dataclass
+class ForwardResult:
+    """One tick's decoded values and where the time went (µs)."""
+
+    values: np.ndarray  #: (N_out, D_out) float32, a fresh array the caller may keep
+    n_input: int  #: input slots the forward ran over (bucket size)
+    h2d_us: float
+    forward_us: float
+    d2h_us: float
+
+
+class Runner:
+    """Fixed-shape POYO forward, CUDA graphs on GPU, eager on CPU.
+
+    Args:
+        model: the POYO (moved to ``device`` and set to eval mode here).
+        capacity: most input tokens a tick can hold (the tokenizer's ``N_in``).
+        n_outputs: output queries per tick.
+        device: "cpu" or "cuda[:i]".
+        buckets: CUDA padding buckets (ascending multiples of 8, last >= capacity); default
+            :func:`default_buckets`. Ignored on CPU.
+        cuda_graphs: capture CUDA graphs (True) or run eager on the GPU (False, for debugging).
+        compile: on CPU, wrap the forward in ``torch.compile`` (off by default; measure first).
+    """
+
+    def __init__(self, model: POYO, *, capacity: int, n_outputs: int, device: str | torch.device = "cpu",
+                 buckets: list[int] | None = None, cuda_graphs: bool = True, compile: bool = False):
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device is cuda but no CUDA device is available; use device='cpu'")
+        self.model = model.to(self.device).eval()
+        self.capacity = capacity
+        self.n_outputs = n_outputs
+        self.is_cuda = self.device.type == "cuda"
+        self._forward = static_forward
+        if compile and not self.is_cuda:
+            self._forward = torch.compile(static_forward, dynamic=False)
+        self.buckets: list[int] = []
+        self._graphs: dict[int, object] = {}
+        self._device_inputs: dict[int, StaticInputs] = {}
+        self._host_inputs: dict[int, StaticInputs] = {}
+        if self.is_cuda:
+            self._setup_cuda(buckets or default_buckets(capacity), cuda_graphs)
+
+    # --- CUDA ------------------------------------------------------------------------------
+    def _setup_cuda(self, buckets: list[int], cuda_graphs: bool) -> None:
+        from poyo_rt.runtime.cudagraph import GraphedForward
+
+        if buckets[-1] < self.capacity:
+            raise ValueError(f"largest bucket {buckets[-1]} is below the token capacity {self.capacity}")
+        self.buckets = list(buckets)
+        for b in self.buckets:
+            self._device_inputs[b] = allocate_static_inputs(self.model, n_input=b, n_output=self.n_outputs,
+                                                            device=self.device)
+            self._host_inputs[b] = allocate_static_inputs(self.model, n_input=b, n_output=self.n_outputs,
+                                                          device="cpu", pin_memory=True)
+            if cuda_graphs:
+                t0 = time.perf_counter()
+                self._graphs[b] = GraphedForward(self.model, self._device_inputs[b])
+                log.info("bucket %d: CUDA graph captured in %.0f ms", b, (time.perf_counter() - t0) * 1e3)
+        d_out = self.model.readout_spec.dim
+        self._host_out = torch.empty((1, self.n_outputs, d_out), dtype=torch.float32, pin_memory=True)
+        self._events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+
+    def _run_cuda(self, arrays: dict[str, np.ndarray], n_tokens: int) -> ForwardResult:
+        bucket = next((b for b in self.buckets if b >= n_tokens), None)
+        if bucket is None:
+            raise ValueError(f"{n_tokens} input tokens exceed the largest bucket {self.buckets[-1]}")
+        host, dev = self._host_inputs[bucket], self._device_inputs[bucket]
+        for key in STATIC_KEYS:  # host numpy -> pinned staging (the tokenizer's arrays are plain memory)
+            src = arrays[key][:, :bucket] if key in INPUT_KEYS else arrays[key]
+            getattr(host, key).numpy()[...] = src
+        start, h2d_done, fwd_done, d2h_done = self._events
+        start.record()
+        dev.copy_(host)
+        h2d_done.record()
+        if bucket in self._graphs:
+            out = self._graphs[bucket].replay()
+        else:
+            with torch.inference_mode():
+                out = static_forward(self.model, dev)
+        fwd_done.record()
+        self._host_out.copy_(out, non_blocking=True)
+        d2h_done.record()
+        d2h_done.synchronize()
+        return ForwardResult(
+            values=self._host_out[0].numpy().copy(), n_input=bucket,
+            h2d_us=start.elapsed_time(h2d_done) * 1e3, forward_us=h2d_done.elapsed_time(fwd_done) * 1e3,
+            d2h_us=fwd_done.elapsed_time(d2h_done) * 1e3,
+        )
+
+    # --- CPU -------------------------------------------------------------------------------
+    def _run_cpu(self, arrays: dict[str, np.ndarray], n_tokens: int) -> ForwardResult:
+        n = min(-(-max(n_tokens, 1) // 8) * 8, arrays["input_mask"].shape[1])
+        views = {k: torch.from_numpy(arrays[k][:, :n] if k in INPUT_KEYS else arrays[k]) for k in STATIC_KEYS}
+        t0 = time.perf_counter_ns()
+        with torch.inference_mode():
+            out = self._forward(self.model, StaticInputs(**views))
+        t1 = time.perf_counter_ns()
+        values = out[0].numpy().astype(np.float32, copy=True)
+        t2 = time.perf_counter_ns()
+        return ForwardResult(values=values, n_input=n, h2d_us=0.0, forward_us=(t1 - t0) / 1e3, d2h_us=(t2 - t1) / 1e3)
+
+    def run(self, arrays: dict[str, np.ndarray], n_tokens: int) -> ForwardResult:
+        """Decode one tick from the tokenizer's arrays (``IncrementalTokenizer.arrays()``), whose
+        real tokens are compact in slots ``[0, n_tokens)``."""
+        if n_tokens > arrays["input_mask"].shape[1]:
+            raise ValueError(f"n_tokens={n_tokens} exceeds the arrays' {arrays['input_mask'].shape[1]} slots")
+        return self._run_cuda(arrays, n_tokens) if self.is_cuda else self._run_cpu(arrays, n_tokens)
