@@ -1,0 +1,84 @@
+"""Buffer -> incremental tokenizer -> runner equals offline POYO.tokenize + forward, tick by tick."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from _poyo_ref import CONFIGS, make_pair
+from poyo_rt.model import collate
+from poyo_rt.runtime.runner import Runner, default_buckets
+from poyo_rt.stream.buffer import SpikeBuffer
+from poyo_rt.stream.tokenizer import IncrementalTokenizer
+
+TOL = 1e-5
+
+
+def offline_decode(model, t_end, times, units, unit_ids, session_id, out_rel):
+    """The reference path: slice the window, POYO.tokenize, collate, forward."""
+    start = t_end - model.sequence_length
+    keep = (times >= start) & (times < t_end)
+    window = SimpleNamespace(
+        spikes=SimpleNamespace(timestamps=times[keep] - start, unit_index=units[keep]),
+        units=SimpleNamespace(id=np.array(unit_ids)),
+        session=SimpleNamespace(id=session_id),
+        cursor=SimpleNamespace(timestamps=np.asarray(out_rel), vel=np.zeros((len(out_rel), 2))),
+    )
+    batch = collate([model.tokenize(window)])["model_inputs"]
+    with torch.inference_mode():
+        return model(**batch)[0, : len(out_rel)].numpy()
+
+
+@pytest.mark.parametrize("name", ["small", "poyo_1.3M"])
+def test_streaming_runner_equals_offline(name):
+    rng = np.random.default_rng(3)
+    model, _ = make_pair(CONFIGS[name], n_units=20, n_sessions=2)
+    unit_ids = [f"unit{i}" for i in rng.permutation(20)[:15]]  # stream units: a shuffled subset
+    vocab_index = np.asarray(model.unit_emb.tokenizer(unit_ids), dtype=np.int64)
+    tok = IncrementalTokenizer(window_s=1.0, latent_step_s=0.125, num_latents_per_step=model.num_latents_per_step,
+                               unit_vocab_index=vocab_index, session_vocab_index=model.session_emb.tokenizer("sess1"),
+                               max_spikes=600, n_outputs=2, output_lag_s=0.0, output_spacing_s=0.01)
+    buf = SpikeBuffer(capacity=4096, n_units=len(unit_ids), unit_map=vocab_index)
+    runner = Runner(model, capacity=tok.n_in, n_outputs=2, device="cpu")
+    t0 = 5000.0  # LSL-like absolute clock
+    rate = rng.uniform(5, 40, len(unit_ids))
+    all_t, all_u = [], []
+    t_prev = t0
+    for k in range(1, 160):  # 3.2 s at 50 Hz: windows fill, slide, wrap
+        t_end = t0 + k * 0.02
+        burst = 8 if k in (60, 61) else 1  # a burst, and a silent stretch below
+        lam = rate * 0.02 * burst * (0 if 100 <= k < 130 else 1)
+        counts = rng.poisson(lam)
+        u = np.repeat(np.arange(len(unit_ids)), counts)
+        t = rng.uniform(t_prev, t_end, len(u))
+        order = np.argsort(t)
+        buf.append(t[order], u[order])
+        all_t.append(t[order]), all_u.append(u[order])
+        t_prev = t_end
+        info = tok.update(t_end, buf)
+        res = runner.run(tok.arrays(), info.n_input_tokens)
+        ref = offline_decode(model, t_end, np.concatenate(all_t), np.concatenate(all_u), unit_ids, "sess1",
+                             [0.99, 1.0])
+        assert res.values.shape == (2, 2) and res.values.dtype == np.float32
+        assert np.abs(res.values - ref).max() <= TOL, k
+        assert res.n_input % 8 == 0 and res.n_input >= info.n_input_tokens
+
+
+def test_default_buckets():
+    assert default_buckets(2210) == [256, 512, 1024, 2048, 2216]
+    assert default_buckets(100) == [104]
+    assert all(b % 8 == 0 for b in default_buckets(5000))
+
+
+def test_runner_rejects_bad_requests():
+    model, _ = make_pair(CONFIGS["small"])
+    runner = Runner(model, capacity=64, n_outputs=1)
+    arrays = {"input_mask": np.zeros((1, 64), bool)}
+    with pytest.raises(ValueError, match="exceeds"):
+        runner.run(arrays, 65)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA"):
+            Runner(model, capacity=64, n_outputs=1, device="cuda")
