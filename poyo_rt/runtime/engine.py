@@ -1,0 +1,269 @@
+"""The tick loop: pull spikes, buffer, tokenize, forward, publish, time every stage.
+
+One tick, at scheduled time ``t_tick`` on the LSL clock (``pylsl.local_clock``)::
+
+    pull      inlet.pull()                     new (times, units) since the last tick
+    buffer    buffer.append(...)               validated; drops counted by reason
+    tokenize  tokenizer.update(t_end, buffer)  window [t_end - window_s, t_end), O(new + expired)
+    h2d / forward / d2h   runner.run(...)      CUDA graph replay (GPU) or eager (CPU)
+    publish   publisher.send(...)              one ZeroMQ message, never blocks
+
+``t_end = t_tick - input_delay_s``. Ticks follow absolute deadlines
+``t_start + k / tick_hz`` (never "sleep a period"), so the schedule does not drift; a tick
+that starts more than a period late skips the ticks it missed (counted as ``skipped_ticks``).
+With ``tick_hz = 0`` the engine decodes whenever new spikes arrive, with the window ending
+just after the newest spike.
+
+Latencies recorded per tick (µs): every stage above, ``e2e`` = newest spike's LSL time to
+the moment the message is handed to ZeroMQ, and ``tick`` = scheduled tick time to that
+moment; a ``tick`` above the deadline (default: one period) is a deadline miss.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+
+from poyo_rt.model.poyo import POYO
+from poyo_rt.runtime.metrics import LatencyStats, PeriodicReporter
+from poyo_rt.runtime.runner import Runner
+from poyo_rt.stream.buffer import SpikeBuffer
+from poyo_rt.stream.tokenizer import IncrementalTokenizer
+from poyo_rt.stream.wire import TickFlags
+
+log = logging.getLogger(__name__)
+
+STAGES = ("pull", "buffer", "tokenize", "h2d", "forward", "d2h", "publish", "e2e", "tick")
+
+# Wire-format counter names are at most 16 ASCII characters.
+_SHORT_NAMES = {"unit_out_of_range": "unit_range", "non_integer_count": "non_int_count"}
+
+
+class SpikeSource(Protocol):
+    """What the engine needs of an input (``poyo_rt.stream.lsl.SpikeInlet`` is one)."""
+
+    unit_ids: Sequence[str]
+    drops: dict[str, int]
+    connected: bool
+
+    def pull(self) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class TickSink(Protocol):
+    """What the engine needs of an output (``poyo_rt.stream.publisher.Publisher`` is one)."""
+
+    last_send_us: float
+
+    def send(self, **kwargs: Any) -> float: ...
+
+
+@dataclass
+class EngineSettings:
+    """Tick-loop settings (seconds unless named otherwise). See ``configs/default.yaml``."""
+
+    tick_hz: float = 50.0
+    input_delay_s: float = 0.0
+    output_lag_s: float = 0.0
+    n_outputs: int = 1
+    output_spacing_s: float | None = None
+    max_spikes: int = 8192
+    buffer_capacity: int = 65536
+    deadline_ms: float | None = None
+    log_every_s: float = 10.0
+    idle_poll_s: float = 0.0005
+
+    @property
+    def period_s(self) -> float:
+        return 1.0 / self.tick_hz if self.tick_hz > 0 else 0.0
+
+
+class Engine:
+    """Drives one decoder: a spike source in, a tick sink out.
+
+    Args:
+        model: the POYO to run (its vocabularies name the units and sessions it knows).
+        source: spike input; its ``unit_ids`` are matched to the model's at construction.
+        sink: where each tick's message goes.
+        unit_map: (U_stream,) model vocabulary row of each stream unit, -1 = drop (see
+            :func:`poyo_rt.stream.units.match_units`).
+        session_index: the session's row in ``model.session_emb``.
+        settings: :class:`EngineSettings`.
+        device: "cpu" or "cuda"; buckets / compile: see :class:`~poyo_rt.runtime.runner.Runner`.
+        clock: LSL clock, seconds (``pylsl.local_clock``; CLOCK_MONOTONIC on Linux).
+    """
+
+    def __init__(self, model: POYO, source: SpikeSource, sink: TickSink, *, unit_map: np.ndarray,
+                 session_index: int, settings: EngineSettings, device: str = "cpu",
+                 buckets: list[int] | None = None, compile: bool = False,
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+        self.model = model
+        self.source = source
+        self.sink = sink
+        self.settings = settings
+        self.clock = clock
+        self.sleep = sleep
+        self.buffer = SpikeBuffer(capacity=settings.buffer_capacity, n_units=len(unit_map), unit_map=unit_map)
+        self.tokenizer = IncrementalTokenizer(
+            window_s=model.sequence_length, latent_step_s=model.latent_step,
+            num_latents_per_step=model.num_latents_per_step, unit_vocab_index=unit_map,
+            session_vocab_index=session_index, max_spikes=settings.max_spikes, n_outputs=settings.n_outputs,
+            output_lag_s=settings.output_lag_s,
+            output_spacing_s=settings.output_spacing_s or (settings.period_s / settings.n_outputs or 0.01),
+        )
+        self.runner = Runner(model, capacity=self.tokenizer.n_in, n_outputs=settings.n_outputs, device=device,
+                             buckets=buckets, compile=compile)
+        deadline_ms = settings.deadline_ms or (settings.period_s * 1e3 if settings.tick_hz > 0 else None)
+        self.stats = LatencyStats(STAGES, deadline_us=deadline_ms * 1e3 if deadline_ms else None,
+                                  deadline_stages=("tick",), recent=4096)
+        self.reporter = PeriodicReporter(self.stats, settings.log_every_s, clock=clock) if settings.log_every_s > 0 else None
+        self.ticks = 0
+        self.skipped_ticks = 0
+        self._stop = threading.Event()
+        self._warm_up()
+
+    # --- control -------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask the loop to finish after the current tick (thread- and signal-safe)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def _warm_up(self) -> None:
+        """One forward on empty windows so the first real tick does not pay for lazy set-up."""
+        t0 = time.perf_counter()
+        self.runner.run(self.tokenizer.arrays(), self.tokenizer.n_start_end)
+        log.info("engine ready: %d units, window %.3f s, %d token slots, device %s (warm-up %.0f ms)",
+                 self.tokenizer.n_units, self.model.sequence_length, self.tokenizer.n_in, self.runner.device,
+                 (time.perf_counter() - t0) * 1e3)
+
+    # --- one tick ------------------------------------------------------------------------------
+    def counters(self) -> dict[str, int]:
+        """Every drop counter so far, by reason (input stream, buffer, tokenizer, loop)."""
+        out: dict[str, int] = {}
+        for source in (getattr(self.source, "drops", {}), self.buffer.drops):
+            for name, value in source.items():
+                key = _SHORT_NAMES.get(name, name)
+                out[key] = out.get(key, 0) + int(value)
+        out["token_overflow"] = self.tokenizer.counters["token_overflow"]
+        out["stale_spike"] = self.tokenizer.counters["stale_spike"]
+        out["skipped_ticks"] = self.skipped_ticks
+        return {k: v for k, v in out.items() if v or k in ("overflow", "token_overflow", "skipped_ticks")}
+
+    def tick(self, t_tick: float) -> dict[str, float]:
+        """Run one tick scheduled at ``t_tick`` (LSL s); returns its stage latencies (µs)."""
+        s = self.settings
+        c0 = time.perf_counter_ns()
+        times, units = self.source.pull()
+        c1 = time.perf_counter_ns()
+        if len(times):
+            self.buffer.append(times, units)
+        c2 = time.perf_counter_ns()
+        if s.tick_hz > 0:
+            t_end = t_tick - s.input_delay_s
+        else:
+            newest = self.buffer.last_time_s
+            t_end = max(np.nextafter(newest, math.inf) if math.isfinite(newest) else t_tick, self.tokenizer.t_end_s)
+        info = self.tokenizer.update(t_end, self.buffer)
+        c3 = time.perf_counter_ns()
+        result = self.runner.run(self.tokenizer.arrays(), info.n_input_tokens)
+
+        flags = 0
+        if info.overflow:
+            flags |= TickFlags.TOKEN_OVERFLOW
+        if not getattr(self.source, "connected", True):
+            flags |= TickFlags.STREAM_DISCONNECTED
+        t_before_send = self.clock()
+        tick_us = (t_before_send - t_tick) * 1e6
+        if self.stats.deadline_us is not None and tick_us > self.stats.deadline_us:
+            flags |= TickFlags.DEADLINE_MISSED
+        stages = {
+            "pull": (c1 - c0) / 1e3, "buffer": (c2 - c1) / 1e3, "tokenize": (c3 - c2) / 1e3,
+            "h2d": result.h2d_us, "forward": result.forward_us, "d2h": result.d2h_us,
+        }
+        output_times = info.origin_s + self.tokenizer.output_timestamps[0]  # (N_out,) LSL s
+        publish_us = self.sink.send(
+            window_end_s=t_end, newest_spike_s=info.newest_spike_s, output_times_s=output_times,
+            values=result.values, counters=self.counters(), stages_us={**stages, "publish": self.sink.last_send_us},
+            flags=int(flags),
+        )
+        t_sent = self.clock()
+        stages["publish"] = publish_us
+        stages["tick"] = (t_sent - t_tick) * 1e6
+        stages["e2e"] = (t_sent - info.newest_spike_s) * 1e6 if math.isfinite(info.newest_spike_s) else math.nan
+        self.stats.record_tick({k: v for k, v in stages.items() if not math.isnan(v)})
+        self.ticks += 1
+        return stages
+
+    # --- the loop ------------------------------------------------------------------------------
+    def run(self, duration_s: float | None = None, max_ticks: int | None = None) -> dict:
+        """Tick until :meth:`stop`, ``duration_s`` or ``max_ticks``; returns the latency summary."""
+        s = self.settings
+        t_start = self.clock()
+        t_stop = t_start + duration_s if duration_s else math.inf
+        k = 0
+        while not self._stop.is_set() and self.clock() < t_stop and (max_ticks is None or self.ticks < max_ticks):
+            if s.tick_hz > 0:
+                k += 1
+                deadline = t_start + k * s.period_s
+                wait = deadline - self.clock()
+                if wait > 0:
+                    self.sleep(wait)
+                elif wait < -s.period_s:  # more than a whole period late: skip the missed ticks
+                    missed = int(-wait // s.period_s)
+                    self.skipped_ticks += missed
+                    k += missed
+                    deadline = t_start + k * s.period_s
+                self.tick(deadline)
+            else:
+                before = self.buffer.next_seq
+                times, units = self.source.pull()
+                if len(times):
+                    self.buffer.append(times, units)
+                if self.buffer.next_seq == before:
+                    self.sleep(s.idle_poll_s)
+                    continue
+                self.tick(self.clock())
+            if self.reporter is not None:
+                self.reporter.maybe_log()
+        return self.summary()
+
+    def summary(self) -> dict:
+        out = self.stats.summary()
+        out["ticks"] = self.ticks
+        out["counters"] = self.counters()
+        return out
+
+    def write_report(self, path: str | os.PathLike[str], extra: dict | None = None) -> Path:
+        """Latency summary (+ run metadata in ``extra``) as JSON."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for name, value in self.counters().items():
+            self.stats.set_counter(name, value)
+        self.stats.to_json(path, extra={"ticks": self.ticks, **(extra or {})}, include_recent=True)
+        return path
+
+
+def install_signal_handlers(engine: Engine, report: Callable[[], None] | None = None) -> None:
+    """SIGINT/SIGTERM stop the loop gracefully; SIGUSR1 writes the latency report now (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def _stop(signum, _frame):
+        log.info("received %s: stopping after this tick", signal.Signals(signum).name)
+        engine.stop()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    if report is not None and hasattr(signal, "SIGUSR1"):
+        signal.signal(signal.SIGUSR1, lambda *_: report())
