@@ -28,6 +28,8 @@ class ModelConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"  #: auto = cuda when available
     session_id: str | None = None  #: session vocabulary word; None = the checkpoint's only/first session
     threads: int | None = None  #: torch CPU threads (None = torch's default)
+    compile: bool = False  #: CPU: torch.compile the forward (measure first: see docs/performance.md)
+    cuda_graphs: bool = True  #: CUDA: capture one graph per padding bucket (False = eager, for debugging)
 
     def validate(self, prefix: str) -> None:
         if self.threads is not None and self.threads < 1:
@@ -48,6 +50,7 @@ class InputConfig:
     on_unknown_unit: Literal["error", "drop"] = "error"  #: stream units missing from the model vocabulary
     max_buflen_s: float = 2.0  #: liblsl inlet buffer, seconds of data kept when the decoder stalls
     max_chunk: int = 4096  #: most samples taken per pull
+    clock_correction: Literal["auto", "always", "never"] = "auto"  #: auto: correct streams from other hosts only
     lsl_scope: Literal["machine", "site"] = "machine"  #: machine = LSL stays on this host (default)
     lsl_config: str | None = None  #: path of a liblsl config file (only with lsl_scope: site)
 
@@ -67,9 +70,12 @@ class EngineConfig:
     """The tick loop."""
 
     tick_hz: float = 50.0  #: decode this often on the LSL clock; 0 = whenever new spikes arrive
+    input_delay_s: float = 0.0  #: the window ends this long before the tick (room for spikes in transit)
     output_lag_s: float = 0.0  #: decode this long before the window end (causal: 0)
-    n_outputs: int = 1  #: output queries per tick, spread over the window's last tick period
+    n_outputs: int = 1  #: output queries per tick, ending at the window end minus output_lag_s
+    output_spacing_s: float | None = None  #: spacing of several queries; None = tick period / n_outputs
     max_spikes: int = 8192  #: spike-token capacity of a window; beyond it the oldest are dropped and counted
+    buffer_capacity: int = 65536  #: spikes held between arrival and tokenization (overflow is counted)
     buckets: tuple[int, ...] = ()  #: padding buckets (input tokens); empty = powers of two up to capacity
     deadline_ms: float | None = None  #: a tick later than this is a deadline miss; None = the tick period
     duration_s: float | None = None  #: stop after this long (None = until SIGINT/SIGTERM)
@@ -83,6 +89,12 @@ class EngineConfig:
             raise ConfigError(f"{prefix}.max_spikes", f"must be >= 1, got {self.max_spikes}")
         if self.output_lag_s < 0:
             raise ConfigError(f"{prefix}.output_lag_s", f"must be >= 0, got {self.output_lag_s}")
+        if self.input_delay_s < 0:
+            raise ConfigError(f"{prefix}.input_delay_s", f"must be >= 0, got {self.input_delay_s}")
+        if self.output_spacing_s is not None and self.output_spacing_s <= 0:
+            raise ConfigError(f"{prefix}.output_spacing_s", f"must be > 0, got {self.output_spacing_s}")
+        if self.buffer_capacity < 1:
+            raise ConfigError(f"{prefix}.buffer_capacity", f"must be >= 1, got {self.buffer_capacity}")
         if any(b < 8 or b % 8 for b in self.buckets) or list(self.buckets) != sorted(set(self.buckets)):
             raise ConfigError(f"{prefix}.buckets", f"must be increasing multiples of 8, got {list(self.buckets)}")
         if self.deadline_ms is not None and self.deadline_ms <= 0:

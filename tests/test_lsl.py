@@ -187,6 +187,23 @@ def test_events_int32_round_trip(stream_name: str, source_id: str, poll_until) -
         assert inlet.drops == zero_drops() and inlet.n_spikes == 20
 
 
+def test_same_host_timestamps_kept_exactly_other_clock_measured(stream_name: str, source_id: str, poll_until) -> None:
+    """auto: a stream from this host needs no correction (one clock), so times come back bit-exact;
+    always: time_correction() is measured (a few tens of µs of estimation noise, not exactly 0)."""
+    outlet = make_spike_outlet(stream_name, ["a", "b"], source_id)
+    pushed = local_clock() + np.array([0.0, 1.234567e-4, 2.5e-3])
+    with open_inlet(stream_name) as auto, open_inlet(stream_name, clock_correction="always") as measured:
+        assert auto.clock_offset_s == 0.0
+        assert 0 < abs(measured.clock_offset_s) < CLOCK_TOL_S
+        outlet.push_chunk([[0], [1], [0]], pushed.tolist())
+        times, _ = pull_until_samples(auto, 3, poll_until)
+        np.testing.assert_array_equal(times, pushed)
+        times, _ = pull_until_samples(measured, 3, poll_until)
+        np.testing.assert_allclose(times, pushed + measured.clock_offset_s, rtol=0, atol=1e-9)
+    with pytest.raises(ValueError, match="clock_correction"):
+        open_inlet(stream_name, clock_correction="sometimes")
+
+
 @pytest.mark.parametrize("unit_column", [0, "channels"])
 def test_events_nds_int16_chunk_shares_one_timestamp(
     stream_name: str, source_id: str, poll_until, unit_column: int | str

@@ -31,6 +31,7 @@ import logging
 import math
 import os
 import re
+import socket
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -678,8 +679,11 @@ class SpikeInlet:
     Units: ids from ``<desc><units>``; else, for counts, the channel labels; else ``unit_ids=``.
     ``unit_index`` indexes :attr:`unit_ids` (map to a model with :func:`match_units`).
 
-    Clock: ``time_correction()`` is measured once at open (blocks about 0.64 s) and refreshed every
-    ``clock_refresh_s`` without blocking; returned times are on this machine's :func:`local_clock`.
+    Clock: returned times are on this machine's :func:`local_clock`. With ``clock_correction="auto"``
+    (default) a stream from this host keeps its timestamps as they are (one clock: the offset is exactly
+    0, and measuring it would only add -10..-50 µs of estimation noise); a stream from another host is
+    corrected with ``time_correction()``, measured once at open (blocks about 0.64 s) and refreshed every
+    ``clock_refresh_s`` without blocking. ``"always"`` / ``"never"`` force either behaviour.
 
     Bad samples are dropped, counted in :attr:`drops` (keys :data:`DROP_REASONS`) and logged at most
     once per ``log_interval_s``. A wrong channel count/format raises StreamFormatError at open.
@@ -710,6 +714,7 @@ class SpikeInlet:
         max_buffer_samples: int = 100_000,
         open_timeout_s: float = 5.0,
         clock_refresh_s: float = 5.0,
+        clock_correction: str = "auto",
         max_future_s: float = 1.0,
         max_count_per_bin: int = 1000,
         reconnect: bool = True,
@@ -730,6 +735,7 @@ class SpikeInlet:
                 samples silently beyond it.
             open_timeout_s: bound on each blocking step of opening (info, open, first clock offset), s.
             clock_refresh_s: seconds between non-blocking clock-offset refreshes.
+            clock_correction: ``"auto"`` (correct streams from other hosts only), ``"always"``, ``"never"``.
             max_future_s: samples more than this many seconds after local_clock() are dropped.
             max_count_per_bin: counts above this are dropped (a corrupt count must not allocate GBs).
             reconnect: look for the outlet again after it is lost.
@@ -794,17 +800,24 @@ class SpikeInlet:
         self._pending: dict[str, int] = dict.fromkeys(DROP_REASONS, 0)
         self._next_log = -math.inf
 
+        if clock_correction not in ("auto", "always", "never"):
+            raise ValueError(f"clock_correction must be 'auto', 'always' or 'never', got {clock_correction!r}")
         _ensure_configured()
         self._spec, self._inlet = self._open(info, float(open_timeout_s), first=True)
-        try:
-            self._offset_s = self._inlet.time_correction(timeout=float(open_timeout_s))
-        except (_LslTimeoutError, _LslLostError) as exc:
-            self._inlet = None
-            raise StreamNotFoundError(
-                f"stream {self._spec.name!r}: no clock offset within {open_timeout_s:g} s ({exc})"
-            ) from exc
+        # Same host = same clock: the offset is exactly 0, while time_correction() would read
+        # -10..-50 µs of estimation noise (STREAMING-NOTES) and block 0.64 s at open.
+        same_host = self._spec.hostname == socket.gethostname()
+        self._measure_clock = clock_correction == "always" or (clock_correction == "auto" and not same_host)
+        if self._measure_clock:
+            try:
+                self._offset_s = self._inlet.time_correction(timeout=float(open_timeout_s))
+            except (_LslTimeoutError, _LslLostError) as exc:
+                self._inlet = None
+                raise StreamNotFoundError(
+                    f"stream {self._spec.name!r}: no clock offset within {open_timeout_s:g} s ({exc})"
+                ) from exc
         self._offset_valid = True
-        self._next_clock_refresh = pylsl.local_clock() + self.clock_refresh_s
+        self._next_clock_refresh = pylsl.local_clock() + self.clock_refresh_s if self._measure_clock else math.inf
         self.connected = True
         self._alloc_buffers()
         log.info(
@@ -1070,6 +1083,10 @@ class SpikeInlet:
 
     def _refresh_offset(self, now: float) -> None:
         """Non-blocking time_correction(): liblsl returns its latest background estimate."""
+        if not self._measure_clock:
+            self._offset_valid = True
+            self._next_clock_refresh = math.inf
+            return
         try:
             self._offset_s = self._inlet.time_correction(timeout=0.0)
             self._offset_valid = True

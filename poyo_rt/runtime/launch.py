@@ -1,0 +1,144 @@
+"""Wires a :class:`~poyo_rt.config.RunConfig` to a running engine: model, LSL inlet, publisher."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from poyo_rt import __version__
+from poyo_rt.config import RunConfig
+from poyo_rt.errors import ConfigError
+from poyo_rt.model.poyo import POYO
+from poyo_rt.registry import MODALITY_REGISTRY
+from poyo_rt.runtime.engine import Engine, EngineSettings, install_signal_handlers
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(choice: str) -> str:
+    """"auto" -> "cuda" when available, else "cpu"; "cuda" without a device is a ConfigError."""
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("model.device", "cuda was asked for, but no CUDA device is available to this torch build")
+    return choice
+
+
+def load_model(config: RunConfig) -> POYO:
+    """The checkpoint named by ``model.checkpoint``, with the configured readout."""
+    if config.model.checkpoint is None:
+        raise ConfigError("model.checkpoint", "no checkpoint given (set it in the config or pass --checkpoint)")
+    if config.model.readout not in MODALITY_REGISTRY:
+        raise ConfigError("model.readout", f"unknown modality {config.model.readout!r}; "
+                          f"registered: {', '.join(sorted(MODALITY_REGISTRY))}")
+    return POYO.load_pretrained(config.model.checkpoint, readout_spec=MODALITY_REGISTRY[config.model.readout]).eval()
+
+
+def session_index(model: POYO, session_id: str | None) -> int:
+    """Row of ``session_id`` in the model's session vocabulary; None picks the only session."""
+    sessions = [w for w in model.session_emb.vocab if w != "NA"]
+    if session_id is None:
+        if len(sessions) != 1:
+            raise ConfigError("model.session_id", f"the checkpoint knows {len(sessions)} sessions; choose one of "
+                              f"{sessions[:10]}")
+        session_id = sessions[0]
+    if session_id not in model.session_emb.vocab:
+        raise ConfigError("model.session_id", f"{session_id!r} is not in the checkpoint's sessions {sessions[:10]}")
+    return model.session_emb.vocab[session_id]
+
+
+def code_version() -> str:
+    """poyo-rt version plus the git commit when run from a checkout."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=2,
+                             cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{__version__}+{sha}" if sha else __version__
+
+
+@dataclass
+class RunningDecoder:
+    """An engine with the resources it owns; close() releases them."""
+
+    engine: Engine
+    inlet: object
+    publisher: object
+    config: RunConfig
+
+    def close(self) -> None:
+        self.publisher.close()
+        self.inlet.close()
+
+
+def build_decoder(config: RunConfig, *, model: POYO | None = None) -> RunningDecoder:
+    """Resolve the stream, match its units to the model, bind the publisher and build the engine."""
+    from poyo_rt.stream import lsl
+    from poyo_rt.stream.publisher import Publisher
+    from poyo_rt.stream.units import match_units
+
+    lsl.configure_lsl(config.input.lsl_scope, config.input.lsl_config)
+    if config.model.threads:
+        torch.set_num_threads(config.model.threads)
+    device = resolve_device(config.model.device)
+    model = model if model is not None else load_model(config)
+    sess = session_index(model, config.model.session_id)
+    inp = config.input
+    log.info("resolving LSL stream name=%r type=%r source_id=%r (timeout %.1f s)", inp.name, inp.type, inp.source_id,
+             inp.resolve_timeout_s)
+    inlet = lsl.open_spike_inlet(
+        inp.name, inp.type, inp.source_id, timeout_s=inp.resolve_timeout_s,
+        layout=inp.layout, unit_column=inp.unit_column if inp.layout == "events" else None,
+        channel_column=inp.channel_column, max_chunk=inp.max_chunk, clock_correction=inp.clock_correction,
+        max_buffer_samples=max(int(inp.max_buflen_s * 100_000), 1000),  # sized for 100k spikes/s
+    )
+    try:
+        unit_map = match_units(inlet.unit_ids, list(model.unit_emb.vocab), on_unknown=inp.on_unknown_unit)
+        eng = config.engine
+        settings = EngineSettings(
+            tick_hz=eng.tick_hz, input_delay_s=eng.input_delay_s, output_lag_s=eng.output_lag_s,
+            n_outputs=eng.n_outputs, output_spacing_s=eng.output_spacing_s, max_spikes=eng.max_spikes,
+            buffer_capacity=eng.buffer_capacity, deadline_ms=eng.deadline_ms, log_every_s=config.metrics.log_every_s,
+        )
+        out = config.output
+        publisher = Publisher(out.endpoint, topic=out.topic, sndhwm=out.sndhwm, tick_hz=eng.tick_hz or 100.0,
+                              allow_remote=out.allow_remote, clock=lsl.local_clock)
+    except Exception:
+        inlet.close()
+        raise
+    try:
+        engine = Engine(model, inlet, publisher, unit_map=unit_map, session_index=sess, settings=settings,
+                        device=device, buckets=list(eng.buckets) or None, compile=config.model.compile,
+                        clock=lsl.local_clock)
+    except Exception:
+        publisher.close()
+        inlet.close()
+        raise
+    log.info("publishing on %s topic %r; %d of %d stream units decoded", publisher.endpoint, out.topic,
+             int((unit_map >= 0).sum()), len(unit_map))
+    return RunningDecoder(engine, inlet, publisher, config)
+
+
+def run_decoder(config: RunConfig, *, model: POYO | None = None) -> dict:
+    """Build, run until stopped (signal or ``engine.duration_s``), write the latency report."""
+    decoder = build_decoder(config, model=model)
+    meta = {"config": config.to_dict(), "code_version": code_version(), "torch": torch.__version__,
+            "device": str(decoder.engine.runner.device)}
+
+    def report() -> None:
+        if config.metrics.report_path:
+            path = decoder.engine.write_report(config.metrics.report_path, extra=meta)
+            log.info("latency report written to %s", path)
+
+    install_signal_handlers(decoder.engine, report)
+    try:
+        summary = decoder.engine.run(duration_s=config.engine.duration_s)
+    finally:
+        decoder.close()
+    log.info("final latency after %d ticks:\n%s", decoder.engine.ticks, decoder.engine.stats.format_table())
+    report()
+    return summary

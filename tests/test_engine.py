@@ -1,0 +1,261 @@
+"""The engine end to end, with a real LSL outlet/inlet and real ZeroMQ sockets on 127.0.0.1.
+
+An outlet plays a known spike train; the engine decodes it; a subscriber receives every tick;
+each tick's values are checked against offline ``POYO.tokenize`` + forward on the same window.
+Spikes are pushed ahead of real time (stamped up to ``LEAD_S`` in the future), so every spike of a
+window has reached the inlet before its tick, whatever the machine's load.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from _poyo_ref import CONFIGS, make_pair
+from conftest import poll
+from poyo_rt.config import config_from_dict
+from poyo_rt.errors import StreamFormatError, UnitMismatchError
+from poyo_rt.model import collate
+from poyo_rt.runtime.launch import build_decoder
+from poyo_rt.stream import lsl
+from poyo_rt.stream.publisher import Subscriber
+from poyo_rt.stream.wire import TickFlags
+
+LEAD_S = 0.4
+UNITS = [f"unit{i}" for i in range(20)]
+
+
+@pytest.fixture
+def model():
+    m, _ = make_pair(CONFIGS["small"], n_units=20, n_sessions=1)
+    return m
+
+
+def spike_train(rng, unit_ids, duration_s, rate_hz=(5, 40), bursts=(), silences=()):
+    """Poisson spikes, seconds from 0: per-unit rates, bursts (x8 rate) and silent stretches."""
+    dt = 0.01
+    edges = np.arange(0, duration_s + dt, dt)
+    rates = rng.uniform(*rate_hz, len(unit_ids))
+    times, units = [], []
+    for t in edges[:-1]:
+        gain = 8.0 if any(a <= t < b for a, b in bursts) else 1.0
+        if any(a <= t < b for a, b in silences):
+            gain = 0.0
+        counts = rng.poisson(rates * dt * gain)
+        u = np.repeat(np.arange(len(unit_ids)), counts)
+        times.append(rng.uniform(t, t + dt, len(u)))
+        units.append(u)
+    times, units = np.concatenate(times), np.concatenate(units)
+    order = np.argsort(times, kind="stable")
+    return times[order], units[order]
+
+
+class Pusher(threading.Thread):
+    """Pushes (t0 + times, units) to an outlet, each spike ``lead_s`` before its time."""
+
+    def __init__(self, outlet, t0, times, units, lead_s=LEAD_S):
+        super().__init__(daemon=True)
+        self.outlet, self.t0, self.times, self.units, self.lead_s = outlet, t0, times, units, lead_s
+        self.min_lead_s = np.inf
+        self.stop_flag = threading.Event()
+
+    def run(self):
+        i, n = 0, len(self.times)
+        while i < n and not self.stop_flag.is_set():
+            now = lsl.local_clock()
+            j = np.searchsorted(self.times, now + self.lead_s - self.t0, side="right")
+            if j > i:
+                self.min_lead_s = min(self.min_lead_s, self.t0 + self.times[i] - now)
+                for k in range(i, j):
+                    self.outlet.push_sample([int(self.units[k])], self.t0 + float(self.times[k]))
+                i = j
+            time.sleep(0.005)
+
+
+def make_config(stream_name, **engine):
+    return config_from_dict({
+        "model": {"device": "cpu"},
+        "input": {"name": stream_name, "resolve_timeout_s": 5.0},
+        "engine": {"tick_hz": 50.0, **engine},
+        "output": {"endpoint": "tcp://127.0.0.1:*"},
+        "metrics": {"log_every_s": 0, "report_path": None},
+    })
+
+
+def offline_values(model, t_end, times_abs, units, out_times_abs):
+    start = t_end - model.sequence_length
+    keep = (times_abs >= start) & (times_abs < t_end)
+    window = SimpleNamespace(
+        spikes=SimpleNamespace(timestamps=times_abs[keep] - start, unit_index=units[keep]),
+        units=SimpleNamespace(id=np.array(UNITS)), session=SimpleNamespace(id="sess0"),
+        cursor=SimpleNamespace(timestamps=np.asarray(out_times_abs) - start, vel=np.zeros((len(out_times_abs), 2))),
+    )
+    batch = collate([model.tokenize(window)])["model_inputs"]
+    with torch.inference_mode():
+        return model(**batch)[0, : len(out_times_abs)].numpy()
+
+
+def run_engine(decoder, duration_s):
+    thread = threading.Thread(target=decoder.engine.run, kwargs={"duration_s": duration_s}, daemon=True)
+    thread.start()
+    return thread
+
+
+def collect(sub, thread, until_idle_s=1.0):
+    msgs = []
+    while True:
+        msg = sub.recv(timeout_s=until_idle_s)
+        if msg is not None:
+            msgs.append(msg)
+        elif not thread.is_alive():
+            return msgs
+
+
+def start(stream_name, source_id, model, **engine):
+    outlet = lsl.make_spike_outlet(stream_name, UNITS, source_id)
+    decoder = build_decoder(make_config(stream_name, **engine), model=model)
+    sub = Subscriber(decoder.publisher.endpoint, topic="poyo", rcvhwm=100_000, clock=lsl.local_clock)
+    poll(lambda: sub.recv(timeout_s=0.01) is None and decoder.publisher.wait_for_subscriber(0.01),
+         timeout_s=5, what="subscription")
+    return outlet, decoder, sub
+
+
+@pytest.mark.slow
+def test_streaming_equals_offline_over_a_minute(model, stream_name, source_id):
+    duration = 61.0
+    rng = np.random.default_rng(0)
+    times, units = spike_train(rng, UNITS, duration, bursts=[(10, 11), (40, 40.5)], silences=[(20, 23), (50, 52)])
+    outlet, decoder, sub = start(stream_name, source_id, model, n_outputs=2, output_spacing_s=0.01)
+    try:
+        t0 = lsl.local_clock() + 0.2
+        pusher = Pusher(outlet, t0, times, units)
+        pusher.start()
+        thread = run_engine(decoder, duration + 0.5)
+        msgs = collect(sub, thread)
+        pusher.stop_flag.set()
+    finally:
+        decoder.close()
+    assert pusher.min_lead_s > 0, "the pusher fell behind real time: spikes could reach the inlet after their tick"
+    ticks = decoder.engine.ticks
+    assert ticks >= 0.9 * duration * 50 and len(msgs) == ticks
+    seqs = [m.seq for m in msgs]
+    assert seqs == list(range(seqs[0], seqs[0] + len(msgs))), "ticks must arrive in order, none missing"
+    times_abs = t0 + times
+    worst, n_spiky = 0.0, 0
+    for m in msgs:
+        ref = offline_values(model, m.window_end_s, times_abs, units, m.output_times_s)
+        worst = max(worst, float(np.abs(m.values - ref).max()))
+        n_spiky += int(np.isfinite(m.newest_spike_s))
+        assert m.values.shape == (2, 2)
+    assert worst <= 1e-5
+    assert n_spiky > 0.8 * len(msgs)  # most windows hold spikes; silent stretches give a few empty ones
+    counters = msgs[-1].counters
+    assert counters.get("stale_spike", 0) == 0 and counters.get("token_overflow", 0) == 0
+    summary = decoder.engine.summary()
+    assert summary["stages"]["forward"]["count"] == ticks
+
+
+def test_bad_spikes_are_counted_and_decoding_continues(model, stream_name, source_id):
+    outlet, decoder, sub = start(stream_name, source_id, model)
+    try:
+        thread = run_engine(decoder, 1.5)
+        now = lsl.local_clock()
+        outlet.push_sample([3], now)
+        outlet.push_sample([4], float("nan"))  # NaN timestamp
+        outlet.push_sample([5], now - 0.5)  # out of order
+        outlet.push_sample([99], now + 0.001)  # unit index outside the unit list
+        outlet.push_sample([-1], now + 0.002)  # negative unit
+        outlet.push_sample([6], now + 0.003)
+        msgs = collect(sub, thread)
+    finally:
+        decoder.close()
+    assert len(msgs) > 50
+    c = msgs[-1].counters
+    assert c["nonfinite_time"] == 1 and c["out_of_order"] == 1 and c["unit_range"] == 1 and c["negative_unit"] == 1
+    assert any(np.isfinite(m.newest_spike_s) for m in msgs)
+
+
+def test_burst_above_capacity_is_dropped_oldest_first_and_flagged(model, stream_name, source_id):
+    outlet, decoder, sub = start(stream_name, source_id, model, max_spikes=64)
+    try:
+        thread = run_engine(decoder, 1.5)
+        now = lsl.local_clock()
+        burst = now + np.linspace(0.05, 0.15, 500)
+        outlet.push_chunk([[i % 20] for i in range(500)], burst.tolist())
+        msgs = collect(sub, thread)
+    finally:
+        decoder.close()
+    flagged = [m for m in msgs if m.flags & TickFlags.TOKEN_OVERFLOW]
+    assert flagged and msgs[-1].counters["token_overflow"] >= 500 - 64
+    assert all(np.isfinite(m.values).all() for m in msgs)
+    assert decoder.engine.tokenizer.n_spikes <= 64
+
+
+def test_unknown_units_error_or_counted_drop(model, stream_name, source_id):
+    units = UNITS[:10] + ["stranger0", "stranger1"]
+    outlet = lsl.make_spike_outlet(stream_name, units, source_id)
+    with pytest.raises(UnitMismatchError, match="stranger"):
+        build_decoder(make_config(stream_name), model=model)
+    cfg = make_config(stream_name)
+    cfg = config_from_dict({**cfg.to_dict(), "input": {**cfg.to_dict()["input"], "on_unknown_unit": "drop"},
+                            "engine": {**cfg.to_dict()["engine"], "buckets": []}})
+    decoder = build_decoder(cfg, model=model)
+    try:
+        thread = run_engine(decoder, 1.0)
+        now = lsl.local_clock()
+        outlet.push_chunk([[10], [11], [2]], [now, now + 0.001, now + 0.002])
+        thread.join()
+    finally:
+        decoder.close()
+    assert decoder.engine.counters()["unmapped_unit"] == 2
+    assert decoder.engine.ticks > 30
+
+
+def test_wrong_stream_format_is_a_clear_error_at_start(model, stream_name, source_id):
+    import pylsl
+
+    info = pylsl.StreamInfo(stream_name, "Spikes", 3, 0.0, pylsl.cf_string, source_id)
+    outlet = pylsl.StreamOutlet(info)
+    with pytest.raises(StreamFormatError):
+        build_decoder(make_config(stream_name), model=model)
+    del outlet
+
+
+@pytest.mark.slow
+def test_stream_disappears_and_returns(model, stream_name, source_id):
+    outlet, decoder, sub = start(stream_name, source_id, model)
+    try:
+        thread = run_engine(decoder, 6.0)
+        outlet.push_sample([1], lsl.local_clock())
+        poll(lambda: decoder.engine.ticks > 20, timeout_s=5, what="ticks")
+        del outlet  # the acquisition system goes away ...
+        poll(lambda: not decoder.inlet.connected, timeout_s=5, what="disconnect noticed")
+        outlet = lsl.make_spike_outlet(stream_name, UNITS, source_id)  # ... and comes back
+        poll(lambda: decoder.inlet.connected, timeout_s=5, what="reconnect")
+        t_back = lsl.local_clock()
+        pusher = Pusher(outlet, t_back, np.linspace(0.05, 1.0, 40), np.arange(40) % 20)
+        pusher.start()
+        msgs = collect(sub, thread)
+    finally:
+        decoder.close()
+    assert thread.is_alive() is False and decoder.engine.ticks > 200
+    assert any(m.flags & TickFlags.STREAM_DISCONNECTED for m in msgs)
+    assert any(np.isfinite(m.newest_spike_s) and m.newest_spike_s > t_back for m in msgs)
+    assert decoder.inlet.reconnect_count == 1
+
+
+def test_subscriber_that_never_reads_does_not_stall_the_engine(model, stream_name, source_id):
+    outlet, decoder, sub = start(stream_name, source_id, model)
+    lazy = Subscriber(decoder.publisher.endpoint, topic="poyo", rcvhwm=1)
+    try:
+        decoder.engine.run(duration_s=2.0)
+    finally:
+        decoder.close()
+        lazy.close()
+        sub.close()
+    assert decoder.engine.ticks >= 80  # 50 Hz for 2 s, nothing blocked
