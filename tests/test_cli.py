@@ -41,3 +41,60 @@ def test_bench_quick_json(tmp_path):
 def test_bench_bad_iters_is_usage_error():
     res = run_cli("bench", "--iters", "0")
     assert res.returncode == 2 and "--iters" in res.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_run_and_listen_end_to_end_with_graceful_sigint(tmp_path, stream_name, source_id):
+    """`poyo-rt run` decodes a real LSL stream in a subprocess, `poyo-rt listen` records its ticks;
+    SIGINT stops the decoder gracefully with exit code 0 and a latency report."""
+    import signal
+    import time
+
+    import numpy as np
+
+    from _poyo_ref import CONFIGS, make_pair
+    from poyo_rt.stream import lsl
+
+    model, _ = make_pair(CONFIGS["small"], n_units=20, n_sessions=1)
+    ckpt = model.save_pretrained(tmp_path / "m.ckpt")
+    outlet = lsl.make_spike_outlet(stream_name, [f"unit{i}" for i in range(20)], source_id)
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    report = tmp_path / "latency.json"
+    record = tmp_path / "ticks.ndjson"
+    listener = subprocess.Popen([sys.executable, "-m", "poyo_rt.cli", "listen", "--endpoint", endpoint, "--count", "40",
+                                 "--out", str(record), "--print-every", "10"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    decoder = subprocess.Popen([sys.executable, "-m", "poyo_rt.cli", "run", "--checkpoint", str(ckpt), "--stream",
+                                stream_name, "--endpoint", endpoint, "--device", "cpu", "--report", str(report)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        t_end = time.monotonic() + 60
+        while listener.poll() is None and time.monotonic() < t_end:
+            now = lsl.local_clock()
+            outlet.push_chunk([[i % 20] for i in range(10)], (now + np.linspace(0, 0.01, 10)).tolist())
+            time.sleep(0.01)
+        out, err = listener.communicate(timeout=10)
+        assert listener.returncode == 0, err
+        decoder.send_signal(signal.SIGINT)
+        d_out, d_err = decoder.communicate(timeout=30)
+    finally:
+        for p in (listener, decoder):
+            if p.poll() is None:
+                p.kill()
+    assert decoder.returncode == 0, d_err
+    assert "final latency" in d_err and "stopping after this tick" in d_err
+    lines = record.read_text().splitlines()
+    assert len(lines) == 40
+    recs = [json.loads(line) for line in lines]
+    assert [r["seq"] for r in recs] == list(range(recs[0]["seq"], recs[0]["seq"] + 40))
+    payload = json.loads(report.read_text())
+    meta, summary = payload["meta"], payload["summary"]
+    assert meta["ticks"] >= 40 and meta["config"]["input"]["name"] == stream_name and meta["code_version"]
+    assert summary["stages"]["forward"]["count"] == meta["ticks"] and summary["stages"]["e2e"]["count"] > 0

@@ -1,0 +1,69 @@
+"""Run configuration: YAML -> dataclasses, defaults, and errors that name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from poyo_rt.config import RunConfig, config_from_dict, load_config, with_overrides
+from poyo_rt.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_default_yaml_equals_builtin_defaults():
+    """configs/default.yaml documents every field with its default: it must match the dataclasses."""
+    assert load_config(REPO / "configs" / "default.yaml") == RunConfig()
+    assert load_config(None) == RunConfig()
+
+
+def test_every_shipped_config_loads():
+    for path in sorted((REPO / "configs").glob("*.yaml")):
+        load_config(path)
+
+
+@pytest.mark.parametrize(
+    "raw, field, words",
+    [
+        ({"engine": {"tick_hz": "fast"}}, "engine.tick_hz", "number"),
+        ({"engine": {"tick_hz": -1}}, "engine.tick_hz", ">= 0"),
+        ({"engine": {"tickhz": 50}}, "engine.tickhz", "unknown field"),
+        ({"engine": {"buckets": [256, 100]}}, "engine.buckets", "multiples of 8"),
+        ({"engine": {"n_outputs": 0}}, "engine.n_outputs", ">= 1"),
+        ({"input": {"layout": "spikes"}}, "input.layout", "events"),
+        ({"input": {"unit_column": 1.5}}, "input.unit_column", "integer"),
+        ({"input": {"lsl_config": "x.cfg"}}, "input.lsl_config", "lsl_scope: site"),
+        ({"model": {"device": "tpu"}}, "model.device", "one of"),
+        ({"model": {"compile": "yes"}}, "model.compile", "true or false"),
+        ({"output": {"topic": ""}}, "output.topic", "empty"),
+        ({"metrics": {"log_every_s": -2}}, "metrics.log_every_s", ">= 0"),
+        ({"modle": {}}, "modle", "unknown field"),
+        ({"engine": [1, 2]}, "engine", "mapping"),
+    ],
+)
+def test_errors_name_the_field(raw, field, words):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(raw)
+    assert err.value.field == field and words in str(err.value)
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("engine: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_overrides_and_types(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("engine:\n  tick_hz: 100\n  buckets: [256, 512]\ninput:\n  unit_column: units\n")
+    cfg = load_config(path)
+    assert cfg.engine.tick_hz == 100.0 and isinstance(cfg.engine.tick_hz, float)
+    assert cfg.engine.buckets == (256, 512) and cfg.input.unit_column == "units"
+    cfg2 = with_overrides(cfg, model={"device": "cpu", "checkpoint": None}, engine={"duration_s": 3})
+    assert cfg2.model.device == "cpu" and cfg2.engine.duration_s == 3.0 and cfg2.engine.tick_hz == 100.0
+    with pytest.raises(ConfigError, match="engine.duration_s"):
+        with_overrides(cfg, engine={"duration_s": -1})
