@@ -82,3 +82,17 @@ def test_runner_rejects_bad_requests():
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA"):
             Runner(model, capacity=64, n_outputs=1, device="cuda")
+
+
+@pytest.mark.slow
+def test_compiled_cpu_runner_equals_eager():
+    """The optional torch.compile CPU path gives the eager values (compiles once per token count)."""
+    from _poyo_ref import random_batch
+
+    model, _ = make_pair(CONFIGS["small"])
+    batch = random_batch(model, batch=1, n_out=1, seed=4)
+    n = batch["input_unit_index"].shape[1]
+    arrays = {k: v.numpy().copy() for k, v in batch.items()}
+    eager = Runner(model, capacity=n, n_outputs=1).run(arrays, n)
+    compiled = Runner(model, capacity=n, n_outputs=1, compile=True).run(arrays, n)
+    assert np.abs(compiled.values - eager.values).max() <= TOL
