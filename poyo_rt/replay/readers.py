@@ -27,6 +27,7 @@ scipy (MAT v5), h5py (MAT v7.3, NWB, temporaldata), pynwb (NWB), pyxdf (XDF).
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 from collections.abc import Sequence
@@ -69,6 +70,14 @@ class SessionFormatError(PoyoRtError, ValueError):
         super().__init__(f"{self.path}: {message}")
 
 
+def _optional(module: str, package: str, what: str) -> Any:
+    """Import an optional dependency, or raise ImportError saying which package reads ``what``."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"reading {what} needs the {package!r} package: pip install {package}") from exc
+
+
 # --- dispatch ------------------------------------------------------------------------------
 def _sniff(path: Path) -> str | None:
     """Format from the first bytes: mat, npz, xdf, nwb, temporaldata, hdf5 (other HDF5) or None."""
@@ -88,7 +97,7 @@ def _sniff(path: Path) -> str | None:
 
 
 def _sniff_hdf5(path: Path) -> str:
-    import h5py
+    h5py = _optional("h5py", "h5py", "HDF5 files (MAT v7.3, NWB, temporaldata)")
 
     try:
         with h5py.File(path, "r") as f:
@@ -152,10 +161,10 @@ def read_session(path: str | Path, *, format: str | None = None, **options: Any)
     ``FileNotFoundError`` for missing ones, ``TypeError`` for options the reader does not take.
     """
     path = Path(path)
+    if format is not None and format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
     fmt = detect_format(path)
     if format is not None:
-        if format not in FORMATS:
-            raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
         if format != fmt:
             raise SessionFormatError(path, f"format={format!r} requested but the file is {fmt}")
     readers = {"mat": read_binned, "npz": read_binned, "nwb": read_nwb, "xdf": read_xdf,
@@ -213,18 +222,16 @@ def _load_mat(path: Path) -> dict[str, np.ndarray]:
     with open(path, "rb") as f:
         head = f.read(128)
     if head.startswith(b"MATLAB 7.3"):
-        import h5py
-
+        h5py = _optional("h5py", "h5py", "MAT v7.3 files")
         out = {}
         with h5py.File(path, "r") as h5:
             for key, obj in h5.items():
                 if isinstance(obj, h5py.Dataset) and obj.dtype.kind in "iufb":
                     out[key] = np.asarray(obj[()]).T  # MATLAB stores column-major
         return out
-    import scipy.io
-
+    sio = _optional("scipy.io", "scipy", "MAT files")
     try:
-        raw = scipy.io.loadmat(str(path))
+        raw = sio.loadmat(str(path))
     except Exception as exc:  # scipy raises many kinds for corrupt files
         raise SessionFormatError(path, f"cannot read MAT file: {type(exc).__name__}: {exc}") from exc
     return {k: v for k, v in raw.items() if not k.startswith("__")}
@@ -326,7 +333,8 @@ def read_binned(
         if behavior_channels is not None:
             chans = list(behavior_channels)
             if any(not 0 <= c < beh.shape[1] for c in chans):
-                raise ValueError(f"behavior_channels {chans} out of range for {behavior_key!r} with {beh.shape[1]} channels")
+                raise ValueError(f"behavior_channels {chans} out of range for {behavior_key!r} "
+                                 f"with {beh.shape[1]} channels")
             beh = beh[:, chans]
         beh_t, behavior = centres, beh.astype(np.float32)
         labels = _default_labels(behavior.shape[1], behavior_key, behavior_labels)
@@ -429,13 +437,16 @@ def read_nwb(
     Values are ``data * conversion + offset`` (the TimeSeries' own unit); times are seconds from the
     file's timestamps reference, ``timestamps`` or ``starting_time + i / rate``.
     """
-    from pynwb import NWBHDF5IO
-
+    NWBHDF5IO = _optional("pynwb", "pynwb", "NWB files").NWBHDF5IO
     path = Path(path)
     try:
         io = NWBHDF5IO(str(path), "r", load_namespaces=True)
+    except Exception as exc:
+        raise SessionFormatError(path, f"cannot open NWB: {type(exc).__name__}: {exc}") from exc
+    try:
         nwbfile = io.read()
     except Exception as exc:
+        io.close()
         raise SessionFormatError(path, f"cannot read NWB: {type(exc).__name__}: {exc}") from exc
     with io:
         units = nwbfile.units
@@ -448,7 +459,8 @@ def read_nwb(
         elif unit_id_column in units.colnames:
             raw_ids = np.asarray(units[unit_id_column].data[:])
         else:
-            raise ValueError(f"unit_id_column {unit_id_column!r} is not a units column; columns: {list(units.colnames)}")
+            raise ValueError(f"unit_id_column {unit_id_column!r} is not a units column; "
+                             f"columns: {list(units.colnames)}")
         unit_ids = [unit_prefix + (u.decode() if isinstance(u, bytes) else str(u)) for u in raw_ids.tolist()]
         index = units["spike_times"]  # VectorIndex: end offsets into the flat spike times
         ends = np.asarray(index.data[:], dtype=np.int64)
@@ -626,8 +638,7 @@ def read_xdf(
     Unit ids: the spike stream's ``<desc><units><unit><id>`` (else ``<label>``); for counts without
     those, the channel labels, else ``unit{i}``; for events without them, ``unit{i}`` up to the largest index.
     """
-    import pyxdf
-
+    pyxdf = _optional("pyxdf", "pyxdf", "XDF files")
     path = Path(path)
     if spike_format not in ("auto", "events", "counts"):
         raise ValueError(f"spike_format must be 'auto', 'events' or 'counts', got {spike_format!r}")
@@ -771,14 +782,16 @@ def _xdf_events(path: Path, stream: dict, t: np.ndarray, x: np.ndarray, desc_uni
         uniq, inverse = np.unique(values, return_inverse=True)
         missing = [int(v) for v in uniq if str(v) not in lookup]
         if missing:
-            raise SessionFormatError(path, f"spike values {missing[:10]} are not unit ids of the stream {unit_ids[:10]}...")
+            raise SessionFormatError(path, f"spike values {missing[:10]} are not unit ids of the stream "
+                                           f"(first ids: {unit_ids[:10]})")
         units = np.array([lookup[str(v)] for v in uniq], dtype=np.int64)[inverse.reshape(-1)]
     else:
         n = len(desc_units) if desc_units else (int(values.max()) + 1 if values.size else 0)
         unit_ids = desc_units or [f"unit{i}" for i in range(n)]
         if values.size and (values.min() < 0 or values.max() >= n):
             bad = int(values.min()) if values.min() < 0 else int(values.max())
-            raise SessionFormatError(path, f"spike unit index {bad} out of range for the {n} units in the stream's desc")
+            raise SessionFormatError(path, f"spike unit index {bad} out of range for the {n} units "
+                                           f"of the stream's desc")
         units = values
     return unit_ids, t, units
 
@@ -819,7 +832,7 @@ def read_temporaldata(
     ``hand.vel``, ``cursor.vel``, ``behavior.hand_vel``, ``finger.vel``, else the one 2-D ``*vel*``
     dataset of a time-series group, else an error listing the candidates.
     """
-    import h5py
+    h5py = _optional("h5py", "h5py", "HDF5 files (MAT v7.3, NWB, temporaldata)")
 
     path = Path(path)
     try:

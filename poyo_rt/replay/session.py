@@ -10,6 +10,7 @@ Shapes: N spikes, U units, M behaviour samples, D behaviour channels.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from collections import Counter
@@ -37,6 +38,13 @@ def sort_spikes(times_s: np.ndarray, units: np.ndarray) -> tuple[np.ndarray, np.
     units = np.asarray(units, dtype=np.int64).reshape(-1)
     order = np.argsort(times_s, kind="stable")
     return times_s[order], units[order]
+
+
+def _plain_str(value: Any) -> Any:
+    """``bytes`` and ``np.str_`` as plain ``str``; anything else unchanged (validation judges it)."""
+    if isinstance(value, bytes):
+        return value.decode()
+    return str(value) if isinstance(value, str) else value
 
 
 def _as_array(name: str, value: Any, dtype: type, ndim: int) -> np.ndarray:
@@ -95,8 +103,8 @@ class Session:
     metadata: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.unit_ids = [u.decode() if isinstance(u, bytes) else u for u in list(self.unit_ids)]
-        self.behavior_labels = list(self.behavior_labels)
+        self.unit_ids = [_plain_str(u) for u in list(self.unit_ids)]
+        self.behavior_labels = [_plain_str(x) for x in list(self.behavior_labels)]
         self.spike_times_s = _as_array("spike_times_s", self.spike_times_s, np.float64, 1)
         self.spike_units = _as_array("spike_units", self.spike_units, np.int64, 1)
         self.behavior_times_s = _as_array("behavior_times_s", self.behavior_times_s, np.float64, 1)
@@ -205,7 +213,7 @@ class Session:
         s0, s1 = self._spike_range(t0_s, t1_s)
         b0, b1 = self._behavior_range(t0_s, t1_s)
         shift = t0_s if relative else 0.0
-        metadata = json.loads(json.dumps(self.metadata)) if self.metadata else {}
+        metadata = copy.deepcopy(self.metadata)
         if relative:
             metadata["time_offset_s"] = float(self.metadata.get("time_offset_s", 0.0)) + t0_s
         return Session(

@@ -1,8 +1,9 @@
 """Runs the fixed-shape POYO forward on a tokenizer's static arrays, once per tick.
 
-* CPU: eager (optionally ``torch.compile``-d), straight on zero-copy torch views of the
-  tokenizer's numpy arrays, trimmed to the real tokens rounded up to 8: no padding bucket
-  is needed and no copy is made (``h2d_us`` is 0).
+* CPU: eager, straight on zero-copy torch views of the tokenizer's numpy arrays, trimmed
+  to the real tokens rounded up to 8: no padding bucket is needed and no copy is made
+  (``h2d_us`` is 0). With ``compile=True`` the forward is ``torch.compile``-d and the tokens
+  are padded up to a bucket, so that only a handful of shapes are ever compiled.
 * CUDA: one CUDA graph per padding bucket, captured at construction (warm-up first). Each
   tick the real tokens are copied into pinned host staging buffers, then into the bucket's
   device buffers (non-blocking), the graph is replayed, and the output comes back to pinned
@@ -66,8 +67,8 @@ class Runner:
         capacity: most input tokens a tick can hold (the tokenizer's ``N_in``).
         n_outputs: output queries per tick.
         device: "cpu" or "cuda[:i]".
-        buckets: CUDA padding buckets (ascending multiples of 8, last >= capacity); default
-            :func:`default_buckets`. Ignored on CPU.
+        buckets: padding buckets (ascending multiples of 8, last >= capacity) for CUDA graphs and
+            for the compiled CPU path; default :func:`default_buckets`. Unused by eager CPU.
         cuda_graphs: capture CUDA graphs (True) or run eager on the GPU (False, for debugging).
         compile: on CPU, wrap the forward in ``torch.compile`` (off by default; measure first).
     """
@@ -82,9 +83,11 @@ class Runner:
         self.n_outputs = n_outputs
         self.is_cuda = self.device.type == "cuda"
         self._forward = static_forward
-        if compile and not self.is_cuda:
-            self._forward = torch.compile(static_forward, dynamic=False)
         self.buckets: list[int] = []
+        if compile and not self.is_cuda:
+            # one compiled graph per padding bucket: the token count changes every tick
+            self._forward = torch.compile(static_forward, dynamic=False)
+            self.buckets = list(buckets or default_buckets(capacity))
         self._graphs: dict[int, object] = {}
         self._device_inputs: dict[int, StaticInputs] = {}
         self._host_inputs: dict[int, StaticInputs] = {}
@@ -141,6 +144,8 @@ class Runner:
     # --- CPU -------------------------------------------------------------------------------
     def _run_cpu(self, arrays: dict[str, np.ndarray], n_tokens: int) -> ForwardResult:
         n = min(-(-max(n_tokens, 1) // 8) * 8, arrays["input_mask"].shape[1])
+        if self.buckets:  # compiled: pad up to the bucket so shapes repeat
+            n = min(next((b for b in self.buckets if b >= n), self.buckets[-1]), arrays["input_mask"].shape[1])
         views = {k: torch.from_numpy(arrays[k][:, :n] if k in INPUT_KEYS else arrays[k]) for k in STATIC_KEYS}
         t0 = time.perf_counter_ns()
         with torch.inference_mode():
