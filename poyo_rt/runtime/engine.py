@@ -96,6 +96,8 @@ class Engine:
         unit_map: (U_stream,) model vocabulary row of each stream unit, -1 = drop (see
             :func:`poyo_rt.stream.units.match_units`).
         session_index: the session's row in ``model.session_emb``.
+        output_mean, output_std: (D_out,) the published values are ``model output * std + mean``
+            (the checkpoint's behaviour normalisation; default identity).
         settings: :class:`EngineSettings`.
         device: "cpu" or "cuda"; buckets / compile: see :class:`~poyo_rt.runtime.runner.Runner`.
         clock: LSL clock, seconds (``pylsl.local_clock``; CLOCK_MONOTONIC on Linux).
@@ -104,6 +106,7 @@ class Engine:
     def __init__(self, model: POYO, source: SpikeSource, sink: TickSink, *, unit_map: np.ndarray,
                  session_index: int, settings: EngineSettings, device: str = "cpu",
                  buckets: list[int] | None = None, compile: bool = False,
+                 output_mean: Sequence[float] | None = None, output_std: Sequence[float] | None = None,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
         self.model = model
         self.source = source
@@ -111,6 +114,12 @@ class Engine:
         self.settings = settings
         self.clock = clock
         self.sleep = sleep
+        d_out = model.readout_spec.dim
+        self.output_mean = np.zeros(d_out, np.float32) if output_mean is None else np.asarray(output_mean, np.float32)
+        self.output_std = np.ones(d_out, np.float32) if output_std is None else np.asarray(output_std, np.float32)
+        if self.output_mean.shape != (d_out,) or self.output_std.shape != (d_out,):
+            raise ValueError(f"output_mean/output_std must have {d_out} values (the readout's dim), got "
+                             f"{self.output_mean.shape} and {self.output_std.shape}")
         self.buffer = SpikeBuffer(capacity=settings.buffer_capacity, n_units=len(unit_map), unit_map=unit_map)
         self.tokenizer = IncrementalTokenizer(
             window_s=model.sequence_length, latent_step_s=model.latent_step,
@@ -177,6 +186,7 @@ class Engine:
         info = self.tokenizer.update(t_end, self.buffer)
         c3 = time.perf_counter_ns()
         result = self.runner.run(self.tokenizer.arrays(), info.n_input_tokens)
+        values = result.values * self.output_std + self.output_mean  # model units -> behaviour units
 
         flags = 0
         if info.overflow:
@@ -194,7 +204,7 @@ class Engine:
         output_times = info.origin_s + self.tokenizer.output_timestamps[0]  # (N_out,) LSL s
         publish_us = self.sink.send(
             window_end_s=t_end, newest_spike_s=info.newest_spike_s, output_times_s=output_times,
-            values=result.values, counters=self.counters(), stages_us={**stages, "publish": self.sink.last_send_us},
+            values=values, counters=self.counters(), stages_us={**stages, "publish": self.sink.last_send_us},
             flags=int(flags),
         )
         t_sent = self.clock()
