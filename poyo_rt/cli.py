@@ -42,24 +42,15 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_bench)
 
 
-def _resolve_device(choice: str) -> str:
-    import torch
-
-    if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device", "cuda was asked for, but no CUDA device is available to this torch build")
-    return choice
-
-
 def _cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
     from poyo_rt import bench
+    from poyo_rt.runtime.launch import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = _resolve_device(args.device)
+    device = resolve_device(args.device)
     configs = args.configs or (["poyo_1.3M"] if args.quick else list(bench.BENCH_CONFIGS))
     iters = 10 if args.quick else args.iters
     if iters < 1:
