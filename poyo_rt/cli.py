@@ -132,6 +132,38 @@ def _cmd_listen(args: argparse.Namespace) -> int:
     return EXIT_OK if summary.get("received", 0) > 0 else EXIT_FAILURE
 
 
+# --- report ----------------------------------------------------------------------------------
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="turn a run's latency JSON into a PNG figure and an HTML page",
+        description="Read the latency JSON a run wrote (metrics.report_path) and write a figure (per-stage "
+        "histograms, latency over time against the deadline, drops) and a self-contained HTML page with the "
+        "percentile table and the run's configuration.",
+    )
+    p.add_argument("run", help="latency JSON written by `poyo-rt run` (or the demo)")
+    p.add_argument("--png", help="figure path (default: RUN with .png)")
+    p.add_argument("--html", help="HTML path (default: RUN with .html)")
+    p.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from poyo_rt.runtime.report import load_run, percentile_table, plot_run, write_html
+
+    try:
+        doc = load_run(args.run)
+    except ValueError as err:
+        raise ConfigError("RUN", str(err)) from None
+    png = plot_run(doc, args.png or Path(args.run).with_suffix(".png"))
+    page = write_html(doc, args.html or Path(args.run).with_suffix(".html"), png)
+    for row in percentile_table(doc):
+        print("  ".join(f"{c:>10}" for c in row))
+    print(f"wrote {png} and {page}")
+    return EXIT_OK
+
+
 # --- entry point -----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -146,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_listen(sub)
     _add_bench(sub)
+    _add_report(sub)
     return parser
 
 

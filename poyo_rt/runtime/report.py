@@ -1,0 +1,144 @@
+"""Turns an engine run's latency JSON into a PNG figure and an HTML page a lab can file with a rig.
+
+The JSON is what :meth:`LatencyStats.to_json` writes (schema ``poyo-rt.latency/1``): a summary per stage,
+sparse log-spaced histograms, optionally the last raw samples per stage, and run metadata (config, code
+version). The figure shows: per-stage latency histograms, latency over time with the deadline, and the drop
+counters; the HTML page adds the percentile table and the resolved configuration.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+SCHEMA = "poyo-rt.latency/1"
+PIPELINE = ("pull", "buffer", "tokenize", "h2d", "forward", "d2h", "publish")
+END_TO_END = ("e2e", "tick")
+
+
+def load_run(path: str | Path) -> dict[str, Any]:
+    """Read and check a latency JSON file; a clear ``ValueError`` if it is not one."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not JSON ({err})") from None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise ValueError(f"{path}: not a poyo-rt latency report (expected schema {SCHEMA!r}, "
+                         f"got {doc.get('schema') if isinstance(doc, dict) else type(doc).__name__!r})")
+    return doc
+
+
+def histogram_arrays(doc: dict, stage: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(bin centres µs, counts)`` of a stage's in-range histogram bins (empty arrays if none)."""
+    meta = doc["summary"]["histogram"]
+    sparse = doc.get("histograms", {}).get(stage, {})
+    n_bins = int(round(math.log10(meta["hi_us"] / meta["lo_us"]) * meta["bins_per_decade"]))
+    idx = np.array([int(i) for i in sparse if 1 <= int(i) <= n_bins], dtype=np.int64)
+    if idx.size == 0:
+        return np.empty(0), np.empty(0)
+    counts = np.array([sparse[str(i)] for i in idx], dtype=np.float64)
+    centres = meta["lo_us"] * 10 ** ((idx - 0.5) / meta["bins_per_decade"])
+    order = np.argsort(centres)
+    return centres[order], counts[order]
+
+
+def plot_run(doc: dict, png_path: str | Path, title: str | None = None) -> Path:
+    """Write the three-panel latency figure as PNG; returns its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = doc["summary"]
+    stages = [s for s in (*PIPELINE, *END_TO_END) if summary["stages"].get(s, {}).get("count")]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+
+    ax = axes[0]
+    for stage in stages:  # re-binned to 20 bins a decade, zeros included, so shapes read right
+        centres, counts = histogram_arrays(doc, stage)
+        if centres.size:
+            lo, hi = np.floor(np.log10(centres.min()) * 20), np.ceil(np.log10(centres.max()) * 20) + 1
+            edges = 10 ** (np.arange(lo, hi + 1) / 20)
+            coarse, _ = np.histogram(centres, bins=edges, weights=counts)
+            ax.stairs(coarse / counts.sum(), edges / 1e3, label=stage)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("fraction of ticks")
+    ax.set_title("latency per stage")
+    ax.legend(fontsize=8)
+
+    ax = axes[1]
+    recent = doc.get("recent_us", {})
+    for stage in ("tick", "e2e", "forward"):
+        samples = np.asarray(recent.get(stage) or [], dtype=np.float64)
+        if samples.size:
+            ax.plot(np.arange(samples.size), samples / 1e3, lw=0.8, label=stage)
+    if summary.get("deadline_us"):
+        ax.axhline(summary["deadline_us"] / 1e3, color="k", ls="--", lw=1, label="deadline")
+    ax.set_xlabel("tick (most recent run of ticks)")
+    ax.set_ylabel("latency (ms)")
+    ax.set_yscale("log")
+    ax.set_title("latency over time")
+    ax.legend(fontsize=8)
+
+    ax = axes[2]
+    counters = summary.get("counters", {})
+    names = sorted(counters)
+    ax.barh(names, [counters[n] for n in names], color="tab:red")
+    misses = summary["stages"].get("tick", {}).get("deadline_misses")
+    ax.set_title(f"drops and counters (deadline misses: {misses if misses is not None else 'n/a'})")
+    ax.set_xlabel("count")
+    fig.suptitle(title or f"poyo-rt run: {summary.get('ticks', 0)} ticks")
+    fig.tight_layout()
+    png_path = Path(png_path)
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+    return png_path
+
+
+def percentile_table(doc: dict) -> list[list[str]]:
+    """Rows of stage, count, median, p90, p99, p99.9, max (ms), misses."""
+    rows = []
+    for stage, st in doc["summary"]["stages"].items():
+        if not st.get("count"):
+            continue
+        rows.append([stage, str(st["count"])] + [
+            f"{st[k] / 1e3:.3f}" if st.get(k) is not None else "-"
+            for k in ("median_us", "p90_us", "p99_us", "p99_9_us", "max_us")
+        ] + [str(st.get("deadline_misses", "-"))])
+    return rows
+
+
+def write_html(doc: dict, html_path: str | Path, png_path: str | Path) -> Path:
+    """A self-contained HTML page: the figure (embedded), the percentile table, counters, config."""
+    png = base64.b64encode(Path(png_path).read_bytes()).decode()
+    head = ["stage", "ticks", "median ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "deadline misses"]
+    table = "".join(f"<th>{h}</th>" for h in head)
+    for row in percentile_table(doc):
+        table += "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+    meta = doc.get("meta", {})
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>poyo-rt latency report</title>
+<style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} pre{{background:#f6f6f6;padding:1em}}</style>
+</head><body><h1>poyo-rt latency report</h1>
+<p>code version {html.escape(str(meta.get('code_version', 'unknown')))}, device {html.escape(str(meta.get('device', '?')))},
+{doc['summary'].get('ticks', 0)} ticks</p>
+<img src="data:image/png;base64,{png}" style="max-width:100%">
+<h2>Percentiles</h2><table><tr>{table}</table>
+<h2>Counters</h2><pre>{html.escape(json.dumps(doc['summary'].get('counters', {}), indent=1))}</pre>
+<h2>Configuration</h2><pre>{html.escape(json.dumps(meta.get('config', {}), indent=1))}</pre>
+</body></html>"""
+    html_path = Path(html_path)
+    html_path.write_text(page)
+    return html_path

@@ -1,0 +1,58 @@
+"""`poyo-rt report`: latency JSON -> PNG + HTML, and the histogram read back."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from poyo_rt.runtime.metrics import LatencyStats
+from poyo_rt.runtime.report import histogram_arrays, load_run
+
+
+@pytest.fixture
+def run_json(tmp_path):
+    rng = np.random.default_rng(0)
+    stats = LatencyStats(["pull", "tokenize", "forward", "publish", "e2e", "tick"], deadline_us=20_000,
+                         deadline_stages=("tick",), recent=500)
+    for _ in range(2000):
+        fwd = rng.lognormal(np.log(15_000), 0.2)
+        stats.record_tick({"pull": rng.lognormal(np.log(120), 0.3), "tokenize": rng.lognormal(np.log(50), 0.3),
+                           "forward": fwd, "publish": 250.0, "e2e": fwd + 3000, "tick": fwd + 1000})
+    stats.count("token_overflow", 7)
+    path = tmp_path / "latency.json"
+    stats.to_json(path, extra={"config": {"engine": {"tick_hz": 50}}, "code_version": "test"}, include_recent=True)
+    return path, stats
+
+
+def test_histogram_read_back_matches_summary(run_json):
+    path, stats = run_json
+    doc = load_run(path)
+    centres, counts = histogram_arrays(doc, "forward")
+    assert counts.sum() == 2000
+    cum = np.cumsum(counts) / counts.sum()
+    median_from_hist = centres[np.searchsorted(cum, 0.5)]
+    assert median_from_hist == pytest.approx(doc["summary"]["stages"]["forward"]["median_us"], rel=0.01)
+
+
+def test_report_cli_writes_png_and_html(run_json, tmp_path):
+    path, stats = run_json
+    png, page = tmp_path / "r.png", tmp_path / "r.html"
+    res = subprocess.run([sys.executable, "-m", "poyo_rt.cli", "report", str(path), "--png", str(png), "--html",
+                          str(page)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    text = page.read_text()
+    assert "deadline misses" in text and "token_overflow" in text and "data:image/png;base64," in text
+    misses = stats.summary()["stages"]["tick"]["deadline_misses"]
+    assert misses > 0 and f"<td>{misses}</td>" in text
+
+
+def test_report_rejects_other_files(tmp_path):
+    bad = tmp_path / "x.json"
+    bad.write_text('{"schema": "something-else"}')
+    res = subprocess.run([sys.executable, "-m", "poyo_rt.cli", "report", str(bad)], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 2 and "not a poyo-rt latency report" in res.stderr
