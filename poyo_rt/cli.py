@@ -177,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _add_run(sub)
     _add_listen(sub)
+    from poyo_rt.replay.command import add_parser as add_replay
+
+    add_replay(sub)
     _add_bench(sub)
     _add_report(sub)
     return parser

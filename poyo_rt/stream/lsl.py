@@ -1197,3 +1197,70 @@ def open_spike_inlet(
     """:func:`resolve_stream` then :class:`SpikeInlet` (keyword arguments go to the inlet)."""
     info = resolve_stream(name, type, source_id, timeout_s, unique_wait_s)
     return SpikeInlet(info, **inlet_kwargs)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------------------
+# Behaviour outlet (replay)
+# --------------------------------------------------------------------------------------------------
+
+
+def make_behavior_outlet(
+    name: str,
+    labels: Sequence[str],
+    rate_hz: float,
+    source_id: str,
+    *,
+    type: str = "Behavior",  # noqa: A002 - LSL's own word for the content type
+    unit: str | None = None,
+    extra_desc: dict[str, str] | None = None,
+    chunk_size: int = 0,
+    max_buffered: int = 360,
+) -> pylsl.StreamOutlet:
+    """Create a float32 LSL outlet for a behaviour time series (e.g. hand velocity), D channels.
+
+    Args:
+        name: stream name. source_id: stable id of the source (non-empty).
+        labels: D channel labels, written to ``<desc><channels><channel><label>`` (and ``<unit>``
+            when ``unit`` is given, e.g. ``"m/s"``).
+        rate_hz: nominal sampling rate in Hz (> 0 for a regular stream; 0 declares it irregular).
+        extra_desc: optional ``{key: value}`` written as ``<desc><replay><key>value</key>...`` (text).
+        chunk_size, max_buffered: passed to ``pylsl.StreamOutlet`` (max_buffered in seconds for a
+            regular stream, hundreds of samples for an irregular one).
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"name must be a non-empty str, got {name!r}")
+    if not isinstance(source_id, str) or not source_id:
+        raise ValueError(f"source_id must be a non-empty str (inlets reconnect by it), got {source_id!r}")
+    if isinstance(labels, str):
+        raise TypeError(f"labels must be a sequence of str, got a str {labels!r}")
+    label_list = [str(x) for x in labels]
+    if not label_list:
+        raise ValueError("labels must name at least one behaviour channel, got []")
+    if isinstance(rate_hz, bool) or not (
+        isinstance(rate_hz, (int, float)) and math.isfinite(rate_hz) and rate_hz >= 0
+    ):
+        raise ValueError(f"rate_hz must be a finite number >= 0, got {rate_hz!r}")
+    _ensure_configured()
+    info = pylsl.StreamInfo(
+        name=name,
+        type=type,
+        channel_count=len(label_list),
+        nominal_srate=float(rate_hz),
+        channel_format=pylsl.cf_float32,
+        source_id=source_id,
+    )
+    desc = info.desc()
+    channels = desc.append_child("channels")
+    for label in label_list:
+        channel = channels.append_child("channel")
+        channel.append_child_value("label", label)
+        if unit is not None:
+            channel.append_child_value("unit", str(unit))
+    if extra_desc:
+        replay = desc.append_child("replay")
+        for key, value in extra_desc.items():
+            replay.append_child_value(str(key), str(value))
+    return pylsl.StreamOutlet(info, chunk_size=chunk_size, max_buffered=max_buffered)
+
+
+__all__ += ["make_behavior_outlet"]
