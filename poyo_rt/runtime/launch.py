@@ -28,14 +28,31 @@ def resolve_device(choice: str) -> str:
     return choice
 
 
-def load_model(config: RunConfig) -> POYO:
-    """The checkpoint named by ``model.checkpoint``, with the configured readout."""
+@dataclass
+class LoadedModel:
+    """A decoder checkpoint: the model and the behaviour normalisation its outputs need undone."""
+
+    model: POYO
+    output_mean: list[float] | None = None  #: (D_out,) published = model output * std + mean
+    output_std: list[float] | None = None
+    meta: dict | None = None  #: hyper_parameters["poyo_rt"] of the checkpoint
+
+
+def load_model(config: RunConfig) -> LoadedModel:
+    """The checkpoint named by ``model.checkpoint``: readout from the config, else from the checkpoint's
+    metadata (``hyper_parameters["poyo_rt"]["readout"]``); its ``behavior_norm`` (mean/std) when present."""
+    from poyo_rt.model.checkpoint import read_checkpoint
+
     if config.model.checkpoint is None:
         raise ConfigError("model.checkpoint", "no checkpoint given (set it in the config or pass --checkpoint)")
-    if config.model.readout not in MODALITY_REGISTRY:
-        raise ConfigError("model.readout", f"unknown modality {config.model.readout!r}; "
+    meta = dict(read_checkpoint(config.model.checkpoint)["hyper_parameters"].get("poyo_rt") or {})
+    readout = config.model.readout or meta.get("readout") or "cursor_velocity_2d"
+    if readout not in MODALITY_REGISTRY:
+        raise ConfigError("model.readout", f"unknown modality {readout!r}; "
                           f"registered: {', '.join(sorted(MODALITY_REGISTRY))}")
-    return POYO.load_pretrained(config.model.checkpoint, readout_spec=MODALITY_REGISTRY[config.model.readout]).eval()
+    model = POYO.load_pretrained(config.model.checkpoint, readout_spec=MODALITY_REGISTRY[readout]).eval()
+    norm = meta.get("behavior_norm") or {}
+    return LoadedModel(model, norm.get("mean"), norm.get("std"), meta)
 
 
 def session_index(model: POYO, session_id: str | None) -> int:
@@ -75,8 +92,11 @@ class RunningDecoder:
         self.inlet.close()
 
 
-def build_decoder(config: RunConfig, *, model: POYO | None = None) -> RunningDecoder:
-    """Resolve the stream, match its units to the model, bind the publisher and build the engine."""
+def build_decoder(config: RunConfig, *, model: POYO | LoadedModel | None = None) -> RunningDecoder:
+    """Resolve the stream, match its units to the model, bind the publisher and build the engine.
+
+    ``model``: an already loaded model (a bare POYO publishes raw model outputs; a :class:`LoadedModel`
+    carries its normalisation); default: :func:`load_model` from ``config.model``."""
     from poyo_rt.stream import lsl
     from poyo_rt.stream.publisher import Publisher
     from poyo_rt.stream.units import match_units
@@ -85,7 +105,8 @@ def build_decoder(config: RunConfig, *, model: POYO | None = None) -> RunningDec
     if config.model.threads:
         torch.set_num_threads(config.model.threads)
     device = resolve_device(config.model.device)
-    model = model if model is not None else load_model(config)
+    loaded = load_model(config) if model is None else model if isinstance(model, LoadedModel) else LoadedModel(model)
+    model = loaded.model
     sess = session_index(model, config.model.session_id)
     inp = config.input
     log.info("resolving LSL stream name=%r type=%r source_id=%r (timeout %.1f s)", inp.name, inp.type, inp.source_id,
@@ -113,7 +134,7 @@ def build_decoder(config: RunConfig, *, model: POYO | None = None) -> RunningDec
     try:
         engine = Engine(model, inlet, publisher, unit_map=unit_map, session_index=sess, settings=settings,
                         device=device, buckets=list(eng.buckets) or None, compile=config.model.compile,
-                        clock=lsl.local_clock)
+                        cuda_graphs=config.model.cuda_graphs, output_mean=loaded.output_mean, output_std=loaded.output_std, clock=lsl.local_clock)
     except Exception:
         publisher.close()
         inlet.close()
@@ -123,7 +144,7 @@ def build_decoder(config: RunConfig, *, model: POYO | None = None) -> RunningDec
     return RunningDecoder(engine, inlet, publisher, config)
 
 
-def run_decoder(config: RunConfig, *, model: POYO | None = None) -> dict:
+def run_decoder(config: RunConfig, *, model: POYO | LoadedModel | None = None) -> dict:
     """Build, run until stopped (signal or ``engine.duration_s``), write the latency report."""
     decoder = build_decoder(config, model=model)
     meta = {"config": config.to_dict(), "code_version": code_version(), "torch": torch.__version__,
