@@ -53,7 +53,7 @@ def _free_port() -> int:
 
 def test_run_and_listen_end_to_end_with_graceful_sigint(tmp_path, stream_name, source_id):
     """`poyo-rt run` decodes a real LSL stream in a subprocess, `poyo-rt listen` records its ticks;
-    SIGINT stops the decoder gracefully with exit code 0 and a latency report."""
+    SIGUSR1 writes the latency report while it runs; SIGINT stops it gracefully (exit 0, final report)."""
     import signal
     import time
 
@@ -82,6 +82,12 @@ def test_run_and_listen_end_to_end_with_graceful_sigint(tmp_path, stream_name, s
             time.sleep(0.01)
         out, err = listener.communicate(timeout=10)
         assert listener.returncode == 0, err
+        assert not report.exists()
+        decoder.send_signal(signal.SIGUSR1)  # the report on demand, while running
+        t_end = time.monotonic() + 10
+        while not report.exists() and time.monotonic() < t_end:
+            time.sleep(0.02)
+        assert report.exists() and decoder.poll() is None
         decoder.send_signal(signal.SIGINT)
         d_out, d_err = decoder.communicate(timeout=30)
     finally:

@@ -137,12 +137,18 @@ class Engine:
         self.ticks = 0
         self.skipped_ticks = 0
         self._stop = threading.Event()
+        self._report_requested = threading.Event()
+        self.on_report: Callable[[], None] | None = None  #: called between ticks after request_report()
         self._warm_up()
 
     # --- control -------------------------------------------------------------------------------
     def stop(self) -> None:
         """Ask the loop to finish after the current tick (thread- and signal-safe)."""
         self._stop.set()
+
+    def request_report(self) -> None:
+        """Ask for ``on_report()`` to run between two ticks (thread- and signal-safe)."""
+        self._report_requested.set()
 
     @property
     def stopping(self) -> bool:
@@ -246,6 +252,10 @@ class Engine:
                 self.tick(self.clock())
             if self.reporter is not None:
                 self.reporter.maybe_log()
+            if self._report_requested.is_set():
+                self._report_requested.clear()
+                if self.on_report is not None:
+                    self.on_report()
         return self.summary()
 
     def summary(self) -> dict:
@@ -265,7 +275,8 @@ class Engine:
 
 
 def install_signal_handlers(engine: Engine, report: Callable[[], None] | None = None) -> None:
-    """SIGINT/SIGTERM stop the loop gracefully; SIGUSR1 writes the latency report now (main thread only)."""
+    """SIGINT/SIGTERM stop the loop after the current tick; SIGUSR1 has ``report`` run between two ticks
+    (never from inside the handler, so a report never sees a half-recorded tick). Main thread only."""
     if threading.current_thread() is not threading.main_thread():
         return
 
@@ -276,4 +287,5 @@ def install_signal_handlers(engine: Engine, report: Callable[[], None] | None = 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
     if report is not None and hasattr(signal, "SIGUSR1"):
-        signal.signal(signal.SIGUSR1, lambda *_: report())
+        engine.on_report = report
+        signal.signal(signal.SIGUSR1, lambda *_: engine.request_report())
