@@ -21,8 +21,12 @@ CONFIGS = {
 
 def make_pair(cfg: dict, *, n_units: int = 20, n_sessions: int = 2, sequence_length: float = 1.0,
               latent_step: float = 0.125, seed: int = 0):
-    """(ours, torch_brain's) POYO with identical random weights, both in eval mode."""
-    from torch_brain.models import POYO as TBPOYO
+    """(ours, torch_brain's) POYO with identical random weights, both in eval mode; torch_brain's is
+    None where torch_brain is not installed (the GPU machine), so tests that need it fail loudly there."""
+    try:
+        from torch_brain.models import POYO as TBPOYO
+    except ImportError:
+        TBPOYO = None
 
     torch.manual_seed(seed)
     ours = POYO(sequence_length=sequence_length, readout_spec=SPEC, latent_step=latent_step, **cfg)
@@ -32,6 +36,8 @@ def make_pair(cfg: dict, *, n_units: int = 20, n_sessions: int = 2, sequence_len
     with torch.no_grad():
         for p in ours.parameters():
             p.copy_(torch.randn_like(p) * 0.2)
+    if TBPOYO is None:
+        return ours.eval(), None
     theirs = TBPOYO(sequence_length=sequence_length, latent_step=latent_step, dim_out=SPEC.dim, **cfg)
     theirs.load_state_dict(ours.state_dict())
     return ours.eval(), theirs.eval()
