@@ -50,13 +50,6 @@ def heldout_session(meta: dict):
     return session.slice(float(t0), float(t1), relative=True)
 
 
-def r2_per_channel(target: np.ndarray, pred: np.ndarray) -> np.ndarray:
-    """Coefficient of determination per column of (N, D) arrays."""
-    ss_res = ((target - pred) ** 2).sum(axis=0)
-    ss_tot = ((target - target.mean(axis=0)) ** 2).sum(axis=0)
-    return 1.0 - ss_res / ss_tot
-
-
 @dataclass
 class DemoResult:
     r2: list[float]
@@ -78,6 +71,7 @@ def run_demo(*, duration_s: float = 30.0, out_dir: str | Path = "runs/demo", dev
     from poyo_rt.runtime.launch import build_decoder, load_model
     from poyo_rt.stream import lsl
     from poyo_rt.stream.publisher import Subscriber
+    from poyo_rt.train.evaluate import r2_score
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -139,7 +133,7 @@ def run_demo(*, duration_s: float = 30.0, out_dir: str | Path = "runs/demo", dev
     pred = np.concatenate([m.values for m in msgs]) if msgs else np.empty((0, session.behavior.shape[1]))
     keep = (out_t >= t_first) & (out_t <= t_beh[-1])
     truth = np.stack([np.interp(out_t[keep], t_beh, beh[:, d]) for d in range(beh.shape[1])], 1)
-    r2 = r2_per_channel(truth, pred[keep]) if keep.sum() > 10 else np.full(truth.shape[1], np.nan)
+    r2 = r2_score(truth, pred[keep]) if keep.sum() > 10 else np.full(truth.shape[1], np.nan)
     recv_ms = np.array([(m.t_recv_s - m.newest_spike_s) * 1e3 for m in msgs if np.isfinite(m.newest_spike_s)])
     figure = plot_demo(out_dir / "demo.png", out_t[keep] - t_beh[0], truth, pred[keep], session.behavior_labels,
                        recv_ms, decoder.engine.stats.recent_samples("forward") / 1e3, r2)

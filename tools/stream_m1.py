@@ -25,13 +25,12 @@ import numpy as np
 
 def main(argv: list[str] | None = None) -> int:
     from poyo_rt.config import config_from_dict
-    from poyo_rt.demo import r2_per_channel
     from poyo_rt.replay import read_session
     from poyo_rt.replay.player import SessionPlayer
     from poyo_rt.runtime.launch import build_decoder, load_model
     from poyo_rt.stream import lsl
     from poyo_rt.stream.publisher import Subscriber
-    from poyo_rt.train.evaluate import evaluate_causal, load_decoder
+    from poyo_rt.train.evaluate import evaluate_causal, load_decoder, r2_score
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint")
@@ -87,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     keep = (t_sess >= heldout_start) & (t_sess <= end)
     truth = np.stack([np.interp(t_sess[keep], session.behavior_times_s, session.behavior[:, d])
                       for d in range(session.behavior.shape[1])], 1)
-    streamed = r2_per_channel(truth, pred[keep])
+    streamed = r2_score(truth, pred[keep])
 
     # offline, the same window ends: the model on session.window(...) -> POYO.tokenize -> forward
     from poyo_rt.train.evaluate import _predict, _window_sample  # noqa: PLC2701 (same package family)
@@ -98,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         samples = [_window_sample(model, session, t - window, np.array([window])) for t in ends[i:i + 64]]
         outs.extend(_predict(model, samples, "cpu"))
     offline_same = np.concatenate(outs) * np.asarray(norm.std) + np.asarray(norm.mean)
-    offline_r2_same = r2_per_channel(truth, offline_same)
+    offline_r2_same = r2_score(truth, offline_same)
     max_diff = float(np.abs(offline_same - pred[keep]).max())
     official = evaluate_causal(model, session, norm=norm, tick_hz=args.tick_hz, t_start_s=heldout_start, t_end_s=end)
 
