@@ -107,6 +107,25 @@ def time_callable(fn: Callable[[], object], *, iters: int, warmup: int, sync: Ca
     return out
 
 
+def forward_gflop(model: POYO, buf: StaticInputs) -> float:
+    """Floating-point work of one static forward, GFLOP (torch's FLOP counter: matmuls and attention)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        static_forward(model, buf)
+    return counter.get_total_flops() / 1e9
+
+
+def matmul_gflops(*, device: torch.device, n: int = 1024, iters: int = 20) -> float:
+    """This machine's fp32 matrix-multiply rate, GFLOP/s: median over ``iters`` n x n x n products."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    with torch.inference_mode():
+        samples_us = time_callable(lambda: a @ b, iters=iters, warmup=3, sync=sync)
+    return 2 * n**3 / (float(np.median(samples_us)) * 1e-6) / 1e9
+
+
 def run_forward_bench(
     config_names: list[str], *, iters: int = 50, warmup: int = 5, device: str = "cpu", n_units: int = 100,
     n_spikes: int = 2000, rounds: int = 5, progress: Callable[[str], None] = log.info,
@@ -144,6 +163,7 @@ def run_forward_bench(
             candidates["poyo_rt cuda graph"] = graphed.replay
             progress(f"{name}: CUDA graph vs eager max |diff| = {graph_err:.2e}")
 
+        gflop = forward_gflop(model, buf)
         per_round = max(1, iters // rounds)
         samples: dict[str, list[np.ndarray]] = {k: [] for k in candidates}
         with torch.inference_mode():
@@ -153,9 +173,11 @@ def run_forward_bench(
                 progress(f"{name}: round {r + 1}/{rounds} done")
         timings = [Timing(label, np.concatenate(s)) for label, s in samples.items()]
         base = timings[0]
+        rate = matmul_gflops(device=dev)
         results.append({
             "config": name, "device": str(dev), "n_units": n_units, "n_spikes": n_spikes,
             "n_input_tokens": int(buf.input_mask.sum()), "max_abs_diff_vs_torch_brain": max_err,
+            "gflop_per_forward": gflop, "matmul_gflops": rate, "flop_bound_ms": gflop / rate * 1e3,
             "timings": [dict(t.as_dict(), ratio_median_vs_baseline=base.median_us / t.median_us,
                              ratio_p99_vs_baseline=base.p99_us / t.p99_us) for t in timings],
             "baseline": base.name,
@@ -180,6 +202,10 @@ def format_forward_table(results: list[dict]) -> str:
                          f" {t['ratio_median_vs_baseline']:>17.2f} {t['ratio_p99_vs_baseline']:>8.2f}")
         if res["max_abs_diff_vs_torch_brain"] is not None:
             lines.append(f"{'':<15} max |poyo_rt - torch_brain| = {res['max_abs_diff_vs_torch_brain']:.2e}")
+        best = min(t["median_us"] for t in res["timings"]) / 1e3
+        lines.append(f"{'':<15} {res['gflop_per_forward']:.3f} GFLOP a forward; fp32 matmul here "
+                     f"{res['matmul_gflops']:.0f} GFLOP/s -> {res['flop_bound_ms']:.2f} ms at that rate "
+                     f"(fastest path: {best / res['flop_bound_ms']:.1f}x that)")
     return "\n".join(lines)
 
 

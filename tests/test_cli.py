@@ -36,6 +36,9 @@ def test_bench_quick_json(tmp_path):
     assert names[:2] == ["torch_brain eager", "poyo_rt eager"]
     assert result["max_abs_diff_vs_torch_brain"] <= 1e-5
     assert all(t["median_us"] > 0 and t["p99_us"] >= t["median_us"] for t in result["timings"])
+    # FLOPs of a forward (0.37 GFLOP for poyo_1.3M at 2,200 tokens) and this machine's matmul rate
+    assert 0.2 < result["gflop_per_forward"] < 0.6 and result["matmul_gflops"] > 0
+    assert result["flop_bound_ms"] == pytest.approx(result["gflop_per_forward"] / result["matmul_gflops"] * 1e3)
 
 
 def test_bench_bad_iters_is_usage_error():
