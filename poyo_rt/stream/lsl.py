@@ -188,6 +188,8 @@ def _ensure_configured() -> None:
 
 def local_clock() -> float:
     """This machine's LSL clock, in seconds (the time base of every spike time returned here)."""
+    if _config_state.request is None:  # the config goes in before any liblsl call, the clock's included
+        configure_lsl()
     return pylsl.local_clock()
 
 
