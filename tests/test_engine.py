@@ -267,3 +267,30 @@ def test_subscriber_that_never_reads_does_not_stall_the_engine(model, stream_nam
     # 100 deadlines in 2 s at 50 Hz: each was run or counted as skipped (the last tick's span may end the run)
     assert engine.ticks + engine.skipped_ticks >= 80
     assert engine.ticks > 10 and decoder.publisher.sent + decoder.publisher.dropped == engine.ticks
+
+
+def test_backlog_is_drained_within_a_tick(model, stream_name, source_id):
+    """Pulls are capped at max_chunk samples; a tick keeps pulling while the inlet is backlogged, so a
+    5,000-spike burst reaches the window without waiting for later ticks, and none is dropped."""
+    outlet = lsl.make_spike_outlet(stream_name, UNITS, source_id)
+    cfg = make_config(stream_name)
+    cfg = config_from_dict({**cfg.to_dict(), "input": {**cfg.to_dict()["input"], "max_chunk": 512},
+                            "engine": {**cfg.to_dict()["engine"], "buckets": []}})
+    decoder = build_decoder(cfg, model=model)
+    engine = decoder.engine
+    pulls = []
+    try:
+        now = lsl.local_clock()
+        stamps = now - 0.5 + np.arange(5000) * 1e-4  # all already due
+        outlet.push_chunk([[i % 20] for i in range(5000)], stamps.tolist())
+
+        def tick_until_all_in() -> bool:
+            engine.tick(lsl.local_clock())
+            pulls.append(engine.last_pulls)
+            return engine.tokenizer.n_spikes == 5000
+
+        poll(tick_until_all_in, timeout_s=5, interval_s=0.02, what="the burst in the window")
+    finally:
+        decoder.close()
+    assert max(pulls) >= 2  # some tick drained more than one max_chunk
+    assert engine.counters()["overflow"] == 0 and decoder.inlet.n_spikes == 5000

@@ -42,6 +42,9 @@ from poyo_rt.stream.wire import TickFlags
 
 log = logging.getLogger(__name__)
 
+#: Pulls per tick at most while the inlet reports a backlog (each pull takes up to max_chunk samples).
+MAX_PULLS_PER_TICK = 16
+
 STAGES = ("pull", "buffer", "tokenize", "h2d", "forward", "d2h", "publish", "e2e", "tick")
 
 # Wire-format counter names are at most 16 ASCII characters.
@@ -136,6 +139,7 @@ class Engine:
         self.reporter = PeriodicReporter(self.stats, settings.log_every_s, clock=clock) if settings.log_every_s > 0 else None
         self.ticks = 0
         self.skipped_ticks = 0
+        self.last_pulls = 0  #: inlet pulls the last tick needed to drain the backlog
         self._stop = threading.Event()
         self._report_requested = threading.Event()
         self.on_report: Callable[[], None] | None = None  #: called between ticks after request_report()
@@ -178,12 +182,17 @@ class Engine:
     def tick(self, t_tick: float) -> dict[str, float]:
         """Run one tick scheduled at ``t_tick`` (LSL s); returns its stage latencies (µs)."""
         s = self.settings
-        c0 = time.perf_counter_ns()
-        times, units = self.source.pull()
-        c1 = time.perf_counter_ns()
-        if len(times):
-            self.buffer.append(times, units)
-        c2 = time.perf_counter_ns()
+        pull_ns = buffer_ns = 0
+        for self.last_pulls in range(1, MAX_PULLS_PER_TICK + 1):  # drain: a pull is capped at the inlet's max_chunk samples
+            c0 = time.perf_counter_ns()
+            times, units = self.source.pull()
+            c1 = time.perf_counter_ns()
+            if len(times):
+                self.buffer.append(times, units)
+            c2 = time.perf_counter_ns()
+            pull_ns, buffer_ns = pull_ns + c1 - c0, buffer_ns + c2 - c1
+            if not getattr(self.source, "backlogged", False):
+                break
         if s.tick_hz > 0:
             t_end = t_tick - s.input_delay_s
         else:
@@ -204,7 +213,7 @@ class Engine:
         if self.stats.deadline_us is not None and tick_us > self.stats.deadline_us:
             flags |= TickFlags.DEADLINE_MISSED
         stages = {
-            "pull": (c1 - c0) / 1e3, "buffer": (c2 - c1) / 1e3, "tokenize": (c3 - c2) / 1e3,
+            "pull": pull_ns / 1e3, "buffer": buffer_ns / 1e3, "tokenize": (c3 - c2) / 1e3,
             "h2d": result.h2d_us, "forward": result.forward_us, "d2h": result.d2h_us,
         }
         output_times = info.origin_s + self.tokenizer.output_timestamps[0]  # (N_out,) LSL s
