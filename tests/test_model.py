@@ -205,3 +205,22 @@ def test_tokenize_readout_config_normalises_and_weights():
     data.config = {"readout": {"readout_id": "cursor_velocity_2d", "bogus": 1}}
     with pytest.raises(ValueError, match="bogus"):
         ours.tokenize(data)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-6), (torch.float64, 1e-6), (torch.bfloat16, 2e-2)])
+def test_prepared_rotation_equals_torch_brain_rotate(dtype, tol):
+    """The complex-multiply rotation the model applies equals torch_brain's rotate / invert
+    (on the strided (B, h, N, H) views attention uses, and in the real form for other dtypes)."""
+    from torch_brain.nn import RotaryTimeEmbedding as TBRotary
+
+    from poyo_rt.model.rotary import RotaryTimeEmbedding, apply_rotation
+
+    ours, ref = RotaryTimeEmbedding(32, 16, 1e-4, 2.0627), TBRotary(32, 16, 1e-4, 2.0627)
+    t = torch.rand(2, 300, dtype=torch.float64) * 500
+    x = torch.randn(2, 300, 4, 32).transpose(1, 2).to(dtype)  # (B, h, N, H), not contiguous
+    emb = ref(t)
+    rot = ours.rotation(t)
+    for mine, theirs in ((apply_rotation(x, rot, 1), ref.rotate(x, emb, 1)),
+                         (apply_rotation(x, rot.inverse(), 1), ref.rotate(x, ref.invert(emb), 1))):
+        assert mine.dtype == theirs.dtype == dtype
+        assert (mine.double() - theirs.double()).abs().max().item() <= tol * max(1.0, theirs.abs().max().item())

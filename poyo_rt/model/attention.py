@@ -14,7 +14,17 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from poyo_rt.model.rotary import invert, rotate
+from poyo_rt.model.rotary import Rotation, apply_rotation, invert, rotate
+
+PosEmb = Tensor | Rotation  # a raw (..., 2H) rotary embedding (torch_brain's form) or a prepared Rotation
+
+
+def _rotate(x: Tensor, pos: PosEmb, unsqueeze_dim: int) -> Tensor:
+    return apply_rotation(x, pos, unsqueeze_dim) if isinstance(pos, Rotation) else rotate(x, pos, unsqueeze_dim)
+
+
+def _inverse(pos: PosEmb) -> PosEmb:
+    return pos.inverse() if isinstance(pos, Rotation) else invert(pos)
 
 
 def rotary_attention(
@@ -22,8 +32,8 @@ def rotary_attention(
     query: Tensor,
     key: Tensor,
     value: Tensor,
-    q_pos_emb: Tensor,
-    kv_pos_emb: Tensor,
+    q_pos_emb: PosEmb,
+    kv_pos_emb: PosEmb,
     num_heads: int,
     attn_mask: Tensor | None,
     dropout_p: float,
@@ -33,7 +43,8 @@ def rotary_attention(
 
     Args:
         query: (B, N_q, h*H); key, value: (B, N_c, h*H).
-        q_pos_emb: (B, N_q, 2H) rotary embedding of the query times; kv_pos_emb: (B, N_c, 2H).
+        q_pos_emb: rotation of the query times, a :class:`Rotation` of (B, N_q, H) or a raw (B, N_q, 2H)
+            rotary embedding; kv_pos_emb: the same for the context, (B, N_c, ...).
         attn_mask: (B, N_c) bool, True = attend; None = attend to all.
         rotate_value: also rotate values by their time and rotate the output back by the
             query time, so the output depends on relative times only.
@@ -45,16 +56,16 @@ def rotary_attention(
     k = key.unflatten(-1, (num_heads, -1)).transpose(1, 2)  # (B, h, N_c, H)
     v = value.unflatten(-1, (num_heads, -1)).transpose(1, 2)  # (B, h, N_c, H)
 
-    q = rotate(q, q_pos_emb, unsqueeze_dim=1)
-    k = rotate(k, kv_pos_emb, unsqueeze_dim=1)
+    q = _rotate(q, q_pos_emb, 1)
+    k = _rotate(k, kv_pos_emb, 1)
     if rotate_value:
-        v = rotate(v, kv_pos_emb, unsqueeze_dim=1)
+        v = _rotate(v, kv_pos_emb, 1)
 
     mask = attn_mask[:, None, None, :] if attn_mask is not None else None  # (B, 1, 1, N_c)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)  # (B, h, N_q, H)
 
     if rotate_value:
-        out = rotate(out, invert(q_pos_emb), unsqueeze_dim=1)
+        out = _rotate(out, _inverse(q_pos_emb), 1)
     return out.transpose(1, 2).flatten(-2)  # (B, N_q, h*H)
 
 
@@ -87,8 +98,8 @@ class RotaryCrossAttention(nn.Module):
         self,
         x_query: Tensor,
         x_context: Tensor,
-        query_pos_emb: Tensor,
-        context_pos_emb: Tensor,
+        query_pos_emb: PosEmb,
+        context_pos_emb: PosEmb,
         context_mask: Tensor | None = None,
     ) -> Tensor:
         q = self.to_q(self.norm(x_query))
@@ -120,7 +131,7 @@ class RotarySelfAttention(nn.Module):
         self.to_qkv = nn.Linear(dim, inner_dim * 3, bias=False)
         self.to_out = nn.Linear(inner_dim, dim)
 
-    def forward(self, x: Tensor, rotary_time_emb: Tensor, x_mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, rotary_time_emb: PosEmb, x_mask: Tensor | None = None) -> Tensor:
         q, k, v = self.to_qkv(self.norm(x)).chunk(3, dim=-1)
         out = rotary_attention(
             query=q,

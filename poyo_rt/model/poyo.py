@@ -187,13 +187,13 @@ class POYO(nn.Module):
                              "`model.session_emb.initialize_vocab(session_ids)`")
 
         inputs = self.unit_emb(input_unit_index) + self.token_type_emb(input_token_type)  # (B, N_in, dim)
-        input_pos = self.rotary_emb(input_timestamps)  # (B, N_in, 2H) float64
-
         latents = self.latent_emb(latent_index)  # (B, N_lat, dim)
-        latent_pos = self.rotary_emb(latent_timestamps)  # (B, N_lat, 2H)
-
         queries = self.session_emb(output_session_index)  # (B, N_out, dim)
-        output_pos = self.rotary_emb(output_timestamps)  # (B, N_out, 2H)
+
+        # rotations: angles in float64 from the float64 times, cos/sin rounded once (complex64)
+        input_pos = self.rotary_emb.rotation(input_timestamps)  # (B, N_in, H/2)
+        latent_pos = self.rotary_emb.rotation(latent_timestamps)  # (B, N_lat, H/2)
+        output_pos = self.rotary_emb.rotation(output_timestamps)  # (B, N_out, H/2)
 
         latents = latents + self.enc_atn(latents, inputs, latent_pos, input_pos, input_mask)
         latents = latents + self.enc_ffn(latents)

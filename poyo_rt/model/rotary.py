@@ -12,10 +12,15 @@ dtype only when applied.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "Rotation",
+    "rotation",
+    "apply_rotation",
     "generate_logspace_timeperiods",
     "rotary_angles",
     "rotary_embedding",
@@ -65,6 +70,37 @@ def invert(rotary_emb: Tensor) -> Tensor:
     return torch.cat((cos, -sin), dim=-1)
 
 
+class Rotation(NamedTuple):
+    """A rotation ready to apply: ``cis = cos + i sin`` of the D pair angles, (..., D) complex64 (one
+    complex multiply per pair instead of torch_brain's cat/stack/neg/mul/add chain). Built once per
+    forward for each set of times; the angles are float64, only cos/sin are rounded (to float32), exactly
+    as torch_brain rounds them, so the results agree to float32 rounding (checked <= 1e-6 relative)."""
+
+    cis: Tensor
+
+    def inverse(self) -> "Rotation":
+        """The rotation by ``-t``."""
+        return Rotation(self.cis.conj())
+
+
+def rotation(timestamps: Tensor, omega: Tensor) -> Rotation:
+    """:class:`Rotation` of ``timestamps`` (...,) seconds: angles in float64, cos/sin rounded to float32."""
+    angles = rotary_angles(timestamps, omega)  # (..., D) float64
+    return Rotation(torch.polar(torch.ones_like(angles), angles).to(torch.complex64))
+
+
+def apply_rotation(x: Tensor, rot: Rotation, unsqueeze_dim: int = 2) -> Tensor:
+    """Rotate ``x`` (..., H) by ``rot`` (heads at ``unsqueeze_dim`` of ``x``); equals :func:`rotate`."""
+    cis = rot.cis.unsqueeze(unsqueeze_dim)  # (..., 1, ..., D)
+    if x.dtype == torch.float32:
+        pairs = torch.view_as_complex(x.unflatten(-1, (-1, 2)))  # (..., D) complex view, no copy
+        return torch.view_as_real(pairs * cis).flatten(start_dim=-2)
+    # other dtypes (bf16/fp16 under autocast, float64): the real form, as torch_brain computes it
+    cos = cis.real.repeat_interleave(2, dim=-1).to(x.dtype)
+    sin = cis.imag.repeat_interleave(2, dim=-1).to(x.dtype)
+    return x * cos + _rotate_half(x) * sin
+
+
 class RotaryTimeEmbedding(nn.Module):
     """Holds ``omega`` (D,) rad/s as a buffer (state-dict key ``omega``) and embeds timestamps.
 
@@ -91,6 +127,11 @@ class RotaryTimeEmbedding(nn.Module):
     def forward(self, timestamps: Tensor) -> Tensor:
         """``(...,)`` seconds -> ``(..., 2H)`` float64 rotary embedding (autocast never applies)."""
         return rotary_embedding(timestamps, self.omega)
+
+    def rotation(self, timestamps: Tensor) -> Rotation:
+        """``(...,)`` seconds -> :class:`Rotation` (what POYO's attention layers apply)."""
+        with torch.no_grad():
+            return rotation(timestamps, self.omega)
 
     rotate = staticmethod(rotate)
     invert = staticmethod(invert)
