@@ -24,7 +24,7 @@ class ModelConfig:
     """Which decoder to run and where."""
 
     checkpoint: str | None = None  #: path of a poyo-rt/torch_brain checkpoint
-    readout: str | None = None  #: registry name of the decoded modality; None = the checkpoint's
+    readout: str | None = None  #: registry name of the decoded modality; None = the checkpoint's (else hand_velocity_2d)
     device: Literal["auto", "cpu", "cuda"] = "auto"  #: auto = cuda when available
     session_id: str | None = None  #: session vocabulary word; None = the checkpoint's only/first session
     threads: int | None = None  #: torch CPU threads (None = torch's default)

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import logging
-import subprocess
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from poyo_rt import __version__
 from poyo_rt.config import RunConfig
 from poyo_rt.errors import ConfigError
 from poyo_rt.model.poyo import POYO
 from poyo_rt.registry import MODALITY_REGISTRY
 from poyo_rt.runtime.engine import Engine, EngineSettings, install_signal_handlers
+from poyo_rt.version import code_version
 
 log = logging.getLogger(__name__)
 
@@ -39,20 +37,17 @@ class LoadedModel:
 
 
 def load_model(config: RunConfig) -> LoadedModel:
-    """The checkpoint named by ``model.checkpoint``: readout from the config, else from the checkpoint's
-    metadata (``hyper_parameters["poyo_rt"]["readout"]``); its ``behavior_norm`` (mean/std) when present."""
-    from poyo_rt.model.checkpoint import read_checkpoint
+    """The checkpoint named by ``model.checkpoint`` (see :func:`poyo_rt.train.load_decoder`): readout from the
+    config, else the checkpoint's; the behaviour normalisation stored with it (identity when none)."""
+    from poyo_rt.train.evaluate import load_decoder
 
     if config.model.checkpoint is None:
         raise ConfigError("model.checkpoint", "no checkpoint given (set it in the config or pass --checkpoint)")
-    meta = dict(read_checkpoint(config.model.checkpoint)["hyper_parameters"].get("poyo_rt") or {})
-    readout = config.model.readout or meta.get("readout") or "cursor_velocity_2d"
-    if readout not in MODALITY_REGISTRY:
-        raise ConfigError("model.readout", f"unknown modality {readout!r}; "
+    if config.model.readout is not None and config.model.readout not in MODALITY_REGISTRY:
+        raise ConfigError("model.readout", f"unknown modality {config.model.readout!r}; "
                           f"registered: {', '.join(sorted(MODALITY_REGISTRY))}")
-    model = POYO.load_pretrained(config.model.checkpoint, readout_spec=MODALITY_REGISTRY[readout]).eval()
-    norm = meta.get("behavior_norm") or {}
-    return LoadedModel(model, norm.get("mean"), norm.get("std"), meta)
+    model, norm, meta = load_decoder(config.model.checkpoint, readout=config.model.readout)
+    return LoadedModel(model, list(norm.mean), list(norm.std), meta)
 
 
 def session_index(model: POYO, session_id: str | None) -> int:
@@ -66,16 +61,6 @@ def session_index(model: POYO, session_id: str | None) -> int:
     if session_id not in model.session_emb.vocab:
         raise ConfigError("model.session_id", f"{session_id!r} is not in the checkpoint's sessions {sessions[:10]}")
     return model.session_emb.vocab[session_id]
-
-
-def code_version() -> str:
-    """poyo-rt version plus the git commit when run from a checkout."""
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=2,
-                             cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha = ""
-    return f"{__version__}+{sha}" if sha else __version__
 
 
 @dataclass

@@ -219,15 +219,17 @@ def evaluate_offline(
                    pred, stride_s=stride_s)
 
 
-def load_decoder(path: str | Path, device: torch.device | str = "cpu") -> tuple[POYO, Normalization, dict]:
+def load_decoder(path: str | Path, device: torch.device | str = "cpu", *, readout: str | None = None
+                 ) -> tuple[POYO, Normalization, dict]:
     """Load a checkpoint for decoding: ``(model in eval mode, behaviour normalisation, poyo_rt metadata)``.
 
-    The readout comes from ``hyper_parameters["poyo_rt"]["readout"]`` (default ``hand_velocity_2d`` for a
-    checkpoint without one, e.g. torch_brain's); without a stored normalisation the identity is used.
+    The readout is ``readout`` when given, else ``hyper_parameters["poyo_rt"]["readout"]`` (default
+    ``hand_velocity_2d`` for a checkpoint without one, e.g. torch_brain's); without a stored normalisation the
+    identity is used.
     """
     ckpt = read_checkpoint(path)
     meta = dict(ckpt["hyper_parameters"].get("poyo_rt") or {})
-    readout = meta.get("readout") or "hand_velocity_2d"
+    readout = readout or meta.get("readout") or "hand_velocity_2d"
     if readout not in MODALITY_REGISTRY:
         raise ValueError(f"{path}: checkpoint readout {readout!r} is not a registered modality")
     spec = MODALITY_REGISTRY[readout]

@@ -21,7 +21,6 @@ import copy
 import logging
 import math
 import os
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,13 +30,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from poyo_rt import __version__
 from poyo_rt.model.poyo import POYO
 from poyo_rt.model.tokens import collate
 from poyo_rt.registry import MODALITY_REGISTRY, DataType, ModalitySpec
 from poyo_rt.replay.session import Session
 from poyo_rt.train.data import Normalization, WindowSampler, WindowSource, fit_normalization
 from poyo_rt.train.evaluate import MODEL_INPUT_KEYS, evaluate_causal, evaluate_offline
+from poyo_rt.version import code_version
 
 log = logging.getLogger(__name__)
 
@@ -202,19 +201,6 @@ def build_model(config: TrainConfig, unit_ids: Sequence[str], session_ids: Seque
     model.unit_emb.initialize_vocab(list(unit_ids))
     model.session_emb.initialize_vocab(list(session_ids))
     return model
-
-
-def code_version() -> str:
-    """poyo-rt version plus the git commit (``+dirty`` with local changes) when run from a checkout."""
-    here = Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=2,
-                             cwd=here).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, timeout=2, cwd=here).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha, dirty = "", ""
-    return f"{__version__}+{sha}{'.dirty' if dirty else ''}" if sha else __version__
 
 
 # --- distributed ------------------------------------------------------------------------------------
