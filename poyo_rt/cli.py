@@ -23,49 +23,6 @@ def _setup_logging(level: str) -> None:
                         datefmt="%H:%M:%S")
 
 
-# --- bench -----------------------------------------------------------------------------------
-def _add_bench(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "bench",
-        help="latency benchmarks with torch_brain as the same-process baseline",
-        description="Time poyo_rt's POYO forward against torch_brain's (same weights, same inputs: batch 1, "
-        "1 s window, 100 units, 2,000 spikes). On CUDA also the CUDA-graph replay.",
-    )
-    p.add_argument("what", nargs="?", default="forward", choices=["forward"], help="which benchmark (default: forward)")
-    p.add_argument("--quick", action="store_true", help="short smoke run (few iterations, poyo_1.3M only)")
-    p.add_argument("--iters", type=int, default=100, help="timed calls per path (default: 100)")
-    p.add_argument("--config", action="append", dest="configs", metavar="NAME",
-                   help="model config to time (repeatable; default: dim512_depth2 and poyo_1.3M)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda if available")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    p.set_defaults(func=_cmd_bench)
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    import torch
-
-    from poyo_rt import bench
-    from poyo_rt.runtime.launch import resolve_device
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    configs = args.configs or (["poyo_1.3M"] if args.quick else list(bench.BENCH_CONFIGS))
-    iters = 10 if args.quick else args.iters
-    if iters < 1:
-        raise ConfigError("--iters", f"must be >= 1, got {iters}")
-    info = bench.machine_info()
-    print(f"poyo-rt {__version__} forward bench on {device} ({info}); {iters} calls per path", flush=True)
-    results = bench.run_forward_bench(configs, iters=iters, warmup=2 if args.quick else 5, device=device,
-                                      rounds=2 if args.quick else 5, progress=lambda m: print(f"  {m}", flush=True))
-    print(bench.format_forward_table(results))
-    if args.json:
-        bench.write_json(args.json, {"machine": info, "poyo_rt": __version__, "results": results})
-        print(f"wrote {args.json}")
-    return EXIT_OK
-
-
 # --- demo ------------------------------------------------------------------------------------
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -224,7 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     from poyo_rt.train.command import add_parser as add_train
 
     add_train(sub)
-    _add_bench(sub)
+    from poyo_rt.bench.command import add_parser as add_bench
+
+    add_bench(sub)
     _add_report(sub)
     return parser
 

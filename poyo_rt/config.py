@@ -27,12 +27,13 @@ class ModelConfig:
     readout: str | None = None  #: registry name of the decoded modality; None = the checkpoint's (else hand_velocity_2d)
     device: Literal["auto", "cpu", "cuda"] = "auto"  #: auto = cuda when available
     session_id: str | None = None  #: session vocabulary word; None = the checkpoint's only/first session
-    threads: int | None = None  #: torch CPU threads (None = torch's default)
+    threads: int | Literal["auto"] | None = "auto"  #: torch CPU threads: auto = cores - 1 (runtime/threads.py), None = torch's default
     compile: bool = False  #: CPU: torch.compile the forward (measure first: see docs/performance.md)
+    kv_cache: bool = True  #: CPU eager: keep the encoder's per-token keys/values between ticks (same values, less work)
     cuda_graphs: bool = True  #: CUDA: capture one graph per padding bucket (False = eager, for debugging)
 
     def validate(self, prefix: str) -> None:
-        if self.threads is not None and self.threads < 1:
+        if isinstance(self.threads, int) and self.threads < 1:
             raise ConfigError(f"{prefix}.threads", f"must be >= 1, got {self.threads}")
 
 

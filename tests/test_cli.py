@@ -39,6 +39,45 @@ def test_bench_quick_json(tmp_path):
     # FLOPs of a forward (0.37 GFLOP for poyo_1.3M at 2,200 tokens) and this machine's matmul rate
     assert 0.2 < result["gflop_per_forward"] < 0.6 and result["matmul_gflops"] > 0
     assert result["flop_bound_ms"] == pytest.approx(result["gflop_per_forward"] / result["matmul_gflops"] * 1e3)
+    # per tick of a stream: the kv-cache path decodes what torch_brain decodes, recomputing a fraction of the tokens
+    (stream,) = payload["stream"]
+    assert [t["name"] for t in stream["timings"]] == ["torch_brain eager", "poyo_rt exact", "poyo_rt kv-cache"]
+    assert stream["reference"] == "torch_brain eager"
+    assert max(stream["max_abs_diff_vs_reference"].values()) <= 1e-5
+    assert 0 < stream["mean_recomputed_per_tick"] < 0.5 * stream["mean_input_tokens"]
+
+
+def test_bench_tokenizer_quick_json(tmp_path):
+    out = tmp_path / "tok.json"
+    res = run_cli("bench", "tokenizer", "--quick", "--json", str(out))
+    assert res.returncode == 0, res.stderr
+    assert "poyo_rt incremental" in res.stdout
+    payload = json.loads(out.read_text())["tokenizer"]
+    for sweep in ("fixed_rate", "fixed_count"):
+        rows = payload[sweep]
+        assert [r["window_s"] for r in rows] == [0.5, 4.0]
+        for r in rows:
+            names = [t["name"] for t in r["timings"]]
+            assert names == ["torch_brain tokenize", "naive numpy", "poyo_rt incremental"]
+            assert r["token_overflow"] == 0 and all(t["median_us"] > 0 for t in r["timings"])
+    assert payload["fixed_count"][1]["mean_spikes_per_window"] == pytest.approx(2000, rel=0.05)
+    assert payload["fixed_rate"][1]["mean_spikes_per_window"] == pytest.approx(8000, rel=0.05)
+
+
+def test_bench_e2e_quick_counts_every_spike(tmp_path):
+    """A real player process -> LSL -> engine -> ZeroMQ -> subscriber, both phases; every pushed spike arrives."""
+    out = tmp_path / "e2e.json"
+    res = run_cli("bench", "e2e", "--quick", "--units", "50", "--rate", "3000", "--json", str(out), timeout=240)
+    assert res.returncode == 0, res.stderr
+    (result,) = json.loads(out.read_text())["e2e"]
+    assert [p["path"] for p in result["phases"]] == ["torch_brain", "poyo_rt"]
+    for phase in result["phases"]:
+        assert phase["spikes_pushed"] > 5 * 3000 * 0.5  # ~5 s at 3,000 spikes/s
+        assert phase["spikes_taken_in"] == phase["spikes_pushed"] == phase["spikes_accepted"]
+        assert phase["drops"] == {}
+        assert phase["ticks_received"] == phase["ticks_published"] > 0
+        assert 0 < phase["receipt_us"]["median_us"] <= phase["receipt_us"]["p99_us"]
+        assert phase["forward_us"]["n"] == phase["ticks_received"]
 
 
 def test_bench_bad_iters_is_usage_error():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from poyo_rt.config import RunConfig, config_from_dict, load_config, with_overrides
 from poyo_rt.errors import ConfigError
@@ -67,3 +68,28 @@ def test_overrides_and_types(tmp_path):
     assert cfg2.model.device == "cpu" and cfg2.engine.duration_s == 3.0 and cfg2.engine.tick_hz == 100.0
     with pytest.raises(ConfigError, match="engine.duration_s"):
         with_overrides(cfg, engine={"duration_s": -1})
+
+
+def test_thread_policy():
+    from poyo_rt.runtime.threads import MAX_AUTO_THREADS, apply_threads, auto_threads
+
+    assert auto_threads("cpu", cores=1) == 1
+    assert auto_threads("cpu", cores=2) == 1  # leave a core for LSL, the publisher and the player
+    assert auto_threads("cpu", cores=6) == 5
+    assert auto_threads("cpu", cores=64) == MAX_AUTO_THREADS
+    assert auto_threads("cuda", cores=64) == 1
+    assert load_config(None).model.threads == "auto"
+    assert config_from_dict({"model": {"threads": 3}}).model.threads == 3
+    assert config_from_dict({"model": {"threads": None}}).model.threads is None
+    for bad in (0, "many", 1.5):
+        with pytest.raises(ConfigError, match="model.threads"):
+            config_from_dict({"model": {"threads": bad}})
+    old = torch.get_num_threads()
+    try:
+        assert apply_threads(None, "cpu") == old
+        assert apply_threads(1, "cpu") == 1 and torch.get_num_threads() == 1
+        assert apply_threads("auto", "cpu") == auto_threads("cpu") == torch.get_num_threads()
+        with pytest.raises(ValueError, match="threads"):
+            apply_threads(True, "cpu")
+    finally:
+        torch.set_num_threads(old)

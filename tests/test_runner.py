@@ -32,8 +32,9 @@ def offline_decode(model, t_end, times, units, unit_ids, session_id, out_rel):
         return model(**batch)[0, : len(out_rel)].numpy()
 
 
+@pytest.mark.parametrize("kv_cache", [True, False], ids=["kv_cache", "exact"])
 @pytest.mark.parametrize("name", ["small", "poyo_1.3M"])
-def test_streaming_runner_equals_offline(name):
+def test_streaming_runner_equals_offline(name, kv_cache):
     rng = np.random.default_rng(3)
     model, _ = make_pair(CONFIGS[name], n_units=20, n_sessions=2)
     unit_ids = [f"unit{i}" for i in rng.permutation(20)[:15]]  # stream units: a shuffled subset
@@ -42,7 +43,8 @@ def test_streaming_runner_equals_offline(name):
                                unit_vocab_index=vocab_index, session_vocab_index=model.session_emb.tokenizer("sess1"),
                                max_spikes=600, n_outputs=2, output_lag_s=0.0, output_spacing_s=0.01)
     buf = SpikeBuffer(capacity=4096, n_units=len(unit_ids), unit_map=vocab_index)
-    runner = Runner(model, capacity=tok.n_in, n_outputs=2, device="cpu")
+    runner = Runner(model, capacity=tok.n_in, n_outputs=2, device="cpu", kv_cache=kv_cache)
+    assert (runner.kv_cache is not None) == kv_cache
     t0 = 5000.0  # LSL-like absolute clock
     rate = rng.uniform(5, 40, len(unit_ids))
     all_t, all_u = [], []
@@ -64,7 +66,10 @@ def test_streaming_runner_equals_offline(name):
                              [0.99, 1.0])
         assert res.values.shape == (2, 2) and res.values.dtype == np.float32
         assert np.abs(res.values - ref).max() <= TOL, k
-        assert res.n_input % 8 == 0 and res.n_input >= info.n_input_tokens
+        if kv_cache:  # exactly the real tokens
+            assert res.n_input == info.n_input_tokens
+        else:  # trimmed views, rounded up to 8
+            assert res.n_input % 8 == 0 and res.n_input >= info.n_input_tokens
 
 
 def test_default_buckets():
@@ -93,6 +98,8 @@ def test_compiled_cpu_runner_equals_eager():
     batch = random_batch(model, batch=1, n_out=1, seed=4)
     n = batch["input_unit_index"].shape[1]
     arrays = {k: v.numpy().copy() for k, v in batch.items()}
-    eager = Runner(model, capacity=n, n_outputs=1).run(arrays, n)
+    eager = Runner(model, capacity=n, n_outputs=1, kv_cache=False).run(arrays, n)
+    with pytest.raises(ValueError, match="compact"):  # this batch has padding among its tokens
+        Runner(model, capacity=n, n_outputs=1).run(arrays, n)
     compiled = Runner(model, capacity=n, n_outputs=1, compile=True).run(arrays, n)
     assert np.abs(compiled.values - eager.values).max() <= TOL

@@ -10,7 +10,7 @@ import argparse
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from poyo_rt.bench import BENCH_CONFIGS, bench_inputs, build_model
+from poyo_rt.bench.forward import BENCH_CONFIGS, bench_inputs, build_model
 from poyo_rt.model.static import static_forward
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

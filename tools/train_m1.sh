@@ -3,6 +3,7 @@
 # causally on the held-out last 20 %, as the real-time engine decodes. Results: docs/training.md.
 #
 #   nohup bash tools/train_m1.sh > /tmp/train_m1.log 2>&1 &
+#   OUT=runs/m1d bash tools/train_m1.sh --end-weight 5   # extra arguments override the recipe (last wins)
 #
 # Split (by time): first 72 % training, next 8 % validation (the last 10 % of the first 80 %; best step kept),
 # last 20 % held out. Model as the torch_brain reference in ../shared/data/README.md (dim 64, depth 4,
@@ -23,5 +24,5 @@ python -m poyo_rt.train.command train "$DATA" \
     --dim 64 --depth 4 --dim-head 32 --cross-heads 1 --self-heads 4 --latents-per-step 16 --latent-step 0.125 \
     --window 1.0 --steps 3500 --batch-size 32 --lr 2e-3 --warmup-steps 100 --weight-decay 1e-4 --grad-clip 1.0 \
     --loss-targets all --end-weight 3 --split 0.8 --val-fraction 0.1 --val-every 500 --val-tick-hz 5 \
-    --log-every 100 --time-budget-min 33 --threads 2 --device "${DEVICE:-cpu}"
+    --log-every 100 --time-budget-min 33 --threads 2 --device "${DEVICE:-cpu}" "$@"
 echo "wall time: $(( $(date +%s) - start )) s"

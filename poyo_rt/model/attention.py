@@ -61,9 +61,30 @@ def rotary_attention(
     if rotate_value:
         v = _rotate(v, kv_pos_emb, 1)
 
+    return attend(q, k, v, q_pos_emb=q_pos_emb, attn_mask=attn_mask, dropout_p=dropout_p, rotate_value=rotate_value)
+
+
+def attend(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    *,
+    q_pos_emb: PosEmb,
+    attn_mask: Tensor | None,
+    dropout_p: float,
+    rotate_value: bool,
+) -> Tensor:
+    """The attention proper, on heads that are already rotated.
+
+    Args:
+        q: (B, h, N_q, H) rotated queries; k: (B, h, N_c, H) rotated keys; v: (B, h, N_c, H) values,
+            rotated by their times when ``rotate_value`` (the output is then rotated back by ``q_pos_emb``).
+        attn_mask: (B, N_c) bool, True = attend; None = attend to all.
+    Returns:
+        (B, N_q, h*H).
+    """
     mask = attn_mask[:, None, None, :] if attn_mask is not None else None  # (B, 1, 1, N_c)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)  # (B, h, N_q, H)
-
     if rotate_value:
         out = _rotate(out, _inverse(q_pos_emb), 1)
     return out.transpose(1, 2).flatten(-2)  # (B, N_q, h*H)

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from poyo_rt.model.attention import RotaryCrossAttention, RotarySelfAttention
 from poyo_rt.model.feedforward import FeedForward
-from poyo_rt.model.rotary import RotaryTimeEmbedding
+from poyo_rt.model.rotary import Rotation, RotaryTimeEmbedding
 from poyo_rt.model.tokens import (
     create_linspace_latent_tokens,
     create_start_end_unit_tokens,
@@ -196,21 +196,32 @@ class POYO(nn.Module):
         output_pos = self.rotary_emb.rotation(output_timestamps)  # (B, N_out, H/2)
 
         latents = latents + self.enc_atn(latents, inputs, latent_pos, input_pos, input_mask)
-        latents = latents + self.enc_ffn(latents)
-
-        for self_attn, self_ff in self.proc_layers:
-            latents = latents + self.dropout(self_attn(latents, latent_pos))
-            latents = latents + self.dropout(self_ff(latents))
-
-        queries = queries + self.dec_atn(queries, latents, output_pos, latent_pos)
-        queries = queries + self.dec_ffn(queries)
-        output = self.readout(queries)  # (B, N_out, D_out)
+        output = self.process_and_decode(latents, latent_pos, queries, output_pos)  # (B, N_out, D_out)
 
         if unpack_output:
             if output_mask is None:
                 raise ValueError("output_mask is required when unpack_output=True")
             return [output[b][output_mask[b]] for b in range(output.size(0))]
         return output
+
+    def process_and_decode(self, latents: Tensor, latent_pos: Rotation, queries: Tensor, output_pos: Rotation) -> Tensor:
+        """Everything after the encoder cross-attention's residual add (shared with the cached
+        encoder of :mod:`poyo_rt.model.kvcache`).
+
+        Args:
+            latents: (B, N_lat, dim), the latents after ``latents + enc_atn(...)``.
+            latent_pos / output_pos: rotations of the latent / output times.
+            queries: (B, N_out, dim), the output queries' session embeddings.
+        Returns:
+            (B, N_out, D_out).
+        """
+        latents = latents + self.enc_ffn(latents)
+        for self_attn, self_ff in self.proc_layers:
+            latents = latents + self.dropout(self_attn(latents, latent_pos))
+            latents = latents + self.dropout(self_ff(latents))
+        queries = queries + self.dec_atn(queries, latents, output_pos, latent_pos)
+        queries = queries + self.dec_ffn(queries)
+        return self.readout(queries)
 
     # --- tokenizer (CPU, numpy) --------------------------------------------------------
     def tokenize(self, data: Any) -> dict:

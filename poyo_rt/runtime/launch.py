@@ -12,6 +12,7 @@ from poyo_rt.errors import ConfigError
 from poyo_rt.model.poyo import POYO
 from poyo_rt.registry import MODALITY_REGISTRY
 from poyo_rt.runtime.engine import Engine, EngineSettings, install_signal_handlers
+from poyo_rt.runtime.threads import apply_threads
 from poyo_rt.version import code_version
 
 log = logging.getLogger(__name__)
@@ -87,9 +88,8 @@ def build_decoder(config: RunConfig, *, model: POYO | LoadedModel | None = None)
     from poyo_rt.stream.units import match_units
 
     lsl.configure_lsl(config.input.lsl_scope, config.input.lsl_config)
-    if config.model.threads:
-        torch.set_num_threads(config.model.threads)
     device = resolve_device(config.model.device)
+    apply_threads(config.model.threads, torch.device(device).type)
     loaded = load_model(config) if model is None else model if isinstance(model, LoadedModel) else LoadedModel(model)
     model = loaded.model
     sess = session_index(model, config.model.session_id)
@@ -119,7 +119,7 @@ def build_decoder(config: RunConfig, *, model: POYO | LoadedModel | None = None)
     try:
         engine = Engine(model, inlet, publisher, unit_map=unit_map, session_index=sess, settings=settings,
                         device=device, buckets=list(eng.buckets) or None, compile=config.model.compile,
-                        cuda_graphs=config.model.cuda_graphs, output_mean=loaded.output_mean, output_std=loaded.output_std, clock=lsl.local_clock)
+                        kv_cache=config.model.kv_cache, cuda_graphs=config.model.cuda_graphs, output_mean=loaded.output_mean, output_std=loaded.output_std, clock=lsl.local_clock)
     except Exception:
         publisher.close()
         inlet.close()

@@ -1,8 +1,11 @@
 """Runs the fixed-shape POYO forward on a tokenizer's static arrays, once per tick.
 
-* CPU: eager, straight on zero-copy torch views of the tokenizer's numpy arrays, trimmed
-  to the real tokens rounded up to 8: no padding bucket is needed and no copy is made
-  (``h2d_us`` is 0). With ``compile=True`` the forward is ``torch.compile``-d and the tokens
+* CPU: by default with the encoder key/value cache (:mod:`poyo_rt.model.kvcache`): each tick only
+  the tokens that changed (new spikes, moved slots, start/end tokens) get their keys and values
+  computed, then the attention and the rest of the model run on the cache. With ``kv_cache=False``,
+  the exact forward runs eager, straight on zero-copy torch views of the tokenizer's numpy arrays,
+  trimmed to the real tokens rounded up to 8: no padding bucket is needed and no copy is made
+  (``h2d_us`` is 0). Both give the same values (<= 1e-5). With ``compile=True`` the forward is ``torch.compile``-d and the tokens
   are padded up to a bucket, so that only a handful of shapes are ever compiled.
 * CUDA: one CUDA graph per padding bucket, captured at construction (warm-up first). Each
   tick the real tokens are copied into pinned host staging buffers, then into the bucket's
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from poyo_rt.model.kvcache import EncoderKVCache
 from poyo_rt.model.poyo import POYO
 from poyo_rt.model.static import StaticInputs, allocate_static_inputs, static_forward
 
@@ -71,10 +75,13 @@ class Runner:
             for the compiled CPU path; default :func:`default_buckets`. Unused by eager CPU.
         cuda_graphs: capture CUDA graphs (True) or run eager on the GPU (False, for debugging).
         compile: on CPU, wrap the forward in ``torch.compile`` (off by default; measure first).
+        kv_cache: on CPU (eager), keep the encoder's per-token keys/values between ticks (default);
+            ignored with ``compile`` and on CUDA, which run the full fixed-shape forward.
     """
 
     def __init__(self, model: POYO, *, capacity: int, n_outputs: int, device: str | torch.device = "cpu",
-                 buckets: list[int] | None = None, cuda_graphs: bool = True, compile: bool = False):
+                 buckets: list[int] | None = None, cuda_graphs: bool = True, compile: bool = False,
+                 kv_cache: bool = True):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("device is cuda but no CUDA device is available; use device='cpu'")
@@ -88,6 +95,9 @@ class Runner:
             # one compiled graph per padding bucket: the token count changes every tick
             self._forward = torch.compile(static_forward, dynamic=False)
             self.buckets = list(buckets or default_buckets(capacity))
+        self.kv_cache: EncoderKVCache | None = None
+        if kv_cache and not compile and not self.is_cuda:
+            self.kv_cache = EncoderKVCache(self.model, capacity, self.model.latent_tokens()[0])
         self._graphs: dict[int, object] = {}
         self._device_inputs: dict[int, StaticInputs] = {}
         self._host_inputs: dict[int, StaticInputs] = {}
@@ -142,7 +152,31 @@ class Runner:
         )
 
     # --- CPU -------------------------------------------------------------------------------
+    def _run_cpu_cached(self, arrays: dict[str, np.ndarray], n_tokens: int) -> ForwardResult:
+        cache = self.kv_cache
+        latent_index = arrays["latent_index"][0]
+        if latent_index.shape != cache.latent_index.shape or not np.array_equal(latent_index, cache.latent_index):
+            raise ValueError("the tokenizer's latent_index is not the model's latent grid: build the tokenizer with "
+                             "the model's sequence_length, latent_step and num_latents_per_step")
+        if not arrays["input_mask"][0, :n_tokens].all():
+            raise ValueError("the kv-cache runner needs the real tokens compact in slots [0, n_tokens) (as the "
+                             "incremental tokenizer keeps them); this input has masked slots among them: "
+                             "use Runner(..., kv_cache=False)")
+        t0 = time.perf_counter_ns()
+        cache.update(arrays["input_unit_index"][0], arrays["input_token_type"][0], arrays["input_timestamps"][0],
+                     n_tokens)
+        out = cache.forward(torch.from_numpy(arrays["latent_timestamps"]),
+                            torch.from_numpy(arrays["output_session_index"]),
+                            torch.from_numpy(arrays["output_timestamps"]))
+        t1 = time.perf_counter_ns()
+        values = out[0].numpy().astype(np.float32, copy=True)
+        t2 = time.perf_counter_ns()
+        return ForwardResult(values=values, n_input=n_tokens, h2d_us=0.0, forward_us=(t1 - t0) / 1e3,
+                             d2h_us=(t2 - t1) / 1e3)
+
     def _run_cpu(self, arrays: dict[str, np.ndarray], n_tokens: int) -> ForwardResult:
+        if self.kv_cache is not None:
+            return self._run_cpu_cached(arrays, n_tokens)
         n = min(-(-max(n_tokens, 1) // 8) * 8, arrays["input_mask"].shape[1])
         if self.buckets:  # compiled: pad up to the bucket so shapes repeat
             n = min(next((b for b in self.buckets if b >= n), self.buckets[-1]), arrays["input_mask"].shape[1])

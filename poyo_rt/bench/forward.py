@@ -1,23 +1,25 @@
-"""Forward-latency benchmark: poyo_rt's POYO against torch_brain's, same weights and inputs.
+"""Forward-latency benchmarks: poyo_rt's POYO against torch_brain's, same weights and inputs.
 
-Batch 1, a 1 s window, 100 units and 2,000 spikes (2,200 input tokens with the
-start/end tokens), fp32. Both models run in this process on the same device, one
-after the other, interleaved in rounds so drifting machine load hits both alike.
-On CUDA the CUDA-graph replay of the fixed-shape forward is timed as well.
+:func:`run_forward_bench`, one fixed window per call: batch 1, a 1 s window, 100 units and 2,000 spikes
+(2,200 input tokens with the start/end tokens), fp32. Both models run in this process on the same
+device, one after the other, interleaved in rounds so drifting machine load hits both alike. On CUDA
+the CUDA-graph replay of the fixed-shape forward is timed as well. Prints the model's FLOPs and the
+time they take at this machine's measured fp32 matmul rate.
+
+:func:`run_stream_bench`, per tick of a sliding stream (CPU): torch_brain, poyo_rt's exact forward and
+poyo_rt's encoder key/value cache on the same windows, with the largest difference between them.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import platform
 import time
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import torch
 
+from poyo_rt.bench.common import Timing, time_callable, with_ratios
 from poyo_rt.model.poyo import POYO
 from poyo_rt.model.static import StaticInputs, allocate_static_inputs, static_forward
 from poyo_rt.registry import MODALITY_REGISTRY
@@ -29,26 +31,6 @@ BENCH_CONFIGS: dict[str, dict] = {
     "dim512_depth2": dict(dim=512, depth=2, dim_head=64, cross_heads=1, self_heads=8, num_latents_per_step=64),
     "poyo_1.3M": dict(dim=64, depth=6, dim_head=64, cross_heads=2, self_heads=8, num_latents_per_step=16),
 }
-
-
-@dataclass
-class Timing:
-    """Latencies of one benchmarked callable, microseconds."""
-
-    name: str
-    samples_us: np.ndarray = field(repr=False)
-
-    @property
-    def median_us(self) -> float:
-        return float(np.median(self.samples_us))
-
-    @property
-    def p99_us(self) -> float:
-        return float(np.percentile(self.samples_us, 99))
-
-    def as_dict(self) -> dict:
-        return {"name": self.name, "n": int(len(self.samples_us)), "median_us": self.median_us, "p99_us": self.p99_us,
-                "min_us": float(self.samples_us.min()), "max_us": float(self.samples_us.max())}
 
 
 def build_model(config: dict, *, n_units: int, window_s: float = 1.0, latent_step_s: float = 0.125,
@@ -91,20 +73,6 @@ def bench_inputs(model: POYO, *, n_spikes: int, device: torch.device, seed: int 
     buf.output_session_index.fill_(1)
     buf.output_timestamps.fill_(window)
     return buf
-
-
-def time_callable(fn: Callable[[], object], *, iters: int, warmup: int, sync: Callable[[], None]) -> np.ndarray:
-    """Per-call latency in µs of ``fn`` (synchronised after each call), after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    sync()
-    out = np.empty(iters)
-    for i in range(iters):
-        t0 = time.perf_counter_ns()
-        fn()
-        sync()
-        out[i] = (time.perf_counter_ns() - t0) / 1e3
-    return out
 
 
 def forward_gflop(model: POYO, buf: StaticInputs) -> float:
@@ -172,25 +140,15 @@ def run_forward_bench(
                     samples[label].append(time_callable(fn, iters=per_round, warmup=warmup if r == 0 else 1, sync=sync))
                 progress(f"{name}: round {r + 1}/{rounds} done")
         timings = [Timing(label, np.concatenate(s)) for label, s in samples.items()]
-        base = timings[0]
         rate = matmul_gflops(device=dev)
         results.append({
             "config": name, "device": str(dev), "n_units": n_units, "n_spikes": n_spikes,
             "n_input_tokens": int(buf.input_mask.sum()), "max_abs_diff_vs_torch_brain": max_err,
             "gflop_per_forward": gflop, "matmul_gflops": rate, "flop_bound_ms": gflop / rate * 1e3,
-            "timings": [dict(t.as_dict(), ratio_median_vs_baseline=base.median_us / t.median_us,
-                             ratio_p99_vs_baseline=base.p99_us / t.p99_us) for t in timings],
-            "baseline": base.name,
+            "timings": with_ratios(timings),
+            "baseline": timings[0].name,
         })
     return results
-
-
-def machine_info() -> dict:
-    info = {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine(),
-            "processor": platform.processor(), "threads": torch.get_num_threads()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
 
 
 def format_forward_table(results: list[dict]) -> str:
@@ -209,6 +167,105 @@ def format_forward_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: str, payload: dict) -> None:
-    with open(path, "w") as fh:
-        json.dump(payload, fh, indent=2)
+def run_stream_bench(
+    config_names: list[str], *, ticks: int = 300, warmup_ticks: int = 60, n_units: int = 100,
+    rate_hz: float = 2000.0, tick_hz: float = 50.0, seed: int = 0, progress: Callable[[str], None] = log.info,
+) -> list[dict]:
+    """Per-tick forward cost on a sliding stream (CPU): torch_brain, poyo_rt exact, poyo_rt with the
+    encoder key/value cache, all three on the same tick's tokens, in rotating order.
+
+    Poisson spikes at ``rate_hz`` over ``n_units`` units feed the incremental tokenizer at ``tick_hz``;
+    each tick the three paths decode the same window (torch_brain and exact on the tokenizer's arrays
+    trimmed to the real tokens and masked; the cache updating only what changed).
+    """
+    from poyo_rt.bench.common import poisson_spikes
+    from poyo_rt.model.kvcache import EncoderKVCache
+    from poyo_rt.stream.buffer import SpikeBuffer
+    from poyo_rt.stream.tokenizer import IncrementalTokenizer
+
+    input_keys = ("input_unit_index", "input_timestamps", "input_token_type", "input_mask")
+    results = []
+    for name in config_names:
+        if name not in BENCH_CONFIGS:
+            raise ValueError(f"unknown bench config {name!r}; choose from {sorted(BENCH_CONFIGS)}")
+        model = build_model(BENCH_CONFIGS[name], n_units=n_units)
+        twin = torch_brain_twin(model)
+        window = model.sequence_length
+        tok = IncrementalTokenizer(window_s=window, latent_step_s=model.latent_step,
+                                   num_latents_per_step=model.num_latents_per_step,
+                                   unit_vocab_index=np.arange(1, n_units + 1), session_vocab_index=1,
+                                   max_spikes=int(rate_hz * window * 1.5) + 256)
+        buf = SpikeBuffer(capacity=1 << 16, n_units=n_units)
+        cache = EncoderKVCache(model, tok.n_in, tok.latent_index)
+        t0 = 10_000.0
+        total = warmup_ticks + ticks
+        times, units = poisson_spikes(np.random.default_rng(seed), rate_hz, window + total / tick_hz + 1.0,
+                                      n_units, t0=t0)
+        arrays = tok.arrays()
+        samples: dict[str, list[float]] = {"poyo_rt exact": [], "poyo_rt kv-cache": []}
+        if twin is not None:
+            samples = {"torch_brain eager": [], **samples}
+        max_err = {"poyo_rt exact": 0.0, "poyo_rt kv-cache": 0.0}
+        recomputed, n_tokens, sent = [], [], 0
+        with torch.inference_mode():
+            for k in range(total):
+                t_end = t0 + window + k / tick_hz
+                upto = int(np.searchsorted(times, t_end, side="left"))
+                if upto > sent:
+                    buf.append(times[sent:upto], units[sent:upto])
+                    sent = upto
+                info = tok.update(t_end, buf)
+                n = -(-info.n_input_tokens // 8) * 8
+                v = {key: torch.from_numpy(a[:, :n] if key in input_keys else a) for key, a in arrays.items()
+                     if key != "output_mask"}
+                tb_kw = {key: val for key, val in v.items() if key != "output_session_index"}
+                tb_kw["session_index"] = v["output_session_index"][:, 0]
+                outs, took = {}, {}
+                paths = {
+                    "torch_brain eager": lambda: twin(**tb_kw),
+                    "poyo_rt exact": lambda: static_forward(model, StaticInputs(**v)),
+                    "poyo_rt kv-cache": lambda: (
+                        recomputed.append(cache.update(arrays["input_unit_index"][0], arrays["input_token_type"][0],
+                                                       arrays["input_timestamps"][0], info.n_input_tokens)),
+                        cache.forward(v["latent_timestamps"], v["output_session_index"], v["output_timestamps"]),
+                    )[1],
+                }
+                labels = list(samples)
+                for label in labels[k % len(labels):] + labels[: k % len(labels)]:  # rotate the order
+                    a = time.perf_counter_ns()
+                    outs[label] = paths[label]()
+                    took[label] = (time.perf_counter_ns() - a) / 1e3
+                ref = outs.get("torch_brain eager", outs["poyo_rt exact"])
+                for label in max_err:
+                    max_err[label] = max(max_err[label], float((outs[label] - ref).abs().max()))
+                if k >= warmup_ticks:
+                    for label in samples:
+                        samples[label].append(took[label])
+                    n_tokens.append(info.n_input_tokens)
+                if (k + 1) % 100 == 0:
+                    progress(f"{name}: streaming tick {k + 1}/{total}")
+        timings = [Timing(label, np.asarray(s)) for label, s in samples.items()]
+        results.append({
+            "config": name, "device": "cpu", "n_units": n_units, "rate_hz": rate_hz, "tick_hz": tick_hz,
+            "ticks": ticks, "mean_input_tokens": float(np.mean(n_tokens)),
+            "mean_recomputed_per_tick": float(np.mean(recomputed[warmup_ticks:])),
+            "max_abs_diff_vs_reference": max_err,
+            "reference": "torch_brain eager" if twin is not None else "poyo_rt exact",
+            "timings": with_ratios(timings), "baseline": timings[0].name,
+        })
+    return results
+
+
+def format_stream_table(results: list[dict]) -> str:
+    """Aligned text table of :func:`run_stream_bench` results."""
+    lines = [f"{'config':<15} {'path (per tick)':<20} {'median ms':>10} {'p99 ms':>9} {'x baseline (p50)':>17} "
+             f"{'x (p99)':>8}"]
+    for res in results:
+        for t in res["timings"]:
+            lines.append(f"{res['config']:<15} {t['name']:<20} {t['median_us'] / 1e3:>10.3f} {t['p99_us'] / 1e3:>9.3f}"
+                         f" {t['ratio_median_vs_baseline']:>17.2f} {t['ratio_p99_vs_baseline']:>8.2f}")
+        errs = ", ".join(f"{k} {v:.1e}" for k, v in res["max_abs_diff_vs_reference"].items())
+        lines.append(f"{'':<15} {res['ticks']} ticks at {res['tick_hz']:g} Hz, {res['rate_hz']:g} spikes/s, "
+                     f"{res['mean_input_tokens']:.0f} input tokens a window, kv-cache recomputed "
+                     f"{res['mean_recomputed_per_tick']:.0f} a tick; max |diff| vs {res['reference']}: {errs}")
+    return "\n".join(lines)

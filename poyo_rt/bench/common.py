@@ -1,0 +1,91 @@
+"""Shared pieces of the benchmarks: latency samples, timing loops, machine facts, JSON output."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Timing:
+    """Latencies of one benchmarked path, microseconds."""
+
+    name: str
+    samples_us: np.ndarray = field(repr=False)
+
+    @property
+    def median_us(self) -> float:
+        return float(np.median(self.samples_us))
+
+    @property
+    def p99_us(self) -> float:
+        return float(np.percentile(self.samples_us, 99))
+
+    def as_dict(self) -> dict:
+        s = self.samples_us
+        return {"name": self.name, "n": int(len(s)), "median_us": self.median_us, "p99_us": self.p99_us,
+                "p999_us": float(np.percentile(s, 99.9)), "min_us": float(s.min()), "max_us": float(s.max())}
+
+
+def with_ratios(timings: list[Timing]) -> list[dict]:
+    """Each timing as a dict with its speed-up against the first (the baseline): ``baseline / this``."""
+    base = timings[0]
+    return [dict(t.as_dict(), ratio_median_vs_baseline=base.median_us / t.median_us,
+                 ratio_p99_vs_baseline=base.p99_us / t.p99_us) for t in timings]
+
+
+def time_callable(fn: Callable[[], object], *, iters: int, warmup: int, sync: Callable[[], None]) -> np.ndarray:
+    """Per-call latency in µs of ``fn`` (synchronised after each call), after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    sync()
+    out = np.empty(iters)
+    for i in range(iters):
+        t0 = time.perf_counter_ns()
+        fn()
+        sync()
+        out[i] = (time.perf_counter_ns() - t0) / 1e3
+    return out
+
+
+def poisson_spikes(rng: np.random.Generator, rate_hz: float, duration_s: float, n_units: int,
+                   t0: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """A homogeneous Poisson population: sorted spike times (s, from ``t0``) and units ``[0, n_units)``."""
+    n = rng.poisson(rate_hz * duration_s)
+    return t0 + np.sort(rng.uniform(0.0, duration_s, n)), rng.integers(0, n_units, n)
+
+
+def machine_info() -> dict:
+    """Python/torch versions, CPU, threads and GPU of this process."""
+    info = {"python": platform.python_version(), "torch": torch.__version__, "machine": platform.machine(),
+            "processor": platform.processor(), "threads": torch.get_num_threads()}
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), None)
+        if model:
+            info["cpu"] = model
+    except OSError:
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def write_json(path: str, payload: dict) -> None:
+    with open(path, "w") as fh:
+        json.dump(payload, fh, indent=2, default=str)
+
+
+def percentiles_us(samples_us: np.ndarray) -> dict:
+    """median, p90, p99, p99.9, max of a latency sample (µs); NaNs where it is empty."""
+    s = np.asarray(samples_us, dtype=np.float64)
+    if s.size == 0:
+        return {k: float("nan") for k in ("median_us", "p90_us", "p99_us", "p999_us", "max_us")} | {"n": 0}
+    return {"n": int(s.size), "median_us": float(np.median(s)), "p90_us": float(np.percentile(s, 90)),
+            "p99_us": float(np.percentile(s, 99)), "p999_us": float(np.percentile(s, 99.9)), "max_us": float(s.max())}

@@ -1,0 +1,254 @@
+"""End-to-end benchmark: LSL push -> engine -> ZeroMQ receipt, with real processes and sockets.
+
+A child process publishes Poisson spikes over LSL in real time (one chunk a millisecond, every spike
+stamped with the LSL clock at its push) and counts what it pushes. The engine of ``poyo-rt run``
+(:func:`poyo_rt.runtime.launch.build_decoder`, the run config's defaults: ``threads: auto``, the
+encoder key/value cache) decodes at a fixed tick rate and publishes on 127.0.0.1; a subscriber thread
+in this process stamps each message's receipt.
+
+Measured per tick, from the messages themselves: **receipt latency** = receipt time - the newest
+spike's push time (what a closed loop waits for, LSL and ZeroMQ included), **tick -> receipt** =
+receipt time - the tick's scheduled time (the window end), the forward time carried in the message,
+and deadline misses (a tick
+published later than one period after its schedule, plus ticks skipped because the loop fell a whole
+period behind).
+
+Phases, each a fresh decoder on the same live stream: first the **baseline** (``--baseline-duration``
+seconds, 0 to skip), where the engine's forward is torch_brain's POYO with the same weights (full
+forward on the tokenizer's arrays every tick), then **poyo_rt** for ``--duration`` seconds. In each
+phase the player pushes only while the phase runs and pauses before it ends, so the spikes the inlet
+took in must equal the spikes pushed: the **ingest** check (nothing dropped anywhere: inlet, buffer,
+tokenizer).
+
+LSL stays on this machine: :func:`poyo_rt.stream.lsl.configure_lsl` (machine scope) runs first in both
+processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import threading
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from poyo_rt.bench.common import percentiles_us
+from poyo_rt.bench.forward import BENCH_CONFIGS, build_model, torch_brain_twin
+from poyo_rt.runtime.runner import INPUT_KEYS, STATIC_KEYS, ForwardResult
+
+log = logging.getLogger(__name__)
+
+CHUNK_S = 1e-3  # the player pushes every millisecond
+PAUSED = -1
+
+
+# ------------------------------------------------------------------------------- the player process
+def play(name: str, source_id: str, n_units: int, rate_hz: float, seed: int, phase, pushed, alive, ready) -> None:
+    """Child process: an events outlet pushing Poisson spikes every ``CHUNK_S`` while ``phase.value`` >= 0.
+
+    ``pushed[i]`` counts the spikes pushed during phase ``i``; the loop ends when ``alive`` is cleared.
+    """
+    from poyo_rt.stream import lsl
+
+    lsl.configure_lsl()
+    outlet = lsl.make_spike_outlet(name, [f"unit{i}" for i in range(n_units)], source_id)
+    rng = np.random.default_rng(seed)
+    ready.set()
+    t_next = lsl.local_clock()
+    while alive.is_set():
+        t_next += CHUNK_S
+        wait = t_next - lsl.local_clock()
+        if wait > 0:
+            time.sleep(wait)
+        elif wait < -0.1:  # fell far behind (machine stalled): restart the schedule, do not burst
+            t_next = lsl.local_clock()
+        i = phase.value
+        if i < 0:
+            continue
+        n = rng.poisson(rate_hz * CHUNK_S)
+        if n:
+            block = rng.integers(0, n_units, (n, 1)).astype(np.int32)
+            now = lsl.local_clock()
+            outlet.push_chunk(block, [now] * n)
+            pushed[i] += n
+
+
+# ------------------------------------------------------------------------------- the baseline forward
+class TorchBrainRunner:
+    """The engine's runner interface with torch_brain's POYO: the full forward every tick (CPU), on the
+    tokenizer's arrays trimmed to the real tokens (rounded up to 8) and masked."""
+
+    def __init__(self, twin: torch.nn.Module):
+        self.twin = twin.eval()
+        self.device = torch.device("cpu")
+
+    def run(self, arrays: dict[str, np.ndarray], n_tokens: int) -> ForwardResult:
+        n = min(-(-max(n_tokens, 1) // 8) * 8, arrays["input_mask"].shape[1])
+        v = {k: torch.from_numpy(arrays[k][:, :n] if k in INPUT_KEYS else arrays[k]) for k in STATIC_KEYS}
+        kw = {k: t for k, t in v.items() if k != "output_session_index"}
+        kw["session_index"] = v["output_session_index"][:, 0]
+        t0 = time.perf_counter_ns()
+        with torch.inference_mode():
+            out = self.twin(**kw)
+        t1 = time.perf_counter_ns()
+        values = out[0].numpy().astype(np.float32, copy=True)
+        return ForwardResult(values=values, n_input=n, h2d_us=0.0, forward_us=(t1 - t0) / 1e3,
+                             d2h_us=(time.perf_counter_ns() - t1) / 1e3)
+
+
+# ------------------------------------------------------------------------------- one phase
+def _run_phase(label: str, index: int, *, model, cfg, duration_s: float, phase, pushed,
+               progress: Callable[[str], None]) -> dict:
+    from poyo_rt.runtime.launch import build_decoder
+    from poyo_rt.stream import lsl
+    from poyo_rt.stream.publisher import Subscriber
+    from poyo_rt.stream.wire import TickFlags
+
+    decoder = build_decoder(cfg, model=model)
+    engine = decoder.engine
+    if label != "poyo_rt":
+        twin = torch_brain_twin(model)
+        if twin is None:
+            raise RuntimeError("the torch_brain baseline needs torch_brain (pip install -e '.[test]')")
+        engine.runner = TorchBrainRunner(twin)
+        engine.runner.run(engine.tokenizer.arrays(), engine.tokenizer.n_start_end)  # warm-up
+    sub = Subscriber(decoder.publisher.endpoint, rcvhwm=1_000_000, clock=lsl.local_clock)
+    deadline = time.monotonic() + 5.0
+    while not decoder.publisher.wait_for_subscriber(0.01):
+        sub.recv(timeout_s=0.01)
+        if time.monotonic() > deadline:
+            raise RuntimeError("the subscriber did not connect within 5 s")
+    rows: list[tuple[float, float, float, int]] = []
+    listening = threading.Event()
+    listening.set()
+
+    def listen() -> None:
+        while listening.is_set():
+            msg = sub.recv(timeout_s=0.05)
+            if msg is not None:
+                rows.append(((msg.t_recv_s - msg.newest_spike_s) * 1e6, msg.stages_us.get("forward", np.nan),
+                             (msg.t_recv_s - msg.window_end_s) * 1e6, msg.flags))
+
+    def stopper() -> None:  # pause the player, let the engine drain what is in transit, stop
+        end = time.monotonic() + duration_s
+        last = 0.0
+        while time.monotonic() < end and not engine.stopping:
+            time.sleep(0.2)
+            elapsed = duration_s - (end - time.monotonic())
+            if elapsed - last >= 30.0:
+                last = elapsed
+                progress(f"{label}: {elapsed:.0f}/{duration_s:g} s, {engine.ticks} ticks")
+        phase.value = PAUSED
+        time.sleep(0.5)
+        engine.stop()
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    phase.value = index
+    stop_thread = threading.Thread(target=stopper, daemon=True)
+    stop_thread.start()
+    progress(f"{label}: decoding for {duration_s:g} s")
+    summary = engine.run()
+    stop_thread.join()
+    time.sleep(0.2)
+    listening.clear()
+    listener.join()
+    counters = engine.counters()
+    taken = engine.buffer.next_seq + sum(engine.buffer.drops.values()) + sum(getattr(decoder.inlet, "drops", {}).values())
+    decoder.close()
+    sub.close()
+
+    arr = np.array(rows, dtype=np.float64).reshape(-1, 4)
+    receipt = arr[:, 0][np.isfinite(arr[:, 0])]
+    flags = arr[:, 3].astype(np.int64)
+    missed_published = int(np.count_nonzero(flags & int(TickFlags.DEADLINE_MISSED)))
+    drops = {k: v for k, v in counters.items() if k != "skipped_ticks" and v}
+    return {
+        "path": label, "duration_s": duration_s, "ticks_published": int(engine.ticks), "ticks_received": int(len(arr)),
+        "receipt_us": percentiles_us(receipt), "forward_us": percentiles_us(arr[:, 1]),
+        "tick_to_receipt_us": percentiles_us(arr[:, 2]),
+        "deadline_misses": missed_published + int(engine.skipped_ticks),
+        "late_ticks": missed_published, "skipped_ticks": int(engine.skipped_ticks),
+        "spikes_pushed": int(pushed[index]), "spikes_taken_in": int(taken), "spikes_accepted": int(engine.buffer.next_seq),
+        "drops": drops, "threads": torch.get_num_threads(), "engine": summary,
+    }
+
+
+# ------------------------------------------------------------------------------- the benchmark
+def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseline_duration_s: float | None = None,
+                  tick_hz: float = 50.0, n_units: int = 100, rate_hz: float = 2000.0, device: str = "cpu",
+                  threads: int | str | None = "auto", max_spikes: int | None = None, seed: int = 0,
+                  progress: Callable[[str], None] = log.info) -> dict:
+    """Run the baseline phase (unless ``baseline_duration_s`` is 0) and the poyo_rt phase; see the module
+    docstring. ``max_spikes`` defaults to 1.25 x the spikes a window holds at ``rate_hz`` (at least 8,192)."""
+    from poyo_rt.config import config_from_dict
+    from poyo_rt.stream import lsl
+
+    if config not in BENCH_CONFIGS:
+        raise ValueError(f"unknown bench config {config!r}; choose from {sorted(BENCH_CONFIGS)}")
+    baseline_duration_s = duration_s if baseline_duration_s is None else baseline_duration_s
+    if duration_s <= 0 or baseline_duration_s < 0:
+        raise ValueError("durations must be > 0 (the baseline's >= 0)")
+    lsl.configure_lsl()
+    model = build_model(BENCH_CONFIGS[config], n_units=n_units)
+    window = model.sequence_length
+    max_spikes = max_spikes or max(8192, int(1.25 * rate_hz * window))
+    name = f"poyo-bench-{int(time.time() * 1e3) % 10**9}"
+    ctx = mp.get_context("spawn")
+    phases = ([("torch_brain", baseline_duration_s)] if baseline_duration_s > 0 else []) + [("poyo_rt", duration_s)]
+    phase = ctx.Value("i", PAUSED)
+    pushed = ctx.Array("q", len(phases))
+    alive, ready = ctx.Event(), ctx.Event()
+    alive.set()
+    player = ctx.Process(target=play, args=(name, name + "-src", n_units, rate_hz, seed, phase, pushed, alive, ready),
+                         daemon=True)
+    player.start()
+    if not ready.wait(20):
+        player.terminate()
+        raise RuntimeError("the LSL player process did not start within 20 s")
+    cfg = config_from_dict({
+        "model": {"device": device, "session_id": "session0", "threads": threads},
+        "input": {"name": name, "resolve_timeout_s": 10.0},
+        "engine": {"tick_hz": tick_hz, "max_spikes": max_spikes,
+                   "buffer_capacity": max(65536, int(4 * rate_hz * max(1.0, 1.0 / tick_hz)))},
+        "output": {"endpoint": "tcp://127.0.0.1:*"},
+        "metrics": {"log_every_s": 0, "report_path": None},
+    })
+    results = []
+    try:
+        for i, (label, dur) in enumerate(phases):
+            results.append(_run_phase(label, i, model=model, cfg=cfg, duration_s=dur, phase=phase, pushed=pushed,
+                                      progress=progress))
+    finally:
+        alive.clear()
+        player.join(5)
+        if player.is_alive():
+            player.terminate()
+    base = results[0]
+    for r in results:
+        r["ratio_receipt_p99_vs_baseline"] = base["receipt_us"]["p99_us"] / r["receipt_us"]["p99_us"]
+        r["ratio_forward_median_vs_baseline"] = base["forward_us"]["median_us"] / r["forward_us"]["median_us"]
+    return {"config": config, "tick_hz": tick_hz, "n_units": n_units, "rate_hz": rate_hz, "device": device,
+            "max_spikes": max_spikes, "phases": results, "baseline": base["path"]}
+
+
+def format_e2e_table(result: dict) -> str:
+    """Aligned text: per phase receipt/forward/tick percentiles (ms), misses, ingest accounting."""
+    lines = [f"{result['config']} at {result['tick_hz']:g} Hz, {result['n_units']} units, {result['rate_hz']:g} "
+             f"spikes/s, {result['device']}",
+             f"{'path':<12} {'metric (ms)':<22} {'median':>8} {'p90':>8} {'p99':>8} {'p99.9':>8} {'max':>8}"]
+    for r in result["phases"]:
+        for key, title in (("receipt_us", "push -> receipt"), ("forward_us", "forward"), ("tick_to_receipt_us", "tick -> receipt")):
+            s = r[key]
+            lines.append(f"{r['path']:<12} {title:<22} " + " ".join(
+                f"{s[k] / 1e3:>8.2f}" for k in ("median_us", "p90_us", "p99_us", "p999_us", "max_us")))
+        lines.append(f"{r['path']:<12} {r['duration_s']:g} s, {r['ticks_published']} ticks, deadline misses "
+                     f"{r['deadline_misses']} (late {r['late_ticks']}, skipped {r['skipped_ticks']}), "
+                     f"{r['threads']} thread(s); x baseline: receipt p99 {r['ratio_receipt_p99_vs_baseline']:.2f}, "
+                     f"forward p50 {r['ratio_forward_median_vs_baseline']:.2f}")
+        lines.append(f"{r['path']:<12} ingest: pushed {r['spikes_pushed']}, taken in {r['spikes_taken_in']}, "
+                     f"accepted {r['spikes_accepted']}, drops {r['drops'] or 'none'}")
+    return "\n".join(lines)

@@ -1,0 +1,169 @@
+"""Encoder key/value cache: POYO's per-token encoder work done once per token, not once per tick.
+
+In POYO's encoder cross-attention the latents attend to the input tokens through keys and values
+that each depend on ONE token only::
+
+    k_i, v_i = to_kv(LayerNorm(unit_emb[u_i] + token_type_emb[type_i])),  both rotated by time t_i
+
+and the latents that query them are constant (``latent_emb`` of fixed indices), so are their
+projected queries before rotation. Rotary attention sees only time differences, so with the times on
+a shared origin (the incremental tokenizer keeps one for 60 s) a spike's rotated key and value stay
+the same for as long as it is in the window. This cache therefore keeps, per input slot, the
+rotated ``k`` and ``v`` of the token in that slot, and a table of the unrotated ``k, v`` per
+(unit, token type), computed the first time a unit is seen.
+
+Each tick :meth:`EncoderKVCache.update` compares every slot's (unit, type, time) with what the cache
+holds (vectorised memory compares: a few µs for 2,200 slots) and recomputes only the slots that
+differ: the new spikes, the slots the tokenizer refilled by swap-remove, the 2U start/end tokens
+(their times move every tick) and, after an origin rebase (once a minute), all of them. A recompute
+is a table gather and one complex multiply per pair of channels. :meth:`EncoderKVCache.forward`
+then runs the attention over the cached keys/values and the rest of the model unchanged
+(:meth:`POYO.process_and_decode`). What it skips each tick: the embedding gathers, the LayerNorm and
+the ``to_kv`` projection of every token, and the rotation of every key and value.
+
+Correct by construction for any change of the arrays (the comparison, not the tokenizer's
+bookkeeping, decides what is recomputed); equal to the exact forward up to float32 rounding
+(``tests/test_kvcache.py``: <= 1e-5 over a stream with rebases, overflow and resets). Batch 1,
+inference only; after the model's weights change, build a new cache.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from poyo_rt.model.attention import attend
+from poyo_rt.model.poyo import POYO
+from poyo_rt.model.rotary import apply_rotation
+
+__all__ = ["EncoderKVCache"]
+
+
+class EncoderKVCache:
+    """Per-slot rotated encoder keys/values for one stream of windows (batch 1).
+
+    Args:
+        model: the POYO, in eval mode (its weights are read at construction and when a new unit
+            appears; do not train it while the cache is in use).
+        capacity: input slots (the tokenizer's ``N_in``).
+        latent_index: (N_lat,) or (1, N_lat) int, the latent indices every window uses
+            (``model.latent_tokens()[0]``, the tokenizer's ``latent_index``).
+    """
+
+    def __init__(self, model: POYO, capacity: int, latent_index: np.ndarray | Tensor):
+        if model.training:
+            raise ValueError("EncoderKVCache needs the model in eval mode (call model.eval())")
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.model = model
+        enc = model.enc_atn
+        self.heads = enc.heads
+        self.inner = enc.to_kv.out_features // 2
+        self.head_dim = self.inner // self.heads
+        self.capacity = int(capacity)
+        device = model.rotary_emb.omega.device
+        self.device = device
+        self.k = torch.zeros((1, self.heads, self.capacity, self.head_dim), device=device)  # rotated keys
+        self.v = torch.zeros_like(self.k)  # values (rotated when enc_atn.rotate_value)
+        # what each slot holds; time NaN = nothing yet (NaN never compares equal, so it is filled)
+        self._unit = np.full(self.capacity, -1, dtype=np.int64)
+        self._type = np.full(self.capacity, -1, dtype=np.int64)
+        self._time = np.full(self.capacity, np.nan, dtype=np.float64)
+        # unrotated (k, v) per (unit, token type): row of a unit in the table, -1 = not computed yet
+        self._n_vocab = int(model.unit_emb.weight.shape[0])
+        self._row_of_unit = np.full(self._n_vocab, -1, dtype=np.int64)
+        self._n_types = int(model.token_type_emb.weight.shape[0])
+        self._table = torch.empty((0, self._n_types, 2 * self.inner), device=device)
+        self.n = 0  # real tokens of the current tick (slots [0, n))
+        self.counters = {"recomputed": 0, "ticks": 0}
+
+        index = torch.as_tensor(np.asarray(latent_index), dtype=torch.long, device=device).reshape(1, -1)
+        self.latent_index = index.cpu().numpy()[0]
+        with torch.inference_mode():
+            self._latents = model.latent_emb(index)  # (1, N_lat, dim), constant
+            q = enc.to_q(enc.norm(self._latents))  # (1, N_lat, h*H)
+            self._q = q.unflatten(-1, (self.heads, -1)).transpose(1, 2).contiguous()  # (1, h, N_lat, H)
+
+    # ------------------------------------------------------------------ per tick
+    def update(self, unit_index: np.ndarray, token_type: np.ndarray, timestamps: np.ndarray, n_tokens: int) -> int:
+        """Bring slots ``[0, n_tokens)`` up to date with the input arrays; returns how many were recomputed.
+
+        Args:
+            unit_index, token_type: (N,) int64 (or (1, N)); timestamps: (N,) float64 seconds on the
+                same origin as the latent/output times given to :meth:`forward`. Slots
+                ``[0, n_tokens)`` must all be real tokens (the tokenizer keeps them compact).
+        """
+        if not 0 < n_tokens <= self.capacity:
+            raise ValueError(f"n_tokens must be in [1, capacity={self.capacity}], got {n_tokens}")
+        u = np.asarray(unit_index).reshape(-1)[:n_tokens]
+        ty = np.asarray(token_type).reshape(-1)[:n_tokens]
+        t = np.asarray(timestamps).reshape(-1)[:n_tokens]
+        changed = t != self._time[:n_tokens]
+        changed |= u != self._unit[:n_tokens]
+        changed |= ty != self._type[:n_tokens]
+        idx = np.flatnonzero(changed)
+        if idx.shape[0]:
+            self._fill(idx, u[idx], ty[idx], t[idx])
+        self.n = int(n_tokens)
+        self.counters["ticks"] += 1
+        self.counters["recomputed"] += int(idx.shape[0])
+        return int(idx.shape[0])
+
+    def forward(self, latent_timestamps: Tensor, output_session_index: Tensor, output_timestamps: Tensor) -> Tensor:
+        """Decode the current tick: ``(1, N_out, D_out)``. Times (1, N_lat) / (1, N_out) seconds, same
+        origin as the input times."""
+        if self.n == 0:
+            raise RuntimeError("EncoderKVCache.forward before update(): no input tokens")
+        with torch.inference_mode():
+            return self._forward(latent_timestamps, output_session_index, output_timestamps)
+
+    def _forward(self, latent_timestamps: Tensor, output_session_index: Tensor, output_timestamps: Tensor) -> Tensor:
+        model, enc = self.model, self.model.enc_atn
+        latent_pos = model.rotary_emb.rotation(latent_timestamps)  # (1, N_lat, D)
+        output_pos = model.rotary_emb.rotation(output_timestamps)  # (1, N_out, D)
+        q = apply_rotation(self._q, latent_pos, 1)
+        n = self.n
+        out = attend(q, self.k[:, :, :n], self.v[:, :, :n], q_pos_emb=latent_pos, attn_mask=None,
+                     dropout_p=0.0, rotate_value=enc.rotate_value)  # (1, N_lat, h*H)
+        latents = self._latents + enc.to_out(out)
+        queries = model.session_emb(output_session_index)  # (1, N_out, dim)
+        return model.process_and_decode(latents, latent_pos, queries, output_pos)
+
+    # ------------------------------------------------------------------ private
+    def _rows(self, units: np.ndarray) -> np.ndarray:
+        """Table rows of ``units`` (vocabulary indices), computing the rows of units not seen before."""
+        if units.shape[0] and (units.min() < 0 or units.max() >= self._n_vocab):
+            raise IndexError(f"unit index out of the model's vocabulary [0, {self._n_vocab})")
+        rows = self._row_of_unit[units]
+        if (rows < 0).any():
+            new_units = np.unique(units[rows < 0])
+            start = self._table.shape[0]
+            with torch.inference_mode():
+                enc = self.model.enc_atn
+                ids = torch.from_numpy(new_units).to(self.device)
+                emb = self.model.unit_emb.weight[ids][:, None, :] + self.model.token_type_emb.weight[None]
+                kv = enc.to_kv(enc.norm_context(emb))  # (k, n_types, 2 * inner)
+                self._table = torch.cat((self._table, kv), dim=0)
+            self._row_of_unit[new_units] = np.arange(start, start + new_units.shape[0])
+            rows = self._row_of_unit[units]
+        return rows
+
+    def _fill(self, idx: np.ndarray, units: np.ndarray, types: np.ndarray, times: np.ndarray) -> None:
+        """Recompute the rotated k, v of slots ``idx`` from the table: O(len(idx))."""
+        if types.min() < 0 or types.max() >= self._n_types:
+            raise IndexError(f"token type out of [0, {self._n_types})")
+        rows = self._rows(units)
+        m = idx.shape[0]
+        with torch.inference_mode():
+            kv = self._table[torch.from_numpy(rows).to(self.device), torch.from_numpy(types).to(self.device)]
+            kv = kv.view(m, 2, self.heads, self.head_dim)  # (m, k|v, h, H)
+            rot = self.model.rotary_emb.rotation(torch.from_numpy(times).to(self.device))  # (m, D)
+            k = apply_rotation(kv[:, 0], rot, 1)  # (m, h, H)
+            v = apply_rotation(kv[:, 1], rot, 1) if self.model.enc_atn.rotate_value else kv[:, 1]
+            slots = torch.from_numpy(idx).to(self.device)
+            self.k[0].index_copy_(1, slots, k.transpose(0, 1))
+            self.v[0].index_copy_(1, slots, v.transpose(0, 1))
+        self._unit[idx] = units
+        self._type[idx] = types
+        self._time[idx] = times
