@@ -8,6 +8,7 @@ window has reached the inlet before its tick, whatever the machine's load.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from types import SimpleNamespace
@@ -21,6 +22,7 @@ from conftest import poll
 from poyo_rt.config import config_from_dict
 from poyo_rt.errors import StreamFormatError, UnitMismatchError
 from poyo_rt.model import collate
+from poyo_rt.runtime.engine import GcWatch
 from poyo_rt.runtime.launch import build_decoder
 from poyo_rt.stream import lsl
 from poyo_rt.stream.publisher import Subscriber
@@ -158,6 +160,16 @@ def test_streaming_equals_offline_over_a_minute(model, stream_name, source_id):
     assert counters.get("stale_spike", 0) == 0 and counters.get("token_overflow", 0) == 0
     summary = decoder.engine.summary()
     assert summary["stages"]["forward"]["count"] == ticks
+    # the loop ran with the process's objects frozen out of the collector's reach
+    assert gc.get_freeze_count() > 10_000 and set(summary["gc"]) == {"collections_by_generation", "max_pause_us"}
+
+
+def test_gc_watch_times_collections():
+    with GcWatch() as watch:
+        gc.collect()
+        gc.collect(0)
+    assert watch.collections[2] >= 1 and watch.collections[0] >= 1 and watch.max_pause_us > 0
+    assert watch._callback not in gc.callbacks
 
 
 def test_bad_spikes_are_counted_and_decoding_continues(model, stream_name, source_id):
