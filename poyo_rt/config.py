@@ -30,11 +30,14 @@ class ModelConfig:
     threads: int | Literal["auto"] | None = "auto"  #: torch CPU threads: auto = cores - 1 (runtime/threads.py), None = torch's default
     compile: bool = False  #: CPU: torch.compile the forward (measure first: see docs/performance.md)
     kv_cache: bool = True  #: CPU eager: keep the encoder's per-token keys/values between ticks (same values, less work)
+    precision: Literal["fp32", "bf16"] = "fp32"  #: CPU: bf16 runs the forward under bfloat16 autocast (~5e-3 relative error; opt-in)
     cuda_graphs: bool = True  #: CUDA: capture one graph per padding bucket (False = eager, for debugging)
 
     def validate(self, prefix: str) -> None:
         if isinstance(self.threads, int) and self.threads < 1:
             raise ConfigError(f"{prefix}.threads", f"must be >= 1, got {self.threads}")
+        if self.precision == "bf16" and self.device == "cuda":
+            raise ConfigError(f"{prefix}.precision", "bf16 is a CPU option (the CUDA path runs fp32 CUDA graphs)")
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ def test_bench_quick_json(tmp_path):
     (result,) = payload["results"]
     assert result["config"] == "poyo_1.3M" and result["n_input_tokens"] == 2200
     names = [t["name"] for t in result["timings"]]
-    assert names[:2] == ["torch_brain eager", "poyo_rt eager"]
+    assert names == ["torch_brain eager", "poyo_rt eager", "poyo_rt bf16 (opt-in)"]
+    assert 0 < result["bf16_max_rel_err_vs_fp32"] <= 2e-2
     assert result["max_abs_diff_vs_torch_brain"] <= 1e-5
     assert all(t["median_us"] > 0 and t["p99_us"] >= t["median_us"] for t in result["timings"])
     # FLOPs of a forward (0.716 GFLOP for poyo_1.3M at 2,200 tokens, attention included) and the matmul rate

@@ -103,3 +103,21 @@ def test_compiled_cpu_runner_equals_eager():
         Runner(model, capacity=n, n_outputs=1).run(arrays, n)
     compiled = Runner(model, capacity=n, n_outputs=1, compile=True).run(arrays, n)
     assert np.abs(compiled.values - eager.values).max() <= TOL
+
+
+def test_bf16_runner_is_close_to_fp32_and_opt_in():
+    """CPU bf16 autocast: a stated ~1e-2 relative tolerance, never bit-equal (it really ran in bf16)."""
+    from _poyo_ref import random_batch
+
+    model, _ = make_pair(CONFIGS["poyo_1.3M"])
+    batch = random_batch(model, batch=1, n_out=1, seed=5)
+    n = batch["input_unit_index"].shape[1]
+    arrays = {k: v.numpy().copy() for k, v in batch.items()}
+    fp32 = Runner(model, capacity=n, n_outputs=1, kv_cache=False).run(arrays, n).values
+    runner = Runner(model, capacity=n, n_outputs=1, precision="bf16")
+    assert runner.kv_cache is None  # bf16 runs the full forward
+    bf16 = runner.run(arrays, n).values
+    rel = np.abs(bf16 - fp32).max() / np.abs(fp32).max()
+    assert 0 < rel <= 2e-2 and bf16.dtype == np.float32
+    with pytest.raises(ValueError, match="precision"):
+        Runner(model, capacity=n, n_outputs=1, precision="fp16")

@@ -140,6 +140,14 @@ def run_forward_bench(
             ours_out = static_forward(model, buf)
             if twin is not None:
                 max_err = float((ours_out - twin(**tb_kwargs)).abs().max())
+        bf16_rel_err = None
+        if dev.type == "cpu":  # the opt-in reduced-precision path, with its error against fp32
+            from poyo_rt.runtime.runner import bf16_forward
+
+            candidates["poyo_rt bf16 (opt-in)"] = lambda: bf16_forward(model, buf)
+            with torch.inference_mode():
+                bf16_rel_err = float((bf16_forward(model, buf) - ours_out).abs().max() / ours_out.abs().max())
+            progress(f"{name}: bf16 autocast vs fp32 max relative error = {bf16_rel_err:.1e}")
         if dev.type == "cuda":
             from poyo_rt.runtime.cudagraph import GraphedForward
 
@@ -162,6 +170,7 @@ def run_forward_bench(
         results.append({
             "config": name, "device": str(dev), "n_units": n_units, "n_spikes": n_spikes,
             "n_input_tokens": int(buf.input_mask.sum()), "max_abs_diff_vs_torch_brain": max_err,
+            "bf16_max_rel_err_vs_fp32": bf16_rel_err,
             "gflop_per_forward": gflop, "matmul_gflops": rate, "flop_bound_ms": gflop / rate * 1e3,
             "timings": with_ratios(timings),
             "baseline": timings[0].name,
@@ -178,6 +187,8 @@ def format_forward_table(results: list[dict]) -> str:
                          f" {t['ratio_median_vs_baseline']:>17.2f} {t['ratio_p99_vs_baseline']:>8.2f}")
         if res["max_abs_diff_vs_torch_brain"] is not None:
             lines.append(f"{'':<15} max |poyo_rt - torch_brain| = {res['max_abs_diff_vs_torch_brain']:.2e}")
+        if res.get("bf16_max_rel_err_vs_fp32") is not None:
+            lines.append(f"{'':<15} bf16 (opt-in) max |bf16 - fp32| / max |fp32| = {res['bf16_max_rel_err_vs_fp32']:.1e}")
         best = min(t["median_us"] for t in res["timings"]) / 1e3
         lines.append(f"{'':<15} {res['gflop_per_forward']:.3f} GFLOP a forward; fp32 matmul here "
                      f"{res['matmul_gflops']:.0f} GFLOP/s -> {res['flop_bound_ms']:.2f} ms at that rate "

@@ -6,7 +6,9 @@
   the exact forward runs eager, straight on zero-copy torch views of the tokenizer's numpy arrays,
   trimmed to the real tokens rounded up to 8: no padding bucket is needed and no copy is made
   (``h2d_us`` is 0). Both give the same values (<= 1e-5). With ``compile=True`` the forward is ``torch.compile``-d and the tokens
-  are padded up to a bucket, so that only a handful of shapes are ever compiled.
+  are padded up to a bucket, so that only a handful of shapes are ever compiled. ``precision="bf16"`` runs
+  the exact forward under CPU bf16 autocast (opt-in, never the default: about 5e-3 relative error against
+  fp32, measured in docs/performance.md; faster only for wide models such as dim 512).
 * CUDA: one CUDA graph per padding bucket, captured at construction (warm-up first). Each
   tick the real tokens are copied into pinned host staging buffers, then into the bucket's
   device buffers (non-blocking), the graph is replayed, and the output comes back to pinned
@@ -36,6 +38,12 @@ STATIC_KEYS = (
     "latent_index", "latent_timestamps", "output_session_index", "output_timestamps",
 )
 INPUT_KEYS = STATIC_KEYS[:4]
+
+
+def bf16_forward(model: POYO, inputs: StaticInputs) -> torch.Tensor:
+    """:func:`static_forward` under CPU bfloat16 autocast; returns float32."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return static_forward(model, inputs).float()
 
 
 def default_buckets(capacity: int, smallest: int = 256) -> list[int]:
@@ -76,12 +84,13 @@ class Runner:
         cuda_graphs: capture CUDA graphs (True) or run eager on the GPU (False, for debugging).
         compile: on CPU, wrap the forward in ``torch.compile`` (off by default; measure first).
         kv_cache: on CPU (eager), keep the encoder's per-token keys/values between ticks (default);
-            ignored with ``compile`` and on CUDA, which run the full fixed-shape forward.
+            ignored with ``compile``, ``precision="bf16"`` and on CUDA, which run the full fixed-shape forward.
+        precision: "fp32" (default) or "bf16" (CPU only: the forward under ``torch.autocast``, bfloat16).
     """
 
     def __init__(self, model: POYO, *, capacity: int, n_outputs: int, device: str | torch.device = "cpu",
                  buckets: list[int] | None = None, cuda_graphs: bool = True, compile: bool = False,
-                 kv_cache: bool = True):
+                 kv_cache: bool = True, precision: str = "fp32"):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("device is cuda but no CUDA device is available; use device='cpu'")
@@ -95,8 +104,15 @@ class Runner:
             # one compiled graph per padding bucket: the token count changes every tick
             self._forward = torch.compile(static_forward, dynamic=False)
             self.buckets = list(buckets or default_buckets(capacity))
+        if precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+        if precision == "bf16" and self.is_cuda:
+            raise ValueError("precision='bf16' is a CPU option (the CUDA path runs fp32 CUDA graphs)")
+        self.precision = precision
+        if precision == "bf16":
+            self._forward = bf16_forward if not compile else torch.compile(bf16_forward, dynamic=False)
         self.kv_cache: EncoderKVCache | None = None
-        if kv_cache and not compile and not self.is_cuda:
+        if kv_cache and not compile and not self.is_cuda and precision == "fp32":
             self.kv_cache = EncoderKVCache(self.model, capacity, self.model.latent_tokens()[0])
         self._graphs: dict[int, object] = {}
         self._device_inputs: dict[int, StaticInputs] = {}
