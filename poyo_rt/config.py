@@ -83,6 +83,7 @@ class EngineConfig:
     buckets: tuple[int, ...] = ()  #: padding buckets (input tokens); empty = powers of two up to capacity
     deadline_ms: float | None = None  #: a tick later than this is a deadline miss; None = the tick period
     freeze_gc: bool = True  #: gc.collect() + gc.freeze() before the loop: no 35-70 ms full collections mid-run
+    realtime_priority: int | None = None  #: SCHED_FIFO priority (1-99) for the tick loop; None = normal scheduling
     duration_s: float | None = None  #: stop after this long (None = until SIGINT/SIGTERM)
 
     def validate(self, prefix: str) -> None:
@@ -100,6 +101,8 @@ class EngineConfig:
             raise ConfigError(f"{prefix}.output_spacing_s", f"must be > 0, got {self.output_spacing_s}")
         if self.buffer_capacity < 1:
             raise ConfigError(f"{prefix}.buffer_capacity", f"must be >= 1, got {self.buffer_capacity}")
+        if self.realtime_priority is not None and not 1 <= self.realtime_priority <= 99:
+            raise ConfigError(f"{prefix}.realtime_priority", f"must be in [1, 99], got {self.realtime_priority}")
         if any(b < 8 or b % 8 for b in self.buckets) or list(self.buckets) != sorted(set(self.buckets)):
             raise ConfigError(f"{prefix}.buckets", f"must be increasing multiples of 8, got {list(self.buckets)}")
         if self.deadline_ms is not None and self.deadline_ms <= 0:

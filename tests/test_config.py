@@ -93,3 +93,24 @@ def test_thread_policy():
             apply_threads(True, "cpu")
     finally:
         torch.set_num_threads(old)
+
+
+def test_realtime_priority_is_applied_and_restored_or_refused_with_a_warning(caplog):
+    import os
+
+    from poyo_rt.runtime.threads import RealtimePriority
+
+    assert config_from_dict({"engine": {"realtime_priority": 10}}).engine.realtime_priority == 10
+    with pytest.raises(ConfigError, match="engine.realtime_priority"):
+        config_from_dict({"engine": {"realtime_priority": 100}})
+    with pytest.raises(ValueError, match="priority"):
+        RealtimePriority(0)
+    with RealtimePriority(None) as rt:
+        assert not rt.active
+    before = os.sched_getscheduler(0)
+    with caplog.at_level("WARNING"), RealtimePriority(5) as rt:
+        if rt.active:  # root or CAP_SYS_NICE: the thread really is real-time now
+            assert os.sched_getscheduler(0) == os.SCHED_FIFO and os.sched_getparam(0).sched_priority == 5
+        else:  # refused: said so, scheduling untouched
+            assert "refused" in caplog.text and os.sched_getscheduler(0) == before
+    assert os.sched_getscheduler(0) == before

@@ -58,6 +58,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--rate", type=float, default=2000.0, help="population spike rate, spikes/s")
     g.add_argument("--max-spikes", type=int, default=None,
                    help="spike tokens a window holds (default: 1.25 x rate x window, at least 8192)")
+    g.add_argument("--realtime-priority", type=int, default=None, metavar="N",
+                   help="run the engine's tick loop under SCHED_FIFO at priority N (1-99; needs root/CAP_SYS_NICE)")
     p.set_defaults(func=run)
 
 
@@ -117,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
             res = run_e2e_bench(config, duration_s=duration, baseline_duration_s=base, tick_hz=args.tick_hz,
                                 n_units=args.units, rate_hz=args.rate, device=device,
                                 threads="auto" if args.threads is None else args.threads,
-                                max_spikes=args.max_spikes, progress=progress)
+                                max_spikes=args.max_spikes, realtime_priority=args.realtime_priority,
+                                progress=progress)
             payload["e2e"].append(res)
             print(format_e2e_table(res), flush=True)
     if args.json:

@@ -181,7 +181,7 @@ def _run_phase(label: str, index: int, *, model, cfg, duration_s: float, phase, 
 def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseline_duration_s: float | None = None,
                   tick_hz: float = 50.0, n_units: int = 100, rate_hz: float = 2000.0, device: str = "cpu",
                   threads: int | str | None = "auto", max_spikes: int | None = None, seed: int = 0,
-                  progress: Callable[[str], None] = log.info) -> dict:
+                  realtime_priority: int | None = None, progress: Callable[[str], None] = log.info) -> dict:
     """Run the baseline phase (unless ``baseline_duration_s`` is 0) and the poyo_rt phase; see the module
     docstring. ``max_spikes`` defaults to 1.25 x the spikes a window holds at ``rate_hz`` (at least 8,192)."""
     from poyo_rt.config import config_from_dict
@@ -212,7 +212,7 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
     cfg = config_from_dict({
         "model": {"device": device, "session_id": "session0", "threads": threads},
         "input": {"name": name, "resolve_timeout_s": 10.0},
-        "engine": {"tick_hz": tick_hz, "max_spikes": max_spikes,
+        "engine": {"tick_hz": tick_hz, "max_spikes": max_spikes, "realtime_priority": realtime_priority,
                    "buffer_capacity": max(65536, int(4 * rate_hz * max(1.0, 1.0 / tick_hz)))},
         "output": {"endpoint": "tcp://127.0.0.1:*"},
         "metrics": {"log_every_s": 0, "report_path": None},
@@ -232,7 +232,7 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
         r["ratio_receipt_p99_vs_baseline"] = base["receipt_us"]["p99_us"] / r["receipt_us"]["p99_us"]
         r["ratio_forward_median_vs_baseline"] = base["forward_us"]["median_us"] / r["forward_us"]["median_us"]
     return {"config": config, "tick_hz": tick_hz, "n_units": n_units, "rate_hz": rate_hz, "device": device,
-            "max_spikes": max_spikes, "phases": results, "baseline": base["path"]}
+            "max_spikes": max_spikes, "realtime_priority": realtime_priority, "phases": results, "baseline": base["path"]}
 
 
 def format_e2e_table(result: dict) -> str:

@@ -21,6 +21,10 @@ test VM (a deadline miss whenever Python decides to run one); after the freeze i
 loop itself keeps. ``EngineSettings.freeze_gc`` turns this off; :class:`GcWatch` counts collections
 and their longest pause during the run (in the summary).
 
+Scheduling: ``EngineSettings.realtime_priority`` runs the loop's thread under ``SCHED_FIFO``
+(:class:`~poyo_rt.runtime.threads.RealtimePriority`), so other processes on the machine cannot preempt a
+forward; off by default (it needs root or CAP_SYS_NICE).
+
 Latencies recorded per tick (µs): every stage above, ``e2e`` = newest spike's LSL time to
 the moment the message is handed to ZeroMQ, and ``tick`` = scheduled tick time to that
 moment; a ``tick`` above the deadline (default: one period) is a deadline miss.
@@ -44,6 +48,7 @@ import numpy as np
 from poyo_rt.model.poyo import POYO
 from poyo_rt.runtime.metrics import LatencyStats, PeriodicReporter
 from poyo_rt.runtime.runner import Runner
+from poyo_rt.runtime.threads import RealtimePriority
 from poyo_rt.stream.buffer import SpikeBuffer
 from poyo_rt.stream.tokenizer import IncrementalTokenizer
 from poyo_rt.stream.wire import TickFlags
@@ -92,6 +97,7 @@ class EngineSettings:
     log_every_s: float = 10.0
     idle_poll_s: float = 0.0005
     freeze_gc: bool = True  #: gc.collect() + gc.freeze() before the loop (see the module docstring)
+    realtime_priority: int | None = None  #: run the loop under SCHED_FIFO at this priority (1-99); None = normal
 
     @property
     def period_s(self) -> float:
@@ -273,7 +279,7 @@ class Engine:
         if self.settings.freeze_gc:
             gc.collect()
             gc.freeze()
-        with GcWatch() as watch:
+        with RealtimePriority(self.settings.realtime_priority), GcWatch() as watch:
             summary = self._loop(duration_s, max_ticks)
         self.gc = watch.as_dict()
         summary["gc"] = self.gc

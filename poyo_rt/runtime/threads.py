@@ -55,3 +55,46 @@ def apply_threads(setting: int | str | None, device_type: str) -> int:
     torch.set_num_threads(n)
     log.info("torch CPU threads: %d (%s)", n, setting)
     return n
+
+
+class RealtimePriority:
+    """Context manager: the calling thread runs under ``SCHED_FIFO`` at ``priority`` (1-99), then goes back
+    to the scheduling it had.
+
+    A real-time thread is not preempted by normal processes (the acquisition or replay process, a browser),
+    which is what makes a forward's tail long on a busy machine. The tick loop sleeps between ticks, so it
+    never starves the machine. Needs root or ``CAP_SYS_NICE`` (or an ``rtprio`` limit in
+    /etc/security/limits.conf); without it a warning is logged and the loop runs at normal priority
+    (``active`` tells). Linux only; elsewhere it does nothing.
+    """
+
+    def __init__(self, priority: int | None):
+        if priority is not None and not (isinstance(priority, int) and 1 <= priority <= 99):
+            raise ValueError(f"realtime priority must be an int in [1, 99] or None, got {priority!r}")
+        self.priority = priority
+        self.active = False
+        self._saved: tuple[int, int] | None = None
+
+    def __enter__(self) -> "RealtimePriority":
+        if self.priority is None:
+            return self
+        if not hasattr(os, "sched_setscheduler"):
+            log.warning("real-time priority requested, but this platform has no sched_setscheduler: ignored")
+            return self
+        try:
+            self._saved = (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority)
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.priority))
+        except PermissionError:
+            log.warning("real-time priority %d refused (needs root or CAP_SYS_NICE): running at normal priority",
+                        self.priority)
+            self._saved = None
+            return self
+        self.active = True
+        log.info("tick loop runs under SCHED_FIFO, priority %d", self.priority)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.active and self._saved is not None:
+            policy, prio = self._saved
+            os.sched_setscheduler(0, policy, os.sched_param(prio))
+            self.active = False
