@@ -411,9 +411,10 @@ def test_ddp_two_processes_gloo(tmp_path):
 #: too); 400 steps of 16 windows get past it: measured held-out causal R² 0.32 (seed 0), 0.09 (seed 2), in ~27 s.
 M1_CI = dict(window_s=0.5, latent_step_s=0.125, dim=64, depth=0, dim_head=32, self_heads=2, num_latents_per_step=4,
              steps=400, batch_size=16, lr=3e-3, warmup_steps=10, lin_dropout=0.0, ffn_dropout=0.0, val_fraction=0.0,
-             log_every=100, seed=0, split=0.8)
-#: A mean predictor scores R² <= 0 on held-out data; the floor asks for decoding from real spikes beyond chance.
-M1_CI_FLOOR = 0.05
+             log_every=100, seed=0, split=0.8, end_weight=3.0)
+#: A mean predictor scores R² <= 0 on held-out data. This fit scores 0.50 / 0.43 / 0.44 with seeds 0 / 1 / 2
+#: (0.31 / 0.25 / 0.05 without the end-weighted loss), so the floor asks for clear decoding with a margin.
+M1_CI_FLOOR = 0.25
 
 
 @pytest.mark.skipif(not M1_PATH.is_file(), reason=f"real data absent ({M1_PATH})")
