@@ -82,7 +82,7 @@ class EngineConfig:
     buffer_capacity: int = 65536  #: spikes held between arrival and tokenization (overflow is counted)
     buckets: tuple[int, ...] = ()  #: padding buckets (input tokens); empty = powers of two up to capacity
     deadline_ms: float | None = None  #: a tick later than this is a deadline miss; None = the tick period
-    freeze_gc: bool = True  #: gc.collect() + gc.freeze() before the loop: no 35-70 ms full collections mid-run
+    freeze_gc: bool = True  #: gc.collect() + gc.freeze() before the loop: no multi-ms full collections mid-run
     realtime_priority: int | None = None  #: SCHED_FIFO priority (1-99) for the tick loop; None = normal scheduling
     duration_s: float | None = None  #: stop after this long (None = until SIGINT/SIGTERM)
 

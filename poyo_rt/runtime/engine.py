@@ -16,7 +16,7 @@ just after the newest spike.
 
 Garbage collector: before the loop starts, :meth:`Engine.run` collects once and freezes every object
 alive then (``gc.freeze()``: the model, torch, liblsl, numpy...), so the collector never scans them
-again. A full collection of the ~170,000 objects a decoder process holds takes 35-70 ms on the 2-core
+again. A full collection of the ~170,000 objects a decoder process holds took 68-95 ms on the 2-core
 test VM (a deadline miss whenever Python decides to run one); after the freeze it scans only what the
 loop itself keeps. ``EngineSettings.freeze_gc`` turns this off; :class:`GcWatch` counts collections
 and their longest pause during the run (in the summary).
