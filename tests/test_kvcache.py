@@ -15,7 +15,7 @@ import torch
 from _poyo_ref import CONFIGS, make_pair, tb_kwargs
 from poyo_rt.model.kvcache import EncoderKVCache
 from poyo_rt.model.static import StaticInputs, static_forward
-from poyo_rt.runtime.runner import INPUT_KEYS, STATIC_KEYS, Runner
+from poyo_rt.runtime.runner import Runner, trimmed_views
 from poyo_rt.stream.buffer import SpikeBuffer
 from poyo_rt.stream.tokenizer import IncrementalTokenizer
 
@@ -24,9 +24,7 @@ T0 = 81_234.567  # LSL-like absolute clock
 
 
 def tick_views(tok: IncrementalTokenizer, n_tokens: int) -> dict[str, torch.Tensor]:
-    n = -(-n_tokens // 8) * 8
-    arrays = tok.arrays()
-    return {k: torch.from_numpy(arrays[k][:, :n] if k in INPUT_KEYS else arrays[k]) for k in STATIC_KEYS}
+    return trimmed_views(tok.arrays(), -(-n_tokens // 8) * 8)
 
 
 def reference(theirs, views: dict[str, torch.Tensor]) -> np.ndarray:

@@ -28,9 +28,7 @@ class Timing:
         return float(np.percentile(self.samples_us, 99))
 
     def as_dict(self) -> dict:
-        s = self.samples_us
-        return {"name": self.name, "n": int(len(s)), "median_us": self.median_us, "p99_us": self.p99_us,
-                "p999_us": float(np.percentile(s, 99.9)), "min_us": float(s.min()), "max_us": float(s.max())}
+        return {"name": self.name, **percentiles_us(self.samples_us), "min_us": float(self.samples_us.min())}
 
 
 def with_ratios(timings: list[Timing]) -> list[dict]:

@@ -36,8 +36,8 @@ import numpy as np
 import torch
 
 from poyo_rt.bench.common import percentiles_us
-from poyo_rt.bench.forward import BENCH_CONFIGS, build_model, torch_brain_twin
-from poyo_rt.runtime.runner import INPUT_KEYS, STATIC_KEYS, ForwardResult
+from poyo_rt.bench.forward import BENCH_CONFIGS, build_model, torch_brain_kwargs, torch_brain_twin
+from poyo_rt.runtime.runner import ForwardResult, trimmed_views
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +87,7 @@ class TorchBrainRunner:
 
     def run(self, arrays: dict[str, np.ndarray], n_tokens: int) -> ForwardResult:
         n = min(-(-max(n_tokens, 1) // 8) * 8, arrays["input_mask"].shape[1])
-        v = {k: torch.from_numpy(arrays[k][:, :n] if k in INPUT_KEYS else arrays[k]) for k in STATIC_KEYS}
-        kw = {k: t for k, t in v.items() if k != "output_session_index"}
-        kw["session_index"] = v["output_session_index"][:, 0]
+        kw = torch_brain_kwargs(trimmed_views(arrays, n))
         t0 = time.perf_counter_ns()
         with torch.inference_mode():
             out = self.twin(**kw)

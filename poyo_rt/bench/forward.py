@@ -56,6 +56,13 @@ def torch_brain_twin(model: POYO) -> torch.nn.Module | None:
     return twin.eval()
 
 
+def torch_brain_kwargs(kwargs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """poyo_rt forward keywords -> torch_brain 0.2.1's (one ``session_index`` per sample there)."""
+    out = {k: v for k, v in kwargs.items() if k != "output_session_index"}
+    out["session_index"] = kwargs["output_session_index"][:, 0]
+    return out
+
+
 def bench_inputs(model: POYO, *, n_spikes: int, device: torch.device, seed: int = 0) -> StaticInputs:
     """Static buffers holding one window: start/end tokens for every unit plus ``n_spikes`` spikes."""
     rng = np.random.default_rng(seed)
@@ -128,8 +135,7 @@ def run_forward_bench(
         twin = twin.to(dev) if twin is not None else None
         buf = bench_inputs(model, n_spikes=n_spikes, device=dev)
         kwargs = buf.as_kwargs()
-        tb_kwargs = {k: v for k, v in kwargs.items() if k != "output_session_index"}
-        tb_kwargs["session_index"] = kwargs["output_session_index"][:, 0]
+        tb_kwargs = torch_brain_kwargs(kwargs)
 
         candidates: dict[str, Callable[[], object]] = {}
         if twin is not None:
@@ -209,10 +215,10 @@ def run_stream_bench(
     """
     from poyo_rt.bench.common import poisson_spikes
     from poyo_rt.model.kvcache import EncoderKVCache
+    from poyo_rt.runtime.runner import trimmed_views
     from poyo_rt.stream.buffer import SpikeBuffer
     from poyo_rt.stream.tokenizer import IncrementalTokenizer
 
-    input_keys = ("input_unit_index", "input_timestamps", "input_token_type", "input_mask")
     results = []
     for name in config_names:
         if name not in BENCH_CONFIGS:
@@ -245,10 +251,8 @@ def run_stream_bench(
                     sent = upto
                 info = tok.update(t_end, buf)
                 n = -(-info.n_input_tokens // 8) * 8
-                v = {key: torch.from_numpy(a[:, :n] if key in input_keys else a) for key, a in arrays.items()
-                     if key != "output_mask"}
-                tb_kw = {key: val for key, val in v.items() if key != "output_session_index"}
-                tb_kw["session_index"] = v["output_session_index"][:, 0]
+                v = trimmed_views(arrays, n)
+                tb_kw = torch_brain_kwargs(v)
                 outs, took = {}, {}
                 paths = {
                     "torch_brain eager": lambda: twin(**tb_kw),

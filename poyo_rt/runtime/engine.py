@@ -280,12 +280,11 @@ class Engine:
             gc.collect()
             gc.freeze()
         with RealtimePriority(self.settings.realtime_priority), GcWatch() as watch:
-            summary = self._loop(duration_s, max_ticks)
+            self._loop(duration_s, max_ticks)
         self.gc = watch.as_dict()
-        summary["gc"] = self.gc
-        return summary
+        return self.summary()
 
-    def _loop(self, duration_s: float | None, max_ticks: int | None) -> dict:
+    def _loop(self, duration_s: float | None, max_ticks: int | None) -> None:
         s = self.settings
         t_start = self.clock()
         t_stop = t_start + duration_s if duration_s else math.inf
@@ -318,7 +317,6 @@ class Engine:
                 self._report_requested.clear()
                 if self.on_report is not None:
                     self.on_report()
-        return self.summary()
 
     def summary(self) -> dict:
         out = self.stats.summary()

@@ -40,6 +40,12 @@ STATIC_KEYS = (
 INPUT_KEYS = STATIC_KEYS[:4]
 
 
+def trimmed_views(arrays: dict[str, np.ndarray], n: int) -> dict[str, torch.Tensor]:
+    """Zero-copy torch views of a tokenizer's arrays (:data:`STATIC_KEYS`), input arrays cut to their first ``n``
+    slots."""
+    return {k: torch.from_numpy(arrays[k][:, :n] if k in INPUT_KEYS else arrays[k]) for k in STATIC_KEYS}
+
+
 def bf16_forward(model: POYO, inputs: StaticInputs) -> torch.Tensor:
     """:func:`static_forward` under CPU bfloat16 autocast; returns float32."""
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -112,6 +118,7 @@ class Runner:
         if precision == "bf16":
             self._forward = bf16_forward if not compile else torch.compile(bf16_forward, dynamic=False)
         self.kv_cache: EncoderKVCache | None = None
+        self._checked_latents: np.ndarray | None = None  # the latent_index array already checked against the cache
         if kv_cache and not compile and not self.is_cuda and precision == "fp32":
             self.kv_cache = EncoderKVCache(self.model, capacity, self.model.latent_tokens()[0])
         self._graphs: dict[int, object] = {}
@@ -170,10 +177,13 @@ class Runner:
     # --- CPU -------------------------------------------------------------------------------
     def _run_cpu_cached(self, arrays: dict[str, np.ndarray], n_tokens: int) -> ForwardResult:
         cache = self.kv_cache
-        latent_index = arrays["latent_index"][0]
-        if latent_index.shape != cache.latent_index.shape or not np.array_equal(latent_index, cache.latent_index):
-            raise ValueError("the tokenizer's latent_index is not the model's latent grid: build the tokenizer with "
-                             "the model's sequence_length, latent_step and num_latents_per_step")
+        latent_index = arrays["latent_index"]
+        if latent_index is not self._checked_latents:  # once per tokenizer: its latent grid never changes
+            if latent_index[0].shape != cache.latent_index.shape or not np.array_equal(latent_index[0],
+                                                                                     cache.latent_index):
+                raise ValueError("the tokenizer's latent_index is not the model's latent grid: build the tokenizer "
+                                 "with the model's sequence_length, latent_step and num_latents_per_step")
+            self._checked_latents = latent_index
         if not arrays["input_mask"][0, :n_tokens].all():
             raise ValueError("the kv-cache runner needs the real tokens compact in slots [0, n_tokens) (as the "
                              "incremental tokenizer keeps them); this input has masked slots among them: "
@@ -196,7 +206,7 @@ class Runner:
         n = min(-(-max(n_tokens, 1) // 8) * 8, arrays["input_mask"].shape[1])
         if self.buckets:  # compiled: pad up to the bucket so shapes repeat
             n = min(next((b for b in self.buckets if b >= n), self.buckets[-1]), arrays["input_mask"].shape[1])
-        views = {k: torch.from_numpy(arrays[k][:, :n] if k in INPUT_KEYS else arrays[k]) for k in STATIC_KEYS}
+        views = trimmed_views(arrays, n)
         t0 = time.perf_counter_ns()
         with torch.inference_mode():
             out = self._forward(self.model, StaticInputs(**views))
