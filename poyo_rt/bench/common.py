@@ -87,3 +87,30 @@ def percentiles_us(samples_us: np.ndarray) -> dict:
         return {k: float("nan") for k in ("median_us", "p90_us", "p99_us", "p999_us", "max_us")} | {"n": 0}
     return {"n": int(s.size), "median_us": float(np.median(s)), "p90_us": float(np.percentile(s, 90)),
             "p99_us": float(np.percentile(s, 99)), "p999_us": float(np.percentile(s, 99.9)), "max_us": float(s.max())}
+
+
+#: aten ops that only reshape or alias a tensor: no kernel runs for them.
+_METADATA_OPS = {"detach", "view", "_unsafe_view", "alias", "lift_fresh", "t", "transpose", "permute",
+                 "expand", "unsqueeze", "squeeze", "slice", "select", "unbind", "split", "chunk", "as_strided",
+                 "view_as_real", "view_as_complex", "_reshape_alias", "unflatten", "_conj", "conj", "resolve_conj",
+                 "empty", "empty_like", "empty_strided", "_to_copy_noop"}
+
+
+def count_kernel_ops(fn: Callable[[], object]) -> dict[str, int]:
+    """aten operators one call of ``fn`` dispatches that compute something (views and allocations
+    excluded), by name: on a GPU each launches about one kernel, so their total is the CPU-side measure
+    of what a CUDA graph of ``fn`` replays."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    counts: dict[str, int] = {}
+
+    class _Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            if name not in _METADATA_OPS and not func.is_view:
+                counts[name] = counts.get(name, 0) + 1
+            return func(*args, **(kwargs or {}))
+
+    with _Count():
+        fn()
+    return counts
