@@ -32,9 +32,10 @@ def offline_decode(model, t_end, times, units, unit_ids, session_id, out_rel):
         return model(**batch)[0, : len(out_rel)].numpy()
 
 
-@pytest.mark.parametrize("kv_cache", [True, False], ids=["kv_cache", "exact"])
+@pytest.mark.parametrize("mode", ["kv_cache", "exact", "fused"])
 @pytest.mark.parametrize("name", ["small", "poyo_1.3M"])
-def test_streaming_runner_equals_offline(name, kv_cache):
+def test_streaming_runner_equals_offline(name, mode):
+    """Each CPU path; "fused" is also the host half of the CUDA path (packing, window-relative times)."""
     rng = np.random.default_rng(3)
     model, _ = make_pair(CONFIGS[name], n_units=20, n_sessions=2)
     unit_ids = [f"unit{i}" for i in rng.permutation(20)[:15]]  # stream units: a shuffled subset
@@ -43,8 +44,9 @@ def test_streaming_runner_equals_offline(name, kv_cache):
                                unit_vocab_index=vocab_index, session_vocab_index=model.session_emb.tokenizer("sess1"),
                                max_spikes=600, n_outputs=2, output_lag_s=0.0, output_spacing_s=0.01)
     buf = SpikeBuffer(capacity=4096, n_units=len(unit_ids), unit_map=vocab_index)
-    runner = Runner(model, capacity=tok.n_in, n_outputs=2, device="cpu", kv_cache=kv_cache)
-    assert (runner.kv_cache is not None) == kv_cache
+    runner = Runner(model, capacity=tok.n_in, n_outputs=2, device="cpu", kv_cache=mode == "kv_cache",
+                    fused=mode == "fused")
+    assert (runner.kv_cache is not None) == (mode == "kv_cache") and (runner.fused is not None) == (mode == "fused")
     t0 = 5000.0  # LSL-like absolute clock
     rate = rng.uniform(5, 40, len(unit_ids))
     all_t, all_u = [], []
@@ -66,7 +68,7 @@ def test_streaming_runner_equals_offline(name, kv_cache):
                              [0.99, 1.0])
         assert res.values.shape == (2, 2) and res.values.dtype == np.float32
         assert np.abs(res.values - ref).max() <= TOL, k
-        if kv_cache:  # exactly the real tokens
+        if mode == "kv_cache":  # exactly the real tokens
             assert res.n_input == info.n_input_tokens
         else:  # trimmed views, rounded up to 8
             assert res.n_input % 8 == 0 and res.n_input >= info.n_input_tokens
@@ -121,3 +123,20 @@ def test_bf16_runner_is_close_to_fp32_and_opt_in():
     assert 0 < rel <= 2e-2 and bf16.dtype == np.float32
     with pytest.raises(ValueError, match="precision"):
         Runner(model, capacity=n, n_outputs=1, precision="fp16")
+
+
+def test_fused_runner_rejects_what_it_cannot_run():
+    from _poyo_ref import random_batch
+
+    model, _ = make_pair(CONFIGS["small"])
+    batch = random_batch(model, batch=1, n_out=1, seed=4)  # padding among the real tokens
+    n = batch["input_unit_index"].shape[1]
+    arrays = {k: v.numpy().copy() for k, v in batch.items()}
+    with pytest.raises(ValueError, match="compact"):
+        Runner(model, capacity=n, n_outputs=1, fused=True).run(arrays, n)
+    with pytest.raises(ValueError, match="bf16"):
+        Runner(model, capacity=n, n_outputs=1, fused=True, precision="bf16")
+    arrays["latent_timestamps"] = arrays["latent_timestamps"] * 2.0  # not the model's latent grid
+    arrays["input_mask"][:] = True
+    with pytest.raises(ValueError, match="latent"):
+        Runner(model, capacity=n, n_outputs=1, fused=True).run(arrays, n)

@@ -9,10 +9,13 @@
   are padded up to a bucket, so that only a handful of shapes are ever compiled. ``precision="bf16"`` runs
   the exact forward under CPU bf16 autocast (opt-in, never the default: about 5e-3 relative error against
   fp32, measured in docs/performance.md; faster only for wide models such as dim 512).
-* CUDA: one CUDA graph per padding bucket, captured at construction (warm-up first). Each
-  tick the real tokens are copied into pinned host staging buffers, then into the bucket's
-  device buffers (non-blocking), the graph is replayed, and the output comes back to pinned
-  host memory. Device events time host-to-device, forward and device-to-host separately.
+* CUDA: one CUDA graph per padding bucket, captured at construction (warm-up first), of the fused
+  forward (:mod:`poyo_rt.model.fused`, default; ``fused=False`` captures the exact module forward).
+  Each tick the real tokens are written into a pinned host staging vector (table rows, times relative
+  to the window start, mask, output times and session rows: :func:`~poyo_rt.model.fused.pack_inputs`),
+  copied to the device in one transfer, the graph is replayed, and the output comes back to pinned host
+  memory. With ``compile=True`` the fused forward is ``torch.compile``-d (inductor, no CUDA graphs of its
+  own) before the capture. Device events time host-to-device, forward and device-to-host separately.
 
 The model sees the tokens exactly as :func:`~poyo_rt.model.static.static_forward` takes them;
 padding slots are masked. Nothing here depends on the values of the tokens.
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from poyo_rt.model.fused import FusedPOYO, PackedLayout, pack_inputs, table_rows
 from poyo_rt.model.kvcache import EncoderKVCache
 from poyo_rt.model.poyo import POYO
 from poyo_rt.model.static import StaticInputs, allocate_static_inputs, static_forward
@@ -50,6 +54,11 @@ def bf16_forward(model: POYO, inputs: StaticInputs) -> torch.Tensor:
     """:func:`static_forward` under CPU bfloat16 autocast; returns float32."""
     with torch.autocast("cpu", dtype=torch.bfloat16):
         return static_forward(model, inputs).float()
+
+
+def _call_fused(fused: FusedPOYO, packed: torch.Tensor) -> torch.Tensor:
+    """The fused forward as the CUDA graph captures it: (1, N_out, D_out), like :func:`static_forward`."""
+    return fused(packed)[None]
 
 
 def default_buckets(capacity: int, smallest: int = 256) -> list[int]:
@@ -88,15 +97,19 @@ class Runner:
         buckets: padding buckets (ascending multiples of 8, last >= capacity) for CUDA graphs and
             for the compiled CPU path; default :func:`default_buckets`. Unused by eager CPU.
         cuda_graphs: capture CUDA graphs (True) or run eager on the GPU (False, for debugging).
-        compile: on CPU, wrap the forward in ``torch.compile`` (off by default; measure first).
+        compile: wrap the forward in ``torch.compile`` (off by default; measure first). On CUDA this
+            compiles the fused forward (inductor's ``max-autotune-no-cudagraphs``) before the capture.
         kv_cache: on CPU (eager), keep the encoder's per-token keys/values between ticks (default);
             ignored with ``compile``, ``precision="bf16"`` and on CUDA, which run the full fixed-shape forward.
         precision: "fp32" (default) or "bf16" (CPU only: the forward under ``torch.autocast``, bfloat16).
+        fused: run :class:`~poyo_rt.model.fused.FusedPOYO` (same values to 1e-5, far fewer kernels a tick)
+            rather than the module forward. None (default) = on CUDA only; on the CPU the key/value cache is
+            faster, and ``fused=True`` there runs it eager (fp32, not with ``compile``).
     """
 
     def __init__(self, model: POYO, *, capacity: int, n_outputs: int, device: str | torch.device = "cpu",
                  buckets: list[int] | None = None, cuda_graphs: bool = True, compile: bool = False,
-                 kv_cache: bool = True, precision: str = "fp32"):
+                 kv_cache: bool = True, precision: str = "fp32", fused: bool | None = None):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("device is cuda but no CUDA device is available; use device='cpu'")
@@ -106,6 +119,13 @@ class Runner:
         self.is_cuda = self.device.type == "cuda"
         self._forward = static_forward
         self.buckets: list[int] = []
+        fused = self.is_cuda if fused is None else fused
+        if fused and not self.is_cuda and (compile or precision != "fp32"):
+            raise ValueError("fused=True on the CPU runs the fused forward eager in fp32: not with compile or bf16")
+        self.fused: FusedPOYO | None = None
+        if fused:  # compiled: real-valued rotations (inductor generates no code for complex numbers)
+            self.fused = FusedPOYO(self.model, n_output=n_outputs, complex_rotation=not compile)
+            self._latent_grid = self.model.latent_tokens()[1]  # (N_lat,) s, window-relative
         if compile and not self.is_cuda:
             # one compiled graph per padding bucket: the token count changes every tick
             self._forward = torch.compile(static_forward, dynamic=False)
@@ -119,29 +139,42 @@ class Runner:
             self._forward = bf16_forward if not compile else torch.compile(bf16_forward, dynamic=False)
         self.kv_cache: EncoderKVCache | None = None
         self._checked_latents: np.ndarray | None = None  # the latent_index array already checked against the cache
-        if kv_cache and not compile and not self.is_cuda and precision == "fp32":
+        if kv_cache and not compile and not self.is_cuda and precision == "fp32" and not fused:
             self.kv_cache = EncoderKVCache(self.model, capacity, self.model.latent_tokens()[0])
         self._graphs: dict[int, object] = {}
-        self._device_inputs: dict[int, StaticInputs] = {}
-        self._host_inputs: dict[int, StaticInputs] = {}
+        self._device_inputs: dict[int, StaticInputs | torch.Tensor] = {}
+        self._host_inputs: dict[int, StaticInputs | torch.Tensor] = {}
         if self.is_cuda:
-            self._setup_cuda(buckets or default_buckets(capacity), cuda_graphs)
+            self._setup_cuda(buckets or default_buckets(capacity), cuda_graphs, compile)
 
     # --- CUDA ------------------------------------------------------------------------------
-    def _setup_cuda(self, buckets: list[int], cuda_graphs: bool) -> None:
+    def _setup_cuda(self, buckets: list[int], cuda_graphs: bool, compile: bool) -> None:
         from poyo_rt.runtime.cudagraph import GraphedForward
 
         if buckets[-1] < self.capacity:
             raise ValueError(f"largest bucket {buckets[-1]} is below the token capacity {self.capacity}")
         self.buckets = list(buckets)
+        module, call = self.model, static_forward
+        if self.fused is not None:
+            module, call = self.fused, _call_fused
+            if compile:
+                module = torch.compile(self.fused, fullgraph=True, dynamic=False, mode="max-autotune-no-cudagraphs")
+        elif compile:
+            raise ValueError("compile on CUDA compiles the fused forward: leave fused on")
+        self._cuda_module, self._cuda_call = module, call
         for b in self.buckets:
-            self._device_inputs[b] = allocate_static_inputs(self.model, n_input=b, n_output=self.n_outputs,
-                                                            device=self.device)
-            self._host_inputs[b] = allocate_static_inputs(self.model, n_input=b, n_output=self.n_outputs,
-                                                          device="cpu", pin_memory=True)
+            if self.fused is not None:
+                size = PackedLayout(b, self.n_outputs).size
+                self._device_inputs[b] = torch.zeros(size, dtype=torch.float64, device=self.device)
+                self._host_inputs[b] = torch.zeros(size, dtype=torch.float64, pin_memory=True)
+            else:
+                self._device_inputs[b] = allocate_static_inputs(self.model, n_input=b, n_output=self.n_outputs,
+                                                                device=self.device)
+                self._host_inputs[b] = allocate_static_inputs(self.model, n_input=b, n_output=self.n_outputs,
+                                                              device="cpu", pin_memory=True)
             if cuda_graphs:
                 t0 = time.perf_counter()
-                self._graphs[b] = GraphedForward(self.model, self._device_inputs[b])
+                self._graphs[b] = GraphedForward(module, self._device_inputs[b], call=call)
                 log.info("bucket %d: CUDA graph captured in %.0f ms", b, (time.perf_counter() - t0) * 1e3)
         d_out = self.model.readout_spec.dim
         self._host_out = torch.empty((1, self.n_outputs, d_out), dtype=torch.float32, pin_memory=True)
@@ -152,18 +185,21 @@ class Runner:
         if bucket is None:
             raise ValueError(f"{n_tokens} input tokens exceed the largest bucket {self.buckets[-1]}")
         host, dev = self._host_inputs[bucket], self._device_inputs[bucket]
-        for key in STATIC_KEYS:  # host numpy -> pinned staging (the tokenizer's arrays are plain memory)
-            src = arrays[key][:, :bucket] if key in INPUT_KEYS else arrays[key]
-            getattr(host, key).numpy()[...] = src
+        if self.fused is not None:
+            self._pack(host.numpy(), arrays, n_tokens, bucket)
+        else:
+            for key in STATIC_KEYS:  # host numpy -> pinned staging (the tokenizer's arrays are plain memory)
+                src = arrays[key][:, :bucket] if key in INPUT_KEYS else arrays[key]
+                getattr(host, key).numpy()[...] = src
         start, h2d_done, fwd_done, d2h_done = self._events
         start.record()
-        dev.copy_(host)
+        dev.copy_(host, non_blocking=True)
         h2d_done.record()
         if bucket in self._graphs:
             out = self._graphs[bucket].replay()
         else:
             with torch.inference_mode():
-                out = static_forward(self.model, dev)
+                out = self._cuda_call(self._cuda_module, dev)
         fwd_done.record()
         self._host_out.copy_(out, non_blocking=True)
         d2h_done.record()
@@ -173,6 +209,24 @@ class Runner:
             h2d_us=start.elapsed_time(h2d_done) * 1e3, forward_us=h2d_done.elapsed_time(fwd_done) * 1e3,
             d2h_us=fwd_done.elapsed_time(d2h_done) * 1e3,
         )
+
+    def _pack(self, packed: np.ndarray, arrays: dict[str, np.ndarray], n_tokens: int, bucket: int) -> None:
+        """The tokenizer's arrays -> the fused forward's packed input, times relative to the window start."""
+        latent_t = arrays["latent_timestamps"][0]
+        start = latent_t[0] - self._latent_grid[0]
+        if abs(latent_t[-1] - start - self._latent_grid[-1]) > 1e-6:
+            raise ValueError("the tokenizer's latent times are not the model's latent grid: build the tokenizer "
+                             "with the model's sequence_length, latent_step and num_latents_per_step")
+        n = n_tokens
+        if not arrays["input_mask"][0, :n].all():
+            raise ValueError("the fused forward needs the real tokens compact in slots [0, n_tokens) (as the "
+                             "incremental tokenizer keeps them); this input has masked slots among them: "
+                             "use Runner(..., fused=False)")
+        pack_inputs(packed, PackedLayout(bucket, self.n_outputs),
+                    rows=table_rows(arrays["input_unit_index"][0, :n], arrays["input_token_type"][0, :n],
+                                    self.fused.n_types),
+                    times=arrays["input_timestamps"][0, :n] - start,
+                    out_times=arrays["output_timestamps"][0] - start, out_rows=arrays["output_session_index"][0])
 
     # --- CPU -------------------------------------------------------------------------------
     def _run_cpu_cached(self, arrays: dict[str, np.ndarray], n_tokens: int) -> ForwardResult:
@@ -200,9 +254,23 @@ class Runner:
         return ForwardResult(values=values, n_input=n_tokens, h2d_us=0.0, forward_us=(t1 - t0) / 1e3,
                              d2h_us=(t2 - t1) / 1e3)
 
+    def _run_cpu_fused(self, arrays: dict[str, np.ndarray], n_tokens: int) -> ForwardResult:
+        n = min(-(-max(n_tokens, 1) // 8) * 8, arrays["input_mask"].shape[1])
+        packed = np.empty(PackedLayout(n, self.n_outputs).size)
+        self._pack(packed, arrays, n_tokens, n)
+        t0 = time.perf_counter_ns()
+        with torch.inference_mode():
+            out = self.fused(torch.from_numpy(packed))
+        t1 = time.perf_counter_ns()
+        values = out.numpy().astype(np.float32, copy=True)
+        t2 = time.perf_counter_ns()
+        return ForwardResult(values=values, n_input=n, h2d_us=0.0, forward_us=(t1 - t0) / 1e3, d2h_us=(t2 - t1) / 1e3)
+
     def _run_cpu(self, arrays: dict[str, np.ndarray], n_tokens: int) -> ForwardResult:
         if self.kv_cache is not None:
             return self._run_cpu_cached(arrays, n_tokens)
+        if self.fused is not None:
+            return self._run_cpu_fused(arrays, n_tokens)
         n = min(-(-max(n_tokens, 1) // 8) * 8, arrays["input_mask"].shape[1])
         if self.buckets:  # compiled: pad up to the bucket so shapes repeat
             n = min(next((b for b in self.buckets if b >= n), self.buckets[-1]), arrays["input_mask"].shape[1])
