@@ -28,10 +28,11 @@ class ModelConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"  #: auto = cuda when available
     session_id: str | None = None  #: session vocabulary word; None = the checkpoint's only/first session
     threads: int | Literal["auto"] | None = "auto"  #: torch CPU threads: auto = cores - 1 (runtime/threads.py), None = torch's default
-    compile: bool = False  #: CPU: torch.compile the forward (measure first: see docs/performance.md)
+    compile: bool = False  #: torch.compile the forward (CPU: measure first; CUDA: the fused forward, before capture)
     kv_cache: bool = True  #: CPU eager: keep the encoder's per-token keys/values between ticks (same values, less work)
     precision: Literal["fp32", "bf16"] = "fp32"  #: CPU: bf16 runs the forward under bfloat16 autocast (~5e-3 relative error; opt-in)
     cuda_graphs: bool = True  #: CUDA: capture one graph per padding bucket (False = eager, for debugging)
+    fused: bool | None = None  #: run poyo_rt/model/fused.py's forward: None = on CUDA only (the CPU's kv_cache is faster)
 
     def validate(self, prefix: str) -> None:
         if isinstance(self.threads, int) and self.threads < 1:

@@ -75,3 +75,78 @@ def test_runner_cuda_matches_cpu():
     res = Runner(gpu_model, capacity=cap, n_outputs=2, device="cuda", buckets=[256, 512, 1024]).run(arrays, n)
     assert res.n_input >= n and res.forward_us > 0
     np.testing.assert_allclose(res.values, cpu.values, atol=1e-4)
+
+
+def _stream_arrays(model, n_ticks: int, seed: int = 0):
+    """(arrays, n_tokens) of successive 50 Hz ticks of a Poisson stream on an LSL-like clock (5,000 s)."""
+    from poyo_rt.stream.buffer import SpikeBuffer
+    from poyo_rt.stream.tokenizer import IncrementalTokenizer
+
+    rng = np.random.default_rng(seed)
+    vocab_index = np.arange(1, 21, dtype=np.int64)
+    tok = IncrementalTokenizer(window_s=1.0, latent_step_s=0.125, num_latents_per_step=model.num_latents_per_step,
+                               unit_vocab_index=vocab_index, session_vocab_index=1, max_spikes=1000, n_outputs=2,
+                               output_lag_s=0.0, output_spacing_s=0.01)
+    buf = SpikeBuffer(capacity=8192, n_units=20, unit_map=vocab_index)
+    t0, t_prev = 5000.0, 5000.0
+    for k in range(1, n_ticks + 1):
+        t_end = t0 + 0.02 * k
+        n = rng.poisson(20 * 20 * 0.02 * (6 if k % 37 == 0 else 1))
+        buf.append(np.sort(rng.uniform(t_prev, t_end, n)), rng.integers(0, 20, n))
+        t_prev = t_end
+        info = tok.update(t_end, buf)
+        yield tok.arrays(), info.n_input_tokens, tok.n_in
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "exact"])
+def test_runner_cuda_streams_like_cpu(fused):
+    """The CUDA runner (graphs of the fused or the exact forward) tick by tick against the CPU runner."""
+    from poyo_rt.runtime.runner import Runner
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    model, _ = make_pair(CONFIGS["poyo_1.3M"])
+    gpu_model, _ = make_pair(CONFIGS["poyo_1.3M"])
+    cpu = gpu = None
+    worst = 0.0
+    for arrays, n, cap in _stream_arrays(model, 150):
+        if cpu is None:
+            cpu = Runner(model, capacity=cap, n_outputs=2, device="cpu")
+            gpu = Runner(gpu_model, capacity=cap, n_outputs=2, device="cuda", fused=fused)
+            assert (gpu.fused is not None) == fused and gpu._graphs
+        res, ref = gpu.run(arrays, n), cpu.run(arrays, n)
+        worst = max(worst, float(np.abs(res.values - ref.values).max()))
+    assert worst <= 1e-4, worst
+
+
+def test_runner_cuda_compiled_fused_equals_cpu():
+    """compile=True: inductor compiles the fused forward (one bucket here, to keep the device time short)."""
+    from poyo_rt.runtime.runner import Runner
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    model, _ = make_pair(CONFIGS["poyo_1.3M"])
+    gpu_model, _ = make_pair(CONFIGS["poyo_1.3M"])
+    cpu = gpu = None
+    for arrays, n, cap in _stream_arrays(model, 40, seed=1):
+        if cpu is None:
+            cpu = Runner(model, capacity=cap, n_outputs=2, device="cpu")
+            gpu = Runner(gpu_model, capacity=cap, n_outputs=2, device="cuda", compile=True,
+                         buckets=[-(-cap // 8) * 8])
+        assert np.abs(gpu.run(arrays, n).values - cpu.run(arrays, n).values).max() <= 1e-4
+
+
+def test_fused_graph_replay_does_not_synchronise():
+    from poyo_rt.model.fused import FusedPOYO
+    from poyo_rt.runtime.cudagraph import GraphedForward
+
+    model, _ = make_pair(CONFIGS["poyo_1.3M"])
+    fused = FusedPOYO(model.cuda(), n_output=1)
+    packed = torch.zeros(fused.layout(256).size, dtype=torch.float64, device="cuda")
+    packed[:8] = 1.0  # rows
+    packed[512:520] = 1.0  # mask
+    graphed = GraphedForward(fused, packed, call=lambda m, x: m(x))
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        graphed.replay()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(graphed.output).all()
