@@ -33,7 +33,10 @@ def test_bench_quick_json(tmp_path):
     (result,) = payload["results"]
     assert result["config"] == "poyo_1.3M" and result["n_input_tokens"] == 2200
     names = [t["name"] for t in result["timings"]]
-    assert names == ["torch_brain eager", "poyo_rt eager", "poyo_rt bf16 (opt-in)"]
+    assert names == ["torch_brain eager", "poyo_rt eager", "poyo_rt fused eager", "poyo_rt bf16 (opt-in)"]
+    assert result["max_abs_diff_vs_exact"]["poyo_rt fused eager"] <= 1e-5
+    kernels = {t["name"]: t["kernels"] for t in result["timings"]}  # aten operators a call, views excluded
+    assert kernels["poyo_rt fused eager"] < kernels["poyo_rt eager"] < kernels["torch_brain eager"]
     assert 0 < result["bf16_max_rel_err_vs_fp32"] <= 2e-2
     assert result["max_abs_diff_vs_torch_brain"] <= 1e-5
     assert all(t["median_us"] > 0 and t["p99_us"] >= t["median_us"] for t in result["timings"])

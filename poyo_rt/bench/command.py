@@ -49,6 +49,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--iters", type=int, default=100, help="timed calls per path (fixed window)")
     g.add_argument("--ticks", type=int, default=300, help="timed ticks (stream forward and tokenizer)")
     g.add_argument("--no-stream", action="store_true", help="skip the per-tick stream table")
+    g.add_argument("--compile", action="append", dest="compile_modes", metavar="MODE", default=[],
+                   help="CUDA: also time the fused forward compiled by inductor in MODE (repeatable; e.g. "
+                        "max-autotune-no-cudagraphs, default), captured in a CUDA graph")
+    g.add_argument("--tf32", action="store_true", help="CUDA: also time the fused graph with TF32 matmuls (error shown)")
     g = p.add_argument_group("e2e")
     g.add_argument("--duration", type=float, default=30.0, help="seconds of poyo_rt decoding")
     g.add_argument("--baseline-duration", type=float, default=None,
@@ -76,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     if args.duration <= 0 or args.rate <= 0 or args.tick_hz <= 0:
         raise ConfigError("--duration/--rate/--tick-hz", "must be > 0")
     device = resolve_device(args.device)
+    if (args.compile_modes or args.tf32) and device != "cuda":
+        raise ConfigError("--compile/--tf32", "are CUDA options (the forward bench on the CPU times eager paths)")
     which = ("forward", "tokenizer", "e2e") if args.what == "all" else (args.what,)
     if args.threads is not None and which != ("e2e",):
         apply_threads(args.threads, torch.device(device).type)
@@ -91,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
         iters = 10 if args.quick else args.iters
         print(f"\n== forward, one fixed window a call: {iters} calls per path", flush=True)
         payload["results"] = bench.run_forward_bench(configs, iters=iters, warmup=2 if args.quick else 5,
-                                                     device=device, rounds=2 if args.quick else 5, progress=progress)
+                                                     device=device, rounds=2 if args.quick else 5,
+                                                     compile_modes=tuple(args.compile_modes), tf32=args.tf32,
+                                                     progress=progress)
         print(bench.format_forward_table(payload["results"]), flush=True)
         if not args.no_stream and device == "cpu":
             ticks = 40 if args.quick else args.ticks

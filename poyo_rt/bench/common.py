@@ -107,10 +107,25 @@ def count_kernel_ops(fn: Callable[[], object]) -> dict[str, int]:
     class _Count(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             name = func.overloadpacket.__name__
-            if name not in _METADATA_OPS and not func.is_view:
+            inert = name == "dropout" and not (args[2] if len(args) > 2 else kwargs.get("train", False))
+            if name not in _METADATA_OPS and not func.is_view and not inert:
                 counts[name] = counts.get(name, 0) + 1
             return func(*args, **(kwargs or {}))
 
     with _Count():
         fn()
     return counts
+
+
+def count_cuda_kernels(fn: Callable[[], object]) -> int:
+    """GPU kernels one call of ``fn`` launches (torch profiler; memory copies and sets excluded): the
+    nodes a CUDA graph of ``fn`` replays."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
+               and not e.name.lower().startswith(("memcpy", "memset"))]
+    return len(kernels)

@@ -19,7 +19,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from poyo_rt.bench.common import Timing, time_callable, with_ratios
+from poyo_rt.bench.common import Timing, count_cuda_kernels, count_kernel_ops, time_callable, with_ratios
+from poyo_rt.model.fused import FusedPOYO, pack_inputs, table_rows
 from poyo_rt.model.poyo import POYO
 from poyo_rt.model.static import StaticInputs, allocate_static_inputs, static_forward
 from poyo_rt.registry import MODALITY_REGISTRY
@@ -82,6 +83,24 @@ def bench_inputs(model: POYO, *, n_spikes: int, device: torch.device, seed: int 
     return buf
 
 
+def _call(module: torch.nn.Module, packed: torch.Tensor) -> torch.Tensor:
+    return module(packed)
+
+
+def fused_inputs(fused: FusedPOYO, buf: StaticInputs) -> torch.Tensor:
+    """The packed input of :class:`FusedPOYO` for the first window of ``buf`` (its times start at 0), on
+    ``buf``'s device, padded like ``buf``."""
+    mask = buf.input_mask[0].cpu().numpy()
+    layout = fused.layout(mask.shape[0])
+    packed = np.zeros(layout.size)
+    pack_inputs(packed, layout,
+                rows=table_rows(buf.input_unit_index[0].cpu().numpy()[mask], buf.input_token_type[0].cpu().numpy()[mask],
+                                fused.n_types),
+                times=buf.input_timestamps[0].cpu().numpy()[mask], out_times=buf.output_timestamps[0].cpu().numpy(),
+                out_rows=buf.output_session_index[0].cpu().numpy())
+    return torch.from_numpy(packed).to(buf.input_mask.device)
+
+
 def _cpu_attention_flops() -> dict:
     """FLOP formula for the CPU flash-attention kernel, which torch's FLOP counter does not know (it counts 0
     for it, so a CPU forward's attention would be left out of the bound): 4 * B * h * N_q * N_k * H, as for
@@ -121,9 +140,13 @@ def matmul_gflops(*, device: torch.device, n: int = 1024, iters: int = 20) -> fl
 
 def run_forward_bench(
     config_names: list[str], *, iters: int = 50, warmup: int = 5, device: str = "cpu", n_units: int = 100,
-    n_spikes: int = 2000, rounds: int = 5, progress: Callable[[str], None] = log.info,
+    n_spikes: int = 2000, rounds: int = 5, compile_modes: tuple[str, ...] = (), tf32: bool = False,
+    progress: Callable[[str], None] = log.info,
 ) -> list[dict]:
-    """Time each config's forward: torch_brain eager, poyo_rt eager, and poyo_rt CUDA graph (on CUDA)."""
+    """Time each config's forward: torch_brain eager, poyo_rt eager (exact and fused), and on CUDA the
+    CUDA graphs of the exact forward, of the fused forward and (``compile_modes``) of the fused forward
+    compiled by inductor in each mode; ``tf32`` adds the fused graph with TF32 matmuls, with its error.
+    Each row reports the operators (CPU) or GPU kernels one call runs."""
     dev = torch.device(device)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     results = []
@@ -141,11 +164,16 @@ def run_forward_bench(
         if twin is not None:
             candidates["torch_brain eager"] = lambda: twin(**tb_kwargs)
         candidates["poyo_rt eager"] = lambda: static_forward(model, buf)
+        fused = FusedPOYO(model, n_output=buf.output_timestamps.shape[1])
+        packed = fused_inputs(fused, buf)
+        candidates["poyo_rt fused eager"] = lambda: fused(packed)
         max_err = None
+        errors: dict[str, float] = {}
         with torch.inference_mode():
             ours_out = static_forward(model, buf)
             if twin is not None:
                 max_err = float((ours_out - twin(**tb_kwargs)).abs().max())
+            errors["poyo_rt fused eager"] = float((fused(packed) - ours_out[0]).abs().max())
         bf16_rel_err = None
         if dev.type == "cpu":  # the opt-in reduced-precision path, with its error against fp32
             from poyo_rt.runtime.runner import bf16_forward
@@ -158,10 +186,42 @@ def run_forward_bench(
             from poyo_rt.runtime.cudagraph import GraphedForward
 
             graphed = GraphedForward(model, buf)
-            with torch.inference_mode():
-                graph_err = float((graphed.replay() - ours_out).abs().max())
             candidates["poyo_rt cuda graph"] = graphed.replay
-            progress(f"{name}: CUDA graph vs eager max |diff| = {graph_err:.2e}")
+            graphs = {"poyo_rt cuda graph": graphed,
+                      "poyo_rt fused cuda graph": GraphedForward(fused, packed, call=_call)}
+            for mode in compile_modes:
+                t0 = time.perf_counter()
+                real = FusedPOYO(model, n_output=fused.n_output, complex_rotation=False)
+                compiled = torch.compile(real, fullgraph=True, dynamic=False, mode=mode)
+                graphs[f"fused compiled {mode}"] = GraphedForward(compiled, packed, call=_call)
+                progress(f"{name}: compiled ({mode}) and captured in {time.perf_counter() - t0:.0f} s")
+            if tf32:
+                before = torch.backends.cuda.matmul.allow_tf32
+                torch.backends.cuda.matmul.allow_tf32 = True
+                try:
+                    graphs["poyo_rt fused cuda graph tf32"] = GraphedForward(fused, packed, call=_call)
+                finally:
+                    torch.backends.cuda.matmul.allow_tf32 = before
+            for label, g in graphs.items():
+                candidates[label] = g.replay
+                with torch.inference_mode():
+                    errors[label] = float((g.replay().reshape(ours_out.shape) - ours_out).abs().max())
+        rel = {k: v / float(ours_out.abs().max()) for k, v in errors.items()}
+        for label, err in errors.items():
+            progress(f"{name}: {label} vs the exact eager forward: max |diff| {err:.2e} ({rel[label]:.1e} relative)")
+        kernels = {}
+        with torch.inference_mode():
+            for label, fn in candidates.items():
+                if "graph" in label:  # a replay is one launch: count the kernels of the call it captured
+                    continue
+                kernels[label] = (count_cuda_kernels(fn) if dev.type == "cuda"
+                                  else sum(count_kernel_ops(fn).values()))
+            if dev.type == "cuda":
+                kernels["poyo_rt cuda graph"] = kernels["poyo_rt eager"]
+                for label in candidates:
+                    if label.startswith(("poyo_rt fused cuda graph", "fused compiled")):
+                        g = graphs[label]
+                        kernels[label] = count_cuda_kernels(lambda g=g: _call(g.model, g.inputs))
 
         gflop = forward_gflop(model, buf)
         per_round = max(1, iters // rounds)
@@ -176,9 +236,10 @@ def run_forward_bench(
         results.append({
             "config": name, "device": str(dev), "n_units": n_units, "n_spikes": n_spikes,
             "n_input_tokens": int(buf.input_mask.sum()), "max_abs_diff_vs_torch_brain": max_err,
-            "bf16_max_rel_err_vs_fp32": bf16_rel_err,
+            "bf16_max_rel_err_vs_fp32": bf16_rel_err, "max_abs_diff_vs_exact": errors,
+            "kernels_per_call": kernels, "kernels_unit": "GPU kernels" if dev.type == "cuda" else "aten operators",
             "gflop_per_forward": gflop, "matmul_gflops": rate, "flop_bound_ms": gflop / rate * 1e3,
-            "timings": with_ratios(timings),
+            "timings": [dict(row, kernels=kernels.get(row["name"])) for row in with_ratios(timings)],
             "baseline": timings[0].name,
         })
     return results
@@ -186,11 +247,17 @@ def run_forward_bench(
 
 def format_forward_table(results: list[dict]) -> str:
     """Aligned text table: config, path, median and p99 (ms), speed-up against the baseline."""
-    lines = [f"{'config':<15} {'path':<20} {'median ms':>10} {'p99 ms':>9} {'x baseline (p50)':>17} {'x (p99)':>8}"]
+    lines = [f"{'config':<15} {'path':<38} {'median ms':>10} {'p99 ms':>9} {'x baseline (p50)':>17} {'x (p99)':>8}"
+             f" {'kernels':>8}"]
     for res in results:
         for t in res["timings"]:
-            lines.append(f"{res['config']:<15} {t['name']:<20} {t['median_us'] / 1e3:>10.3f} {t['p99_us'] / 1e3:>9.3f}"
-                         f" {t['ratio_median_vs_baseline']:>17.2f} {t['ratio_p99_vs_baseline']:>8.2f}")
+            k = t.get("kernels")
+            lines.append(f"{res['config']:<15} {t['name']:<38} {t['median_us'] / 1e3:>10.3f} {t['p99_us'] / 1e3:>9.3f}"
+                         f" {t['ratio_median_vs_baseline']:>17.2f} {t['ratio_p99_vs_baseline']:>8.2f}"
+                         f" {k if k is not None else '-':>8}")
+        lines.append(f"{'':<15} kernels: {res.get('kernels_unit', '')} one call runs")
+        for label, err in (res.get("max_abs_diff_vs_exact") or {}).items():
+            lines.append(f"{'':<15} max |{label} - exact| = {err:.2e}")
         if res["max_abs_diff_vs_torch_brain"] is not None:
             lines.append(f"{'':<15} max |poyo_rt - torch_brain| = {res['max_abs_diff_vs_torch_brain']:.2e}")
         if res.get("bf16_max_rel_err_vs_fp32") is not None:

@@ -98,7 +98,8 @@ class Runner:
             for the compiled CPU path; default :func:`default_buckets`. Unused by eager CPU.
         cuda_graphs: capture CUDA graphs (True) or run eager on the GPU (False, for debugging).
         compile: wrap the forward in ``torch.compile`` (off by default; measure first). On CUDA this
-            compiles the fused forward (inductor's ``max-autotune-no-cudagraphs``) before the capture.
+            compiles the fused forward before the capture, in inductor's ``max-autotune-no-cudagraphs``
+            mode for ``True`` or in the mode a string names (e.g. ``"default"``: compiles faster).
         kv_cache: on CPU (eager), keep the encoder's per-token keys/values between ticks (default);
             ignored with ``compile``, ``precision="bf16"`` and on CUDA, which run the full fixed-shape forward.
         precision: "fp32" (default) or "bf16" (CPU only: the forward under ``torch.autocast``, bfloat16).
@@ -108,7 +109,7 @@ class Runner:
     """
 
     def __init__(self, model: POYO, *, capacity: int, n_outputs: int, device: str | torch.device = "cpu",
-                 buckets: list[int] | None = None, cuda_graphs: bool = True, compile: bool = False,
+                 buckets: list[int] | None = None, cuda_graphs: bool = True, compile: bool | str = False,
                  kv_cache: bool = True, precision: str = "fp32", fused: bool | None = None):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -145,10 +146,11 @@ class Runner:
         self._device_inputs: dict[int, StaticInputs | torch.Tensor] = {}
         self._host_inputs: dict[int, StaticInputs | torch.Tensor] = {}
         if self.is_cuda:
-            self._setup_cuda(buckets or default_buckets(capacity), cuda_graphs, compile)
+            mode = compile if isinstance(compile, str) else "max-autotune-no-cudagraphs" if compile else None
+            self._setup_cuda(buckets or default_buckets(capacity), cuda_graphs, mode)
 
     # --- CUDA ------------------------------------------------------------------------------
-    def _setup_cuda(self, buckets: list[int], cuda_graphs: bool, compile: bool) -> None:
+    def _setup_cuda(self, buckets: list[int], cuda_graphs: bool, compile_mode: str | None) -> None:
         from poyo_rt.runtime.cudagraph import GraphedForward
 
         if buckets[-1] < self.capacity:
@@ -157,9 +159,9 @@ class Runner:
         module, call = self.model, static_forward
         if self.fused is not None:
             module, call = self.fused, _call_fused
-            if compile:
-                module = torch.compile(self.fused, fullgraph=True, dynamic=False, mode="max-autotune-no-cudagraphs")
-        elif compile:
+            if compile_mode:
+                module = torch.compile(self.fused, fullgraph=True, dynamic=False, mode=compile_mode)
+        elif compile_mode:
             raise ValueError("compile on CUDA compiles the fused forward: leave fused on")
         self._cuda_module, self._cuda_call = module, call
         for b in self.buckets:
