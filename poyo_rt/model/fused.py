@@ -194,17 +194,30 @@ class FusedPOYO(nn.Module):
     # ---------------------------------------------------------------- forward
     def forward(self, packed: Tensor) -> Tensor:
         """``packed`` (3 * N_in + 2 * N_out,) float64 (:func:`pack_inputs`) -> (N_out, D_out) float32."""
-        m = self.model
         n_input, rest = divmod(packed.shape[0] - 2 * self.n_output, 3)
         if rest or n_input < 1:
             raise ValueError(f"packed input of length {packed.shape[0]} does not fit {self.n_output} output queries")
         rows, times, mask, out_times, out_rows = PackedLayout(n_input, self.n_output).views(packed)
         latents = self._encode(rows.long(), times, mask > 0.5)  # (N_lat, dim)
+        return self.process_and_decode(latents, out_rows.long(), out_times)
+
+    def process_and_decode(self, latents: Tensor, out_rows: Tensor, out_times: Tensor) -> Tensor:
+        """Everything after the encoder cross-attention's residual add (as :meth:`POYO.process_and_decode`;
+        also the tail of :class:`~poyo_rt.model.kvcache.EncoderKVCache`'s forward).
+
+        Args:
+            latents: (N_lat, dim) latents after the encoder attention and its residual (any time origin:
+                from here on only latent-latent and query-latent time differences matter).
+            out_rows: (N_out,) int64 session rows; out_times: (N_out,) float64 seconds from the window start.
+        Returns:
+            (N_out, D_out).
+        """
+        m = self.model
         latents = latents + m.enc_ffn(latents)
         for attn, ffn in m.proc_layers:
             latents = latents + self._self_attention(attn, latents)
             latents = latents + ffn(latents)
-        queries = m.session_emb.weight[out_rows.long()]  # (N_out, dim)
+        queries = m.session_emb.weight[out_rows]  # (N_out, dim)
         queries = queries + self._decode(queries, latents, out_times)
         queries = queries + m.dec_ffn(queries)
         return m.readout(queries)

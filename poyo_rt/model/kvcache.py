@@ -17,8 +17,9 @@ holds (vectorised memory compares: a few µs for 2,200 slots) and recomputes onl
 differ: the new spikes, the slots the tokenizer refilled by swap-remove, the 2U start/end tokens
 (their times move every tick) and, after an origin rebase (once a minute), all of them. A recompute
 is a table gather and one complex multiply per pair of channels. :meth:`EncoderKVCache.forward`
-then runs the attention over the cached keys/values and the rest of the model unchanged
-(:meth:`POYO.process_and_decode`). What it skips each tick: the embedding gathers, the LayerNorm and
+then runs the attention over the cached keys/values and the rest of the model as the fused forward
+runs it (:meth:`FusedPOYO.process_and_decode <poyo_rt.model.fused.FusedPOYO.process_and_decode>`:
+constant latent rotation tables, one rotation of q, k and v together). What it skips each tick: the embedding gathers, the LayerNorm and
 the ``to_kv`` projection of every token, and the rotation of every key and value.
 
 Correct by construction for any change of the arrays (the comparison, not the tokenizer's
@@ -34,6 +35,7 @@ import torch
 from torch import Tensor
 
 from poyo_rt.model.attention import attend
+from poyo_rt.model.fused import FusedPOYO
 from poyo_rt.model.poyo import POYO
 from poyo_rt.model.rotary import apply_rotation
 
@@ -77,6 +79,8 @@ class EncoderKVCache:
         self._table = torch.empty((0, self._n_types, 2 * self.inner), device=device)
         self.n = 0  # real tokens of the current tick (slots [0, n))
         self.counters = {"recomputed": 0, "ticks": 0}
+        self._tail = FusedPOYO(model, n_output=1)  # processor + decoder (any number of output queries)
+        self._latent_t0 = float(model.latent_tokens()[1][0])  # first latent's time in a window starting at 0
 
         index = torch.as_tensor(np.asarray(latent_index), dtype=torch.long, device=device).reshape(1, -1)
         self.latent_index = index.cpu().numpy()[0]
@@ -121,14 +125,14 @@ class EncoderKVCache:
     def _forward(self, latent_timestamps: Tensor, output_session_index: Tensor, output_timestamps: Tensor) -> Tensor:
         model, enc = self.model, self.model.enc_atn
         latent_pos = model.rotary_emb.rotation(latent_timestamps)  # (1, N_lat, D)
-        output_pos = model.rotary_emb.rotation(output_timestamps)  # (1, N_out, D)
         q = apply_rotation(self._q, latent_pos, 1)
         n = self.n
         out = attend(q, self.k[:, :, :n], self.v[:, :, :n], q_pos_emb=latent_pos, attn_mask=None,
                      dropout_p=0.0, rotate_value=enc.rotate_value)  # (1, N_lat, h*H)
         latents = self._latents + enc.to_out(out)
-        queries = model.session_emb(output_session_index)  # (1, N_out, dim)
-        return model.process_and_decode(latents, latent_pos, queries, output_pos)
+        window_start = latent_timestamps[0, 0] - self._latent_t0
+        out_times = output_timestamps[0].to(torch.float64) - window_start
+        return self._tail.process_and_decode(latents[0], output_session_index[0], out_times)[None]
 
     # ------------------------------------------------------------------ private
     def _rows(self, units: np.ndarray) -> np.ndarray:
