@@ -22,7 +22,7 @@ fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}   # no install needed: torch, numpy, yaml, einops are there
 # torch_brain is not on the GPU machine: the parity suite runs in CI; here GPU vs eager vs CPU.
 stamp "GPU tests"
-timeout 200 python3 -m pytest -q tests/test_gpu.py tests/test_static.py tests/test_fused.py -p no:cacheprovider \
+timeout 200 python3 -m pytest -q tests/test_gpu.py tests/test_static.py -p no:cacheprovider \
   2>&1 | tail -15
 stamp "forward bench: exact, fused, fused compiled (default mode), fused TF32"
 timeout 200 python3 -m poyo_rt.cli bench forward --device cuda --iters 500 --compile default --tf32 \

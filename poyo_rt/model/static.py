@@ -40,10 +40,10 @@ class StaticInputs:
     def as_kwargs(self) -> dict[str, Tensor]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
-    def copy_(self, other: "StaticInputs") -> None:
-        """Copy another bucket's contents into these buffers (same shapes), in place."""
+    def copy_(self, other: "StaticInputs", non_blocking: bool = True) -> None:
+        """Copy another bucket's contents into these buffers (same shapes), in place (as ``Tensor.copy_``)."""
         for f in fields(self):
-            getattr(self, f.name).copy_(getattr(other, f.name), non_blocking=True)
+            getattr(self, f.name).copy_(getattr(other, f.name), non_blocking=non_blocking)
 
 
 def allocate_static_inputs(
