@@ -1,0 +1,611 @@
+"""FusedPOYO's forward as a few Triton kernels: ``7 + 3 * depth`` launches a tick (25 for poyo_1.3M).
+
+Computes what :meth:`poyo_rt.model.fused.FusedPOYO.forward` computes (fp32, <= 1e-5; checked under
+Triton's interpreter by ``tests/test_triton_kernels.py``), batch 1, with every kernel spread over many
+programs (an SM does ~128 fp32 FMA a clock, so a kernel of 8 programs takes ~10 µs where 64 take ~1 µs):
+
+===============================  ====================================================  ===============
+kernel                           computes                                              launches
+===============================  ====================================================  ===============
+``_encoder_attention_kernel``    latent queries <- input tokens, keys split across     1
+                                 programs (flash-decoding); keys/values gathered from
+                                 ``kv_table`` and rotated from the float64 times here
+``_combine_proj_kernel``         the encoder's splits combined, rotated back, out-     1
+                                 projected per head
+``_ln_proj_rotate_kernel``       ``rotate(LayerNorm(x) @ W^T)`` head-major: q, k, v    depth + 1
+                                 of a self-attention; the decoder's k (rotated), v
+``_attention_kernel``            online-softmax attention, rotated back and out-       depth + 1
+                                 projected per head; the decoder computes its queries
+                                 here (session rows, LayerNorm, to_q, float64 times)
+``_ffn_kernel``                  ``x1 = x + sum_h P_h + bo``; one hidden chunk of      depth + 2
+                                 ``GEGLU(LayerNorm(x1) @ W1^T) @ W2^T`` per program
+``_readout_kernel``              ``(x1 + sum_c F_c + b2) @ Wr^T + br``                 1
+===============================  ====================================================  ===============
+
+Sums across programs are never atomic: the out-projection of each head (``P_h``, ``(h, N, dim)``) and the
+FFN output of each hidden chunk (``F_c``, ``(C, N, dim)``) are written apart and added, in a fixed order,
+by the kernel that reads them (:class:`State`), so results are deterministic.
+
+Rotation: channel pairs ``(2i, 2i+1)`` rotate by ``omega[i] * t``; a tile is rotated from itself and its
+pair-swapped twin (projected with the weight rows ``c ^ 1``): ``x[c] cos + x[c ^ 1] sin * (-1 if c even
+else +1)``. An attention output is rotated back inside its out-projection: ``unrotate(o) @ W^T =
+(o cos) @ W^T + (o sin (-1 if c even else +1)) @ W[:, c ^ 1]^T``. The encoder works on de-interleaved
+keys/values (even channels | odd channels), so each token computes one angle per pair. Angles of per-tick
+times are float64, their cos/sin rounded to float32, as the torch forward does.
+
+Every matmul is ``tl.dot(..., input_precision="ieee")`` (fp32) unless ``tf32=True``. Block sizes are
+powers of two, dot operands at least 16 wide; head dims and model widths are padded with masks.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor, nn
+
+from poyo_rt.model.fused import FusedPOYO
+
+__all__ = ["Partials", "State", "TritonPOYO", "triton_forward", "launches_per_forward", "latent_cos_sin",
+           "ln_proj_rotate", "encoder_attention", "combine_proj", "attention", "decoder_attention", "ffn",
+           "readout"]
+
+LN_EPS = 1e-5  # torch.nn.LayerNorm's default, as every LayerNorm of POYO
+PROJ_BLOCK_M = 32  # rows per program of _ln_proj_rotate_kernel
+ATTN_BLOCK_M = 16  # queries per program of _attention_kernel
+ENC_MAX_BLOCK_M = 128  # latent queries per program of _encoder_attention_kernel (at most; all of them if fewer)
+ENC_BLOCK_N = 32  # keys per step of _encoder_attention_kernel
+ENC_NUM_WARPS = 8  # _encoder_attention_kernel holds (128, H) queries and outputs
+BLOCK_N = 64  # keys per step of _attention_kernel
+ROW_BLOCK_M = 16  # rows per program of _combine_proj_kernel, _ffn_kernel and _readout_kernel
+FFN_BLOCK_F = 32  # FFN hidden units per program of _ffn_kernel
+ENC_TARGET_PROGRAMS = 256  # encoder programs to aim at (an H100 has 132 SMs)
+
+
+# ------------------------------------------------------------------------------------- device helpers
+@triton.jit
+def _rotate(x, x_sw, cos, sin, offs_h):
+    """Rotate pairs of ``x`` (R, BH) by angles whose cos/sin (R, BH) are repeated per pair; ``x_sw`` is
+    ``x`` with each pair's channels swapped."""
+    sign = tl.where(offs_h % 2 == 0, -1.0, 1.0)
+    return x * cos + x_sw * (sin * sign[None, :])
+
+
+@triton.jit
+def _angles_from_times(times, omega_ptr, offs_h, mask_h):
+    """cos, sin (R, BH) float32 of ``times`` (R,) float64 s at ``omega`` (H/2,) float64 rad/s (angles in
+    float64, rounded once)."""
+    omega = tl.load(omega_ptr + offs_h // 2, mask=mask_h, other=0.0)
+    angles = times[:, None] * omega[None, :]
+    return tl.cos(angles).to(tl.float32), tl.sin(angles).to(tl.float32)
+
+
+@triton.jit
+def _angles_from_table(cos_ptr, sin_ptr, rows, mask_rows, offs_h, mask_h, head_dim):
+    """cos, sin (R, BH) of rows ``rows`` (R,) of ``(N, H/2)`` float32 tables."""
+    ptrs = rows[:, None] * (head_dim // 2) + offs_h[None, :] // 2
+    mask = mask_rows[:, None] & mask_h[None, :]
+    return tl.load(cos_ptr + ptrs, mask=mask, other=1.0), tl.load(sin_ptr + ptrs, mask=mask, other=0.0)
+
+
+@triton.jit
+def _layernorm(x, offs_d, mask_d, w_ptr, b_ptr, dim, eps):
+    """LayerNorm over the ``dim`` valid columns of ``x`` (R, BD) (zeros beyond); padding columns stay 0."""
+    mean = tl.sum(x, axis=1) / dim
+    xc = tl.where(mask_d[None, :], x - mean[:, None], 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / dim + eps)
+    w = tl.load(w_ptr + offs_d, mask=mask_d, other=0.0)
+    b = tl.load(b_ptr + offs_d, mask=mask_d, other=0.0)
+    return xc * rstd[:, None] * w[None, :] + b[None, :]
+
+
+@triton.jit
+def _linear_t(x, w_ptr, out_idx, mask_out, in_idx, mask_in, ld, PRECISION: tl.constexpr):
+    """``x`` (R, BK) @ ``W[out_idx, in_idx]^T`` (W row-major, leading dim ``ld``): (R, len(out_idx))."""
+    w = tl.load(w_ptr + out_idx[None, :] * ld + in_idx[:, None], mask=mask_out[None, :] & mask_in[:, None], other=0.0)
+    return tl.dot(x, w, input_precision=PRECISION)
+
+
+@triton.jit
+def _project_rotate(xn, w_ptr, row0, cos, sin, offs_h, mask_h, offs_d, mask_d, dim, PRECISION: tl.constexpr):
+    """``rotate(xn @ W[row0:row0+H]^T)`` (R, BH): the pair-swapped projection uses the weight rows ``c ^ 1``."""
+    y = _linear_t(xn, w_ptr, row0 + offs_h, mask_h, offs_d, mask_d, dim, PRECISION)
+    y_sw = _linear_t(xn, w_ptr, row0 + (offs_h ^ 1), mask_h, offs_d, mask_d, dim, PRECISION)
+    return _rotate(y, y_sw, cos, sin, offs_h)
+
+
+@triton.jit
+def _unrotate_out_proj(o, cos, sin, wo_ptr, head, head_dim, offs_h, mask_h, offs_d, mask_d, inner,
+                       PRECISION: tl.constexpr):
+    """``unrotate(o) @ Wo[:, head*H:(head+1)*H]^T`` (R, BD) for o (R, BH), Wo (dim, inner): o rotated back
+    by ``-t`` (cos/sin (R, BH) those of ``t``) through the column-swapped weights."""
+    sign = tl.where(offs_h % 2 == 0, -1.0, 1.0)
+    out = _linear_t(o * cos, wo_ptr, offs_d, mask_d, head * head_dim + offs_h, mask_h, inner, PRECISION)
+    return out + _linear_t(o * (sin * sign[None, :]), wo_ptr, offs_d, mask_d, head * head_dim + (offs_h ^ 1),
+                           mask_h, inner, PRECISION)
+
+
+@triton.jit
+def _load_state(base_ptr, base_rows, pieces_ptr, n_pieces, bias_ptr, offs_m, mask_m, offs_d, mask_d, n_rows, dim,
+                HAS_PIECES: tl.constexpr):
+    """Rows of a :class:`State`: ``base[base_rows] + (sum_c pieces[c, offs_m] + bias)`` (BM, BD); base
+    (*, dim), pieces (C, n_rows, dim) added in order; without ``HAS_PIECES`` just the base rows."""
+    mask = mask_m[:, None] & mask_d[None, :]
+    x = tl.load(base_ptr + base_rows[:, None] * dim + offs_d[None, :], mask=mask, other=0.0)
+    if HAS_PIECES:
+        total = tl.zeros_like(x)
+        for c in range(n_pieces):
+            total += tl.load(pieces_ptr + (c * n_rows + offs_m[:, None]) * dim + offs_d[None, :], mask=mask, other=0.0)
+        x = x + (total + tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0)[None, :])
+    return x
+
+
+@triton.jit
+def _softmax_step(s, valid, m_i, l_i):
+    """One online-softmax step on scores ``s`` (BM, BN) (``valid`` broadcasts to it): returns the new running
+    max and sum, the weights ``p`` (BM, BN) of this block and the factor ``alpha`` (BM,) that rescales the
+    output so far. Rows with no valid key so far keep max -inf, sum 0 (and output 0)."""
+    s = tl.where(valid, s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))
+    m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+    p = tl.exp(s - m_safe[:, None])
+    alpha = tl.exp(m_i - m_safe)
+    return m_new, l_i * alpha + tl.sum(p, axis=1), p, alpha
+
+
+@triton.jit
+def _store_rows(ptr, x, group, n_rows, offs_m, mask_m, offs_c, mask_c, width):
+    """Store ``x`` (BM, BC) at rows ``offs_m`` of group ``group`` of a (G, n_rows, width) tensor."""
+    tl.store(ptr + (group * n_rows + offs_m[:, None]) * width + offs_c[None, :], x,
+             mask=mask_m[:, None] & mask_c[None, :])
+
+
+# ------------------------------------------------------------------------------------------- kernels
+@triton.jit
+def _ln_proj_rotate_kernel(x_ptr, pieces_ptr, n_pieces, bias_ptr, ln_w_ptr, ln_b_ptr, w_ptr, cos_ptr, sin_ptr,
+                           out_ptr, n_rows, dim, head_dim, n_rot_groups, eps,
+                           HAS_PIECES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+                           BLOCK_H: tl.constexpr, PRECISION: tl.constexpr):
+    """out[g] = rotate(LayerNorm(x) @ W[g*H:(g+1)*H]^T) for groups g < n_rot_groups, unrotated beyond.
+
+    x (N, dim): a :class:`State` (x_ptr, pieces, bias); W (G*H, dim); cos/sin (N, H/2) rotation tables of
+    the rows; out (G, N, H). Grid (cdiv(N, BLOCK_M), G).
+    """
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    group = tl.program_id(1)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_h = tl.arange(0, BLOCK_H)
+    mask_m, mask_d, mask_h = offs_m < n_rows, offs_d < dim, offs_h < head_dim
+    x = _load_state(x_ptr, offs_m, pieces_ptr, n_pieces, bias_ptr, offs_m, mask_m, offs_d, mask_d, n_rows, dim,
+                    HAS_PIECES)
+    xn = _layernorm(x, offs_d, mask_d, ln_w_ptr, ln_b_ptr, dim, eps)
+    cos, sin = _angles_from_table(cos_ptr, sin_ptr, offs_m, mask_m, offs_h, mask_h, head_dim)
+    rotated = group < n_rot_groups
+    cos = tl.where(rotated, cos, 1.0)
+    sin = tl.where(rotated, sin, 0.0)
+    y = _project_rotate(xn, w_ptr, group * head_dim, cos, sin, offs_h, mask_h, offs_d, mask_d, dim, PRECISION)
+    _store_rows(out_ptr, y, group, n_rows, offs_m, mask_m, offs_h, mask_h, head_dim)
+
+
+@triton.jit
+def _encoder_attention_kernel(q_ptr, table_ptr, packed_ptr, omega_ptr, acc_ptr, m_ptr, l_ptr,
+                              n_q, n_keys, head_dim, n_heads, keys_per_split, scale,
+                              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr,
+                              PRECISION: tl.constexpr):
+    """:class:`Partials` of the encoder cross-attention for one (key split, head, query block).
+
+    q (h, Nq, H) rotated latent queries; table (rows, 2*h*H) keys | values per (unit, type); packed:
+    rows [0, n), window-relative times [n, 2n) (float64 s), mask [2n, 3n) (> 0.5 = real) for n = n_keys.
+    Keys and values are rotated by their times here, de-interleaved (even channels | odd channels, BLOCK_P
+    pairs each) so that each pair's angle is computed once. Grid (S, h, cdiv(Nq, BLOCK_M));
+    ``keys_per_split`` is a multiple of BLOCK_N.
+    """
+    split, head = tl.program_id(0), tl.program_id(1)
+    offs_m = tl.program_id(2) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_p = tl.arange(0, BLOCK_P)
+    mask_m, mask_p = offs_m < n_q, offs_p < head_dim // 2
+    even, odd = 2 * offs_p, 2 * offs_p + 1
+    q_mask = mask_m[:, None] & mask_p[None, :]
+    q_rows = q_ptr + (head * n_q + offs_m[:, None]) * head_dim
+    q_even = tl.load(q_rows + even[None, :], mask=q_mask, other=0.0)
+    q_odd = tl.load(q_rows + odd[None, :], mask=q_mask, other=0.0)
+    omega = tl.load(omega_ptr + offs_p, mask=mask_p, other=0.0)
+    row_len = 2 * n_heads * head_dim
+    k_col, v_col = head * head_dim, (n_heads + head) * head_dim
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc_even = tl.zeros([BLOCK_M, BLOCK_P], tl.float32)
+    acc_odd = tl.zeros([BLOCK_M, BLOCK_P], tl.float32)
+    for start in range(0, keys_per_split, BLOCK_N):
+        keys = split * keys_per_split + start + tl.arange(0, BLOCK_N)
+        in_range = keys < n_keys
+        valid = in_range & (tl.load(packed_ptr + 2 * n_keys + keys, mask=in_range, other=0.0) > 0.5)
+        rows = tl.load(packed_ptr + keys, mask=valid, other=0.0).to(tl.int64)  # padding reads row 0
+        times = tl.load(packed_ptr + n_keys + keys, mask=valid, other=0.0)
+        angles = times[:, None] * omega[None, :]  # (BN, BP) float64
+        cos, sin = tl.cos(angles).to(tl.float32), tl.sin(angles).to(tl.float32)
+        tile_mask = valid[:, None] & mask_p[None, :]
+        base = table_ptr + rows[:, None] * row_len
+        k_even = tl.load(base + k_col + even[None, :], mask=tile_mask, other=0.0)
+        k_odd = tl.load(base + k_col + odd[None, :], mask=tile_mask, other=0.0)
+        v_even = tl.load(base + v_col + even[None, :], mask=tile_mask, other=0.0)
+        v_odd = tl.load(base + v_col + odd[None, :], mask=tile_mask, other=0.0)
+        s = tl.dot(q_even, tl.trans(k_even * cos - k_odd * sin), input_precision=PRECISION)
+        s += tl.dot(q_odd, tl.trans(k_even * sin + k_odd * cos), input_precision=PRECISION)
+        m_i, l_i, p, alpha = _softmax_step(s * scale, valid[None, :], m_i, l_i)
+        acc_even = acc_even * alpha[:, None] + tl.dot(p, v_even * cos - v_odd * sin, input_precision=PRECISION)
+        acc_odd = acc_odd * alpha[:, None] + tl.dot(p, v_even * sin + v_odd * cos, input_precision=PRECISION)
+    base_row = split * n_heads + head
+    tl.store(m_ptr + base_row * n_q + offs_m, m_i, mask=mask_m)
+    tl.store(l_ptr + base_row * n_q + offs_m, l_i, mask=mask_m)
+    out_rows = acc_ptr + (base_row * n_q + offs_m[:, None]) * head_dim
+    tl.store(out_rows + even[None, :], acc_even, mask=q_mask)
+    tl.store(out_rows + odd[None, :], acc_odd, mask=q_mask)
+
+
+@triton.jit
+def _combine_proj_kernel(acc_ptr, m_ptr, l_ptr, n_splits, cos_ptr, sin_ptr, wo_ptr, out_ptr,
+                         n_rows, dim, head_dim,
+                         BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_H: tl.constexpr,
+                         PRECISION: tl.constexpr):
+    """P[head] = unrotate(o_head) @ Wo[:, head]^T (N, dim) with o_head the combination of the head's
+    :class:`Partials` (S, h, N, H); cos/sin (N, H/2) the rows' rotation tables. Grid (cdiv(N, BLOCK_M), h)."""
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    head, n_heads = tl.program_id(1), tl.num_programs(1)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_h = tl.arange(0, BLOCK_H)
+    mask_m, mask_d, mask_h = offs_m < n_rows, offs_d < dim, offs_h < head_dim
+    m_run = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_run = tl.zeros([BLOCK_M], tl.float32)
+    o = tl.zeros([BLOCK_M, BLOCK_H], tl.float32)
+    for split in range(n_splits):
+        base_row = split * n_heads + head
+        m_s = tl.load(m_ptr + base_row * n_rows + offs_m, mask=mask_m, other=float("-inf"))
+        l_s = tl.load(l_ptr + base_row * n_rows + offs_m, mask=mask_m, other=0.0)
+        m_new = tl.maximum(m_run, m_s)
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        a = tl.exp(m_run - m_safe)
+        b = tl.exp(m_s - m_safe)
+        l_run = l_run * a + l_s * b
+        acc = tl.load(acc_ptr + (base_row * n_rows + offs_m[:, None]) * head_dim + offs_h[None, :],
+                      mask=mask_m[:, None] & mask_h[None, :], other=0.0)
+        o = o * a[:, None] + acc * b[:, None]
+        m_run = m_new
+    o = o / tl.where(mask_m, l_run, 1.0)[:, None]
+    cos, sin = _angles_from_table(cos_ptr, sin_ptr, offs_m, mask_m, offs_h, mask_h, head_dim)
+    p = _unrotate_out_proj(o, cos, sin, wo_ptr, head, head_dim, offs_h, mask_h, offs_d, mask_d, n_heads * head_dim,
+                           PRECISION)
+    _store_rows(out_ptr, p, head, n_rows, offs_m, mask_m, offs_d, mask_d, dim)
+
+
+@triton.jit
+def _attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, wo_ptr, out_ptr, n_q, n_keys, head_dim, scale,
+                      emb_ptr, ln_w_ptr, ln_b_ptr, wq_ptr, packed_ptr, rows_off, times_off, omega_ptr, dim, eps,
+                      Q_FROM_EMB: tl.constexpr, UNROTATE: tl.constexpr, BLOCK_M: tl.constexpr,
+                      BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+    """P[head] = unrotate(softmax(q k^T / sqrt(H)) v) @ Wo[:, head]^T (Nq, dim) for one (head, query block).
+
+    k, v (h, Nk, H) head-major; Wo (dim, h*H); ``UNROTATE``: rotate the output back by cos/sin (Nq, H/2).
+    Queries: q (h, Nq, H), or with ``Q_FROM_EMB`` computed here as
+    ``rotate(LayerNorm(emb[rows]) @ Wq[head]^T, times)``, rows = packed[rows_off + i], float64 times =
+    packed[times_off + i] (the decoder; q_ptr is unused, as are the emb ... eps arguments without it).
+    Grid (h, cdiv(Nq, BLOCK_M)).
+    """
+    head, n_heads = tl.program_id(0), tl.num_programs(0)
+    offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_h = tl.arange(0, BLOCK_H)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_m, mask_h, mask_d = offs_m < n_q, offs_h < head_dim, offs_d < dim
+    if Q_FROM_EMB:
+        rows = tl.load(packed_ptr + rows_off + offs_m, mask=mask_m, other=0.0).to(tl.int64)
+        x = tl.load(emb_ptr + rows[:, None] * dim + offs_d[None, :], mask=mask_m[:, None] & mask_d[None, :], other=0.0)
+        xn = _layernorm(x, offs_d, mask_d, ln_w_ptr, ln_b_ptr, dim, eps)
+        times = tl.load(packed_ptr + times_off + offs_m, mask=mask_m, other=0.0)
+        cos, sin = _angles_from_times(times, omega_ptr, offs_h, mask_h)
+        q = _project_rotate(xn, wq_ptr, head * head_dim, cos, sin, offs_h, mask_h, offs_d, mask_d, dim, PRECISION)
+    else:
+        q = tl.load(q_ptr + (head * n_q + offs_m[:, None]) * head_dim + offs_h[None, :],
+                    mask=mask_m[:, None] & mask_h[None, :], other=0.0)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_H], tl.float32)
+    for start in range(0, n_keys, BLOCK_N):
+        keys = start + tl.arange(0, BLOCK_N)
+        valid = keys < n_keys
+        k_t = tl.load(k_ptr + (head * n_keys + keys[None, :]) * head_dim + offs_h[:, None],
+                      mask=valid[None, :] & mask_h[:, None], other=0.0)
+        v = tl.load(v_ptr + (head * n_keys + keys[:, None]) * head_dim + offs_h[None, :],
+                    mask=valid[:, None] & mask_h[None, :], other=0.0)
+        s = tl.dot(q, k_t, input_precision=PRECISION) * scale
+        m_i, l_i, p, alpha = _softmax_step(s, valid[None, :], m_i, l_i)
+        acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=PRECISION)
+    o = acc / tl.where(mask_m, l_i, 1.0)[:, None]
+    if UNROTATE:
+        cos, sin = _angles_from_table(cos_ptr, sin_ptr, offs_m, mask_m, offs_h, mask_h, head_dim)
+        p = _unrotate_out_proj(o, cos, sin, wo_ptr, head, head_dim, offs_h, mask_h, offs_d, mask_d,
+                               n_heads * head_dim, PRECISION)
+    else:
+        p = _linear_t(o, wo_ptr, offs_d, mask_d, head * head_dim + offs_h, mask_h, n_heads * head_dim, PRECISION)
+    _store_rows(out_ptr, p, head, n_q, offs_m, mask_m, offs_d, mask_d, dim)
+
+
+@triton.jit
+def _ffn_kernel(x_ptr, x_rows_off, packed_ptr, pieces_ptr, n_pieces, bias_ptr, proj_ptr, n_heads, bo_ptr,
+                ln_w_ptr, ln_b_ptr, w1_ptr, b1_ptr, w2_ptr, x1_ptr, f_ptr, n_rows, dim, hidden, eps,
+                X_GATHER: tl.constexpr, HAS_PIECES: tl.constexpr, HAS_OUT_BIAS: tl.constexpr,
+                BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_F: tl.constexpr, PRECISION: tl.constexpr):
+    """The residual of an attention, then one hidden chunk of its FFN, for one (row block, chunk):
+    ``x1 = x + (sum_h P[h] + bo)``; ``F[chunk] = GEGLU(LayerNorm(x1) @ W1^T + b1)[:, chunk] @ W2[:, chunk]^T``.
+
+    x (N, dim): a :class:`State` (x_ptr, pieces, bias), its base rows gathered at packed[x_rows_off + i]
+    with ``X_GATHER``; P (h, N, dim) per-head out-projections; W1 (2*hidden, dim) value rows then gate
+    rows, b1; W2 (dim, hidden). Writes x1 (N, dim) (the chunk-0 programs) and F (C, N, dim); the FFN
+    output is ``sum_c F[c] + b2``. Grid (cdiv(N, BLOCK_M), cdiv(hidden, BLOCK_F)).
+    """
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    chunk = tl.program_id(1)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_f = chunk * BLOCK_F + tl.arange(0, BLOCK_F)
+    mask_m, mask_d, mask_f = offs_m < n_rows, offs_d < dim, offs_f < hidden
+    if X_GATHER:
+        x_rows = tl.load(packed_ptr + x_rows_off + offs_m, mask=mask_m, other=0.0).to(tl.int64)
+    else:
+        x_rows = offs_m
+    x = _load_state(x_ptr, x_rows, pieces_ptr, n_pieces, bias_ptr, offs_m, mask_m, offs_d, mask_d, n_rows, dim,
+                    HAS_PIECES)
+    row_mask = mask_m[:, None] & mask_d[None, :]
+    proj = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    for head in range(n_heads):
+        proj += tl.load(proj_ptr + (head * n_rows + offs_m[:, None]) * dim + offs_d[None, :], mask=row_mask, other=0.0)
+    if HAS_OUT_BIAS:
+        proj += tl.load(bo_ptr + offs_d, mask=mask_d, other=0.0)[None, :]
+    x = x + proj
+    x1_rows = tl.where(chunk == 0, n_rows, 0)  # the chunk-0 programs write x1
+    tl.store(x1_ptr + offs_m[:, None] * dim + offs_d[None, :], x, mask=(offs_m < x1_rows)[:, None] & mask_d[None, :])
+    xn = _layernorm(x, offs_d, mask_d, ln_w_ptr, ln_b_ptr, dim, eps)
+    a = _linear_t(xn, w1_ptr, offs_f, mask_f, offs_d, mask_d, dim, PRECISION)
+    a += tl.load(b1_ptr + offs_f, mask=mask_f, other=0.0)[None, :]
+    g = _linear_t(xn, w1_ptr, hidden + offs_f, mask_f, offs_d, mask_d, dim, PRECISION)
+    g += tl.load(b1_ptr + hidden + offs_f, mask=mask_f, other=0.0)[None, :]
+    act = a * (g * 0.5 * (1.0 + tl.erf(g * 0.7071067811865476)))  # GEGLU (erf GELU); 0 where masked
+    f = _linear_t(act, w2_ptr, offs_d, mask_d, offs_f, mask_f, hidden, PRECISION)
+    _store_rows(f_ptr, f, chunk, n_rows, offs_m, mask_m, offs_d, mask_d, dim)
+
+
+@triton.jit
+def _readout_kernel(x_ptr, pieces_ptr, n_pieces, bias_ptr, wr_ptr, br_ptr, out_ptr, n_rows, dim, d_out,
+                    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_O: tl.constexpr, PRECISION: tl.constexpr):
+    """out = x @ Wr^T + br (N, d_out) for x (N, dim) a :class:`State` with pieces. Grid (cdiv(N, BLOCK_M),)."""
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    offs_o = tl.arange(0, BLOCK_O)
+    mask_m, mask_d, mask_o = offs_m < n_rows, offs_d < dim, offs_o < d_out
+    x = _load_state(x_ptr, offs_m, pieces_ptr, n_pieces, bias_ptr, offs_m, mask_m, offs_d, mask_d, n_rows, dim, True)
+    y = _linear_t(x, wr_ptr, offs_o, mask_o, offs_d, mask_d, dim, PRECISION)
+    y += tl.load(br_ptr + offs_o, mask=mask_o, other=0.0)[None, :]
+    _store_rows(out_ptr, y, 0, n_rows, offs_m, mask_m, offs_o, mask_o, d_out)
+
+
+# -------------------------------------------------------------------------------------- host wrappers
+def _block(n: int) -> int:
+    """Smallest power of two >= n and >= 16 (tl.dot's minimum operand width)."""
+    return max(16, triton.next_power_of_2(n))
+
+
+def _precision(tf32: bool) -> str:
+    return "tf32" if tf32 else "ieee"
+
+
+class Partials(NamedTuple):
+    """Split attention outputs: ``acc`` (S, h, N, H) unnormalised, ``m`` running max and ``l`` running sum
+    (S, h, N) of the scaled scores; the output is ``sum_s exp(m_s - M) acc_s / sum_s exp(m_s - M) l_s``."""
+
+    acc: Tensor
+    m: Tensor
+    l: Tensor
+
+
+class State(NamedTuple):
+    """Rows held as ``base + (sum_c pieces[c] + bias)``: base (N, dim), pieces (C, N, dim) or None (then the
+    rows are ``base`` alone), bias (dim,) or None. Kernels add the pieces in order as they load the rows."""
+
+    base: Tensor
+    pieces: Tensor | None = None
+    bias: Tensor | None = None
+
+    def args(self) -> tuple:
+        """(base, pieces, n_pieces, bias) kernel arguments (``base`` stands in for what is absent)."""
+        if self.pieces is None:
+            return self.base, self.base, 0, self.base
+        return self.base, self.pieces, self.pieces.shape[0], self.bias
+
+    def value(self) -> Tensor:
+        """The rows as one tensor (N, dim) (tests)."""
+        return self.base if self.pieces is None else self.base + (self.pieces.sum(0) + self.bias)
+
+
+def _empty(*shape: int, like: Tensor) -> Tensor:
+    return torch.empty(shape, dtype=torch.float32, device=like.device)
+
+
+def ln_proj_rotate(x: State, ln: nn.LayerNorm, weight: Tensor, cos: Tensor, sin: Tensor, *, head_dim: int,
+                   n_rot_groups: int, tf32: bool = False) -> Tensor:
+    """``rotate(LayerNorm(x) @ weight^T)`` head-major: x (N, dim), weight (G*H, dim), cos/sin (N, H/2) ->
+    (G, N, H); groups >= ``n_rot_groups`` are not rotated."""
+    n_rows, dim = x.base.shape
+    n_groups = weight.shape[0] // head_dim
+    out = _empty(n_groups, n_rows, head_dim, like=x.base)
+    _ln_proj_rotate_kernel[(triton.cdiv(n_rows, PROJ_BLOCK_M), n_groups)](
+        *x.args(), ln.weight, ln.bias, weight, cos, sin, out, n_rows, dim, head_dim, n_rot_groups, LN_EPS,
+        HAS_PIECES=x.pieces is not None, BLOCK_M=PROJ_BLOCK_M, BLOCK_D=_block(dim), BLOCK_H=_block(head_dim),
+        PRECISION=_precision(tf32))
+    return out
+
+
+def encoder_splits(n_keys: int, programs_per_split: int) -> tuple[int, int]:
+    """``(n_splits, keys_per_split)`` of the encoder: about ENC_TARGET_PROGRAMS programs, splits of whole
+    ENC_BLOCK_N key blocks."""
+    n_blocks = triton.cdiv(n_keys, ENC_BLOCK_N)
+    n_splits = max(1, min(n_blocks, ENC_TARGET_PROGRAMS // programs_per_split))
+    blocks_per_split = triton.cdiv(n_blocks, n_splits)
+    return triton.cdiv(n_blocks, blocks_per_split), blocks_per_split * ENC_BLOCK_N
+
+
+def encoder_attention(q: Tensor, kv_table: Tensor, packed: Tensor, omega: Tensor, n_input: int, *,
+                      tf32: bool = False) -> Partials:
+    """Partials of ``softmax(q k^T / sqrt(H)) v`` over the packed input tokens (masked), keys/values
+    ``rotate(kv_table[rows], times)``. q (h, N_lat, H) rotated; kv_table (rows, 2*h*H); packed float64 whose
+    first 3 * n_input entries are rows | times | mask; omega (H/2,) float64."""
+    n_heads, n_q, head_dim = q.shape
+    block_m = min(ENC_MAX_BLOCK_M, _block(n_q))
+    q_blocks = triton.cdiv(n_q, block_m)
+    n_splits, keys_per_split = encoder_splits(n_input, n_heads * q_blocks)
+    parts = Partials(_empty(n_splits, n_heads, n_q, head_dim, like=q), _empty(n_splits, n_heads, n_q, like=q),
+                     _empty(n_splits, n_heads, n_q, like=q))
+    _encoder_attention_kernel[(n_splits, n_heads, q_blocks)](
+        q, kv_table, packed, omega, *parts, n_q, n_input, head_dim, n_heads, keys_per_split, head_dim ** -0.5,
+        BLOCK_M=block_m, BLOCK_N=ENC_BLOCK_N, BLOCK_P=_block(head_dim // 2), PRECISION=_precision(tf32),
+        num_warps=ENC_NUM_WARPS)
+    return parts
+
+
+def combine_proj(parts: Partials, cos: Tensor, sin: Tensor, wo: Tensor, *, tf32: bool = False) -> Tensor:
+    """Per-head out-projections (h, N, dim) of the combined ``parts``, rotated back by cos/sin (N, H/2)
+    (the sum over heads is ``unrotate(o) @ wo^T``, wo (dim, h*H))."""
+    _, n_heads, n_rows, head_dim = parts.acc.shape
+    dim = wo.shape[0]
+    out = _empty(n_heads, n_rows, dim, like=wo)
+    _combine_proj_kernel[(triton.cdiv(n_rows, ROW_BLOCK_M), n_heads)](
+        *parts, parts.acc.shape[0], cos, sin, wo, out, n_rows, dim, head_dim,
+        BLOCK_M=ROW_BLOCK_M, BLOCK_D=_block(dim), BLOCK_H=_block(head_dim), PRECISION=_precision(tf32))
+    return out
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, wo: Tensor, cos: Tensor, sin: Tensor, *, tf32: bool = False) -> Tensor:
+    """Per-head out-projections (h, Nq, dim) of ``softmax(q k^T / sqrt(H)) v`` rotated back by cos/sin
+    (Nq, H/2): q (h, Nq, H), k, v (h, Nk, H) contiguous, wo (dim, h*H)."""
+    n_heads, n_q, head_dim = q.shape
+    dim = wo.shape[0]
+    out = _empty(n_heads, n_q, dim, like=q)
+    _attention_kernel[(n_heads, triton.cdiv(n_q, ATTN_BLOCK_M))](
+        q, k, v, cos, sin, wo, out, n_q, k.shape[1], head_dim, head_dim ** -0.5,
+        q, q, q, q, q, 0, 0, q, dim, LN_EPS,  # decoder-query arguments, unused
+        Q_FROM_EMB=False, UNROTATE=True, BLOCK_M=ATTN_BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_H=_block(head_dim),
+        BLOCK_D=_block(dim), PRECISION=_precision(tf32))
+    return out
+
+
+def decoder_attention(emb: Tensor, ln: nn.LayerNorm, wq: Tensor, packed: Tensor, rows_off: int, times_off: int,
+                      n_q: int, omega: Tensor, k: Tensor, v: Tensor, wo: Tensor, *, tf32: bool = False) -> Tensor:
+    """Per-head out-projections (h, n_q, dim) of the decoder cross-attention (values not rotated): queries
+    ``rotate(LayerNorm(emb[rows]) @ wq^T, times)``, rows / float64 times the ``n_q`` packed entries at
+    ``rows_off`` / ``times_off``; k (rotated), v (h, Nk, H); wo (dim, h*H)."""
+    n_heads, n_keys, head_dim = k.shape
+    dim = wo.shape[0]
+    out = _empty(n_heads, n_q, dim, like=k)
+    _attention_kernel[(n_heads, triton.cdiv(n_q, ATTN_BLOCK_M))](
+        k, k, v, k, k, wo, out, n_q, n_keys, head_dim, head_dim ** -0.5,  # q_ptr, cos, sin unused
+        emb, ln.weight, ln.bias, wq, packed, rows_off, times_off, omega, dim, LN_EPS,
+        Q_FROM_EMB=True, UNROTATE=False, BLOCK_M=ATTN_BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_H=_block(head_dim),
+        BLOCK_D=_block(dim), PRECISION=_precision(tf32))
+    return out
+
+
+def ffn(x: State, proj: Tensor, to_out: nn.Linear, block: nn.Sequential, *, out_bias: bool = True,
+        x_rows: tuple[Tensor, int] | None = None, tf32: bool = False) -> State:
+    """``x1 = x + (sum_h proj[h] + to_out.bias)``, then ``x1 + block(x1)`` as a :class:`State`.
+
+    proj (h, N, dim) per-head out-projections; out_bias: False where ``x`` already holds the bias;
+    block: ``Sequential(LayerNorm, FeedForward)``; x_rows: ``(packed, offset)``: the rows of ``x.base``
+    (a table) are the N packed entries at offset (then ``x`` has no pieces).
+    """
+    n_heads, n_rows, dim = proj.shape
+    ln, net = block[0], block[1].net
+    hidden = net[3].in_features
+    n_chunks = triton.cdiv(hidden, FFN_BLOCK_F)
+    x1, pieces = _empty(n_rows, dim, like=proj), _empty(n_chunks, n_rows, dim, like=proj)
+    packed, rows_off = x_rows if x_rows is not None else (proj, 0)
+    _ffn_kernel[(triton.cdiv(n_rows, ROW_BLOCK_M), n_chunks)](
+        x.base, rows_off, packed, *x.args()[1:], proj, n_heads, to_out.bias, ln.weight, ln.bias,
+        net[0].weight, net[0].bias, net[3].weight, x1, pieces, n_rows, dim, hidden, LN_EPS,
+        X_GATHER=x_rows is not None, HAS_PIECES=x.pieces is not None, HAS_OUT_BIAS=out_bias, BLOCK_M=ROW_BLOCK_M,
+        BLOCK_D=_block(dim), BLOCK_F=FFN_BLOCK_F, PRECISION=_precision(tf32))
+    return State(x1, pieces, net[3].bias)
+
+
+def readout(x: State, linear: nn.Linear, *, tf32: bool = False) -> Tensor:
+    """``linear(x)`` (N, D_out) of a :class:`State` with pieces."""
+    n_rows, dim = x.base.shape
+    d_out = linear.out_features
+    out = _empty(n_rows, d_out, like=x.base)
+    _readout_kernel[(triton.cdiv(n_rows, ROW_BLOCK_M),)](
+        *x.args(), linear.weight, linear.bias, out, n_rows, dim, d_out,
+        BLOCK_M=ROW_BLOCK_M, BLOCK_D=_block(dim), BLOCK_O=_block(d_out), PRECISION=_precision(tf32))
+    return out
+
+
+def latent_cos_sin(fused: FusedPOYO) -> tuple[Tensor, Tensor]:
+    """cos, sin (N_lat, H/2) float32 of the latent times, from ``fused.latent_rot`` (either form)."""
+    table = fused.latent_rot
+    if table.is_complex():
+        return table.real.contiguous(), table.imag.contiguous()
+    return table[:, 0, 0::2].contiguous(), table[:, 1, 1::2].contiguous()  # [cos repeated; (-s, +s)]
+
+
+def launches_per_forward(fused: FusedPOYO) -> int:
+    """Kernel launches of one :class:`TritonPOYO` call: 3 for the encoder (attention, combine/projection,
+    FFN), 3 per processor layer (q/k/v, attention/projection, FFN), 4 for the decoder (k/v,
+    attention/projection, FFN, readout)."""
+    return 7 + 3 * len(fused.model.proc_layers)
+
+
+class TritonPOYO:
+    """``fused``'s forward from the Triton kernels: ``TritonPOYO(fused)(packed)`` equals ``fused(packed)``.
+
+    Reads the model's weights and ``fused``'s buffers at each call (no copies: they must be contiguous and
+    on the packed input's device). A call launches :func:`launches_per_forward` kernels and allocates only
+    shape-dependent scratch, with no host synchronisation, so a CUDA graph can capture it (after one
+    warm-up call has compiled the kernels).
+
+    Args:
+        tf32: let the matmuls use TF32 tensor cores (faster; ~1e-3 relative error instead of fp32's).
+    """
+
+    def __init__(self, fused: FusedPOYO, *, tf32: bool = False):
+        self.fused = fused
+        self.tf32 = tf32
+        self.rotation = latent_cos_sin(fused)  # (N_lat, H/2) each
+        self.enc_q = fused.enc_q[0].contiguous()  # (h_c, N_lat, H)
+
+    def __call__(self, packed: Tensor) -> Tensor:
+        """``packed`` (3 * N_in + 2 * N_out,) float64 -> (N_out, D_out) float32, as ``FusedPOYO.forward``."""
+        fused, m, tf32 = self.fused, self.fused.model, self.tf32
+        n_out, head_dim, rot = fused.n_output, fused.head_dim, self.rotation
+        n_input, rest = divmod(packed.shape[0] - 2 * n_out, 3)
+        if rest or n_input < 1:
+            raise ValueError(f"packed input of length {packed.shape[0]} does not fit {n_out} output queries")
+        enc = m.enc_atn
+        parts = encoder_attention(self.enc_q, fused.kv_table, packed, fused.omega, n_input, tf32=tf32)
+        proj = combine_proj(parts, *rot, enc.to_out.weight, tf32=tf32)
+        latents = ffn(State(fused.enc_residual), proj, enc.to_out, m.enc_ffn, out_bias=False, tf32=tf32)
+        for attn, layer_ffn in m.proc_layers:
+            qkv = ln_proj_rotate(latents, attn.norm, attn.to_qkv.weight, *rot, head_dim=head_dim,
+                                 n_rot_groups=3 * attn.heads, tf32=tf32)
+            proj = attention(*qkv.unflatten(0, (3, attn.heads)), attn.to_out.weight, *rot, tf32=tf32)
+            latents = ffn(latents, proj, attn.to_out, layer_ffn, tf32=tf32)
+        dec = m.dec_atn
+        kv = ln_proj_rotate(latents, dec.norm_context, dec.to_kv.weight, *rot, head_dim=head_dim,
+                            n_rot_groups=dec.heads, tf32=tf32)  # k rotated, v not
+        rows_off, times_off = 3 * n_input + n_out, 3 * n_input  # the output queries' session rows and times
+        proj = decoder_attention(m.session_emb.weight, dec.norm, dec.to_q.weight, packed, rows_off, times_off,
+                                 n_out, fused.omega, kv[:dec.heads], kv[dec.heads:], dec.to_out.weight, tf32=tf32)
+        queries = ffn(State(m.session_emb.weight), proj, dec.to_out, m.dec_ffn, x_rows=(packed, rows_off),
+                      tf32=tf32)
+        return readout(queries, m.readout, tf32=tf32)
+
+
+def triton_forward(fused: FusedPOYO, packed: Tensor) -> Tensor:
+    """One-off ``fused(packed)`` through the Triton kernels (build a :class:`TritonPOYO` once to reuse it)."""
+    return TritonPOYO(fused)(packed)

@@ -1,0 +1,293 @@
+"""The Triton forward (poyo_rt.kernels) equals FusedPOYO's, kernel by kernel and end to end.
+
+On the CPU the kernels run under Triton's interpreter: ``TRITON_INTERPRET`` is read when a kernel is
+decorated (when ``poyo_rt.kernels.triton_poyo`` is first imported), so it is set here before that import.
+With ``TRITON_INTERPRET=0`` on a CUDA machine the same tests run the compiled kernels on the GPU.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # noqa: E402 (before the kernels are imported and decorated)
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip("triton")
+
+from _poyo_ref import CONFIGS, make_pair, random_batch  # noqa: E402
+from test_fused import packed_window  # noqa: E402
+
+from poyo_rt.kernels import triton_poyo as tp  # noqa: E402
+from poyo_rt.model.fused import FusedPOYO  # noqa: E402
+
+INTERPRET = os.environ["TRITON_INTERPRET"] == "1"
+DEVICE = "cpu" if INTERPRET else "cuda"
+if not INTERPRET and not torch.cuda.is_available():
+    pytest.skip("TRITON_INTERPRET=0 needs a CUDA device", allow_module_level=True)
+TOL = 1e-5
+
+
+def _fused(name: str, n_output: int, complex_rotation: bool = True, **pair) -> FusedPOYO:
+    ours, _ = make_pair(CONFIGS[name], **pair)
+    return FusedPOYO(ours.to(DEVICE), n_output=n_output, complex_rotation=complex_rotation)
+
+
+def _window(fused: FusedPOYO, *, seed: int, shift: float, n_pad: int, max_spikes: int = 200) -> tuple[torch.Tensor, int]:
+    """A packed window (times relative to its start ``shift``) with ``n_pad`` padding slots holding garbage
+    (rows of other units, times far outside the window); returns (packed, real tokens)."""
+    batch = random_batch(fused.model, batch=1, n_out=fused.n_output, seed=seed, shift=shift, max_spikes=max_spikes)
+    n_real = int(batch["input_mask"][0].sum())
+    packed = packed_window(fused, batch, start=shift, n_slots=n_real + n_pad)
+    rows, times, _, _, _ = fused.layout(n_real + n_pad).views(packed)
+    rng = np.random.default_rng(seed)
+    rows[n_real:] = torch.from_numpy(rng.integers(0, fused.kv_table.shape[0], n_pad).astype(np.float64))
+    times[n_real:] = torch.from_numpy(rng.uniform(-50.0, 50.0, n_pad))
+    return packed.to(DEVICE), n_real
+
+
+def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().max().item()
+
+
+# ------------------------------------------------------------------------------------------ setup
+def test_kernels_are_interpreted_on_the_cpu():
+    """TRITON_INTERPRET took effect: the kernels were decorated after it was set."""
+    from triton.runtime.interpreter import InterpretedFunction
+
+    assert isinstance(tp._ffn_kernel, InterpretedFunction) == INTERPRET
+
+
+def test_package_imports_without_triton(monkeypatch):
+    """``poyo_rt.kernels`` imports anywhere; asking for the forward without Triton names the fix."""
+    import poyo_rt.kernels as kernels
+
+    monkeypatch.setitem(sys.modules, "triton", None)  # `import triton` now raises ImportError
+    with pytest.raises(ImportError, match="pip install triton"):
+        kernels.TritonPOYO  # noqa: B018
+    with pytest.raises(AttributeError):
+        kernels.nothing_here  # noqa: B018
+
+
+# ------------------------------------------------------------------------------------ end to end
+@pytest.mark.parametrize("name", [n for n in CONFIGS if n != "poyo_1.3M"])
+def test_forward_equals_fused(name):
+    """Windows at absolute times up to an hour (window-relative in the packed vector), padding slots holding
+    garbage, several sessions and output times."""
+    fused = _fused(name, n_output=4, n_sessions=3)
+    forward = tp.TritonPOYO(fused)
+    for seed, shift in enumerate((0.0, 37.25, 3600.0)):
+        packed, _ = _window(fused, seed=seed, shift=shift, n_pad=8 * seed)
+        with torch.inference_mode():
+            out, exact = forward(packed), fused(packed)
+        assert out.shape == (4, 2) and out.dtype == torch.float32
+        assert _max_err(out, exact) <= TOL, (name, shift)
+
+
+def test_forward_equals_fused_real_rotation():
+    """FusedPOYO's real-arithmetic rotation tables give the same latent rotations."""
+    fused = _fused("cross2_head24", n_output=2, complex_rotation=False)
+    packed, _ = _window(fused, seed=4, shift=12.5, n_pad=5)
+    with torch.inference_mode():
+        assert _max_err(tp.triton_forward(fused, packed), fused(packed)) <= TOL
+
+
+def test_forward_equals_fused_poyo_1_3m():
+    """poyo_1.3M on a window of ~2,000 tokens (keys split across many programs), shifted by an hour."""
+    fused = _fused("poyo_1.3M", n_output=3, n_units=100, n_sessions=3)
+    packed, n_real = _window(fused, seed=1, shift=3600.0, n_pad=24, max_spikes=2000)
+    assert n_real > 1000
+    with torch.inference_mode():
+        out, exact = tp.TritonPOYO(fused)(packed), fused(packed)
+    assert _max_err(out, exact) <= TOL
+
+
+def test_padding_is_ignored_and_results_are_deterministic():
+    """Whatever the padding slots hold, the output is bitwise the same (no atomics, masked slots read row 0)."""
+    fused = _fused("small", n_output=2)
+    forward = tp.TritonPOYO(fused)
+    packed, n_real = _window(fused, seed=2, shift=0.0, n_pad=40)
+    rows, times, _, _, _ = fused.layout(n_real + 40).views(packed)
+    with torch.inference_mode():
+        first = forward(packed)
+        assert torch.equal(first, forward(packed))
+        rows[n_real:] = 0.0
+        times[n_real:] = float("nan")
+        assert torch.equal(first, forward(packed))
+
+
+@pytest.mark.parametrize("name", ["small", "depth0"])
+def test_launch_count(name, monkeypatch):
+    """One forward launches exactly launches_per_forward kernels (25 for poyo_1.3M: depth 6)."""
+    launches = []
+
+    class Counted:
+        def __init__(self, kernel):
+            self.kernel = kernel
+
+        def __getitem__(self, grid):
+            launches.append(self.kernel)
+            return self.kernel[grid]
+
+    for attr in [a for a in vars(tp) if a.startswith("_") and a.endswith("_kernel")]:
+        monkeypatch.setattr(tp, attr, Counted(getattr(tp, attr)))
+    fused = _fused(name, n_output=2)
+    packed, _ = _window(fused, seed=0, shift=0.0, n_pad=0)
+    with torch.inference_mode():
+        tp.TritonPOYO(fused)(packed)
+    assert len(launches) == tp.launches_per_forward(fused) == 7 + 3 * len(fused.model.proc_layers)
+    assert tp.launches_per_forward(_fused("poyo_1.3M", n_output=1)) == 25
+
+
+def test_rejects_a_packed_vector_that_does_not_fit():
+    fused = _fused("small", n_output=2)
+    with pytest.raises(ValueError, match="does not fit"):
+        tp.TritonPOYO(fused)(torch.zeros(3 * 16 + 2 * 2 + 1, dtype=torch.float64, device=DEVICE))
+
+
+# --------------------------------------------------------------------------------- kernel by kernel
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Torch reference: rotate pairs of x (..., N, H) by cos/sin (N, H/2) as complex numbers."""
+    pairs = torch.view_as_complex(x.unflatten(-1, (-1, 2)).contiguous())
+    return torch.view_as_real(pairs * torch.complex(cos, sin)).flatten(-2)
+
+
+def _cis(times: torch.Tensor, omega: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin (N, H/2) float32 of float64 times, angles in float64."""
+    angles = times[:, None] * omega
+    return angles.cos().float(), angles.sin().float()
+
+
+def _partials_output(parts: tp.Partials) -> torch.Tensor:
+    """Torch reference of the split combination: (h, N, H)."""
+    m = parts.m.max(0).values
+    w = torch.exp(parts.m - m)  # (S, h, N)
+    return (w[..., None] * parts.acc).sum(0) / (w * parts.l).sum(0)[..., None]
+
+
+@pytest.mark.parametrize("name", ["small", "depth3_head8"])
+def test_ln_proj_rotate(name):
+    """q/k/v of a processor layer (all rotated) and the decoder's k/v (k rotated), from a State with pieces."""
+    fused = _fused(name, n_output=1)
+    m, head_dim = fused.model, fused.head_dim
+    cos, sin = tp.latent_cos_sin(fused)
+    n_lat = cos.shape[0]
+    gen = torch.Generator().manual_seed(0)
+    state = tp.State(*(torch.randn(shape, generator=gen).to(DEVICE) for shape in ((n_lat, m.dim), (3, n_lat, m.dim),
+                                                                                (m.dim,))))
+    attn = m.proc_layers[0][0]
+    for ln, weight, n_rot in ((attn.norm, attn.to_qkv.weight, 3 * attn.heads),
+                              (m.dec_atn.norm_context, m.dec_atn.to_kv.weight, m.dec_atn.heads)):
+        with torch.inference_mode():
+            out = tp.ln_proj_rotate(state, ln, weight, cos, sin, head_dim=head_dim, n_rot_groups=n_rot)
+            y = F.linear(ln(state.value()), weight).unflatten(-1, (-1, head_dim)).transpose(0, 1)  # (G, N, H)
+        exact = torch.cat((_rotate(y[:n_rot], cos, sin), y[n_rot:]))
+        assert out.shape == exact.shape
+        assert _max_err(out, exact) <= TOL
+
+
+@pytest.mark.parametrize("name", ["cross2_head24", "depth3_head8"])
+def test_encoder_attention_and_combine(name):
+    """Split-key partials over gathered, rotated, masked keys combine to SDPA's output; their per-head
+    projections sum to the encoder's out-projection of the output rotated back."""
+    fused = _fused(name, n_output=1, n_units=60)
+    packed, n_real = _window(fused, seed=3, shift=5.0, n_pad=100, max_spikes=400)
+    n_input = n_real + 100
+    rows, times, mask, _, _ = fused.layout(n_input).views(packed)
+    cos, sin = tp.latent_cos_sin(fused)
+    enc, head_dim = fused.model.enc_atn, fused.head_dim
+    q = fused.enc_q[0].contiguous()
+    with torch.inference_mode():
+        parts = tp.encoder_attention(q, fused.kv_table, packed, fused.omega, n_input)
+        proj = tp.combine_proj(parts, cos, sin, enc.to_out.weight)
+    assert parts.acc.shape[0] > 1 and (parts.l[-1] == 0).all()  # several splits; the last only padding
+    kv = fused.kv_table[rows.long()].unflatten(-1, (2, enc.heads, head_dim)).permute(1, 2, 0, 3)  # (2, h, N_in, H)
+    kv = _rotate(kv, *_cis(times, fused.omega))
+    o = F.scaled_dot_product_attention(q, kv[0], kv[1], attn_mask=(mask > 0.5)[None, None, :])  # (h, N_lat, H)
+    assert _max_err(_partials_output(parts), o) <= TOL
+    exact = _rotate(o, cos, -sin).transpose(0, 1).flatten(-2) @ enc.to_out.weight.t()
+    assert _max_err(proj.sum(0), exact) <= TOL
+
+
+@pytest.mark.parametrize("name", ["small", "poyo_1.3M"])
+def test_attention(name):
+    """Self-attention over head-major q/k/v, rotated back and projected per head."""
+    fused = _fused(name, n_output=1)
+    attn = fused.model.proc_layers[0][0]
+    cos, sin = tp.latent_cos_sin(fused)
+    n_lat, head_dim = cos.shape[0], fused.head_dim
+    gen = torch.Generator().manual_seed(1)
+    q, k, v = torch.randn((3, attn.heads, n_lat, head_dim), generator=gen).to(DEVICE).unbind(0)
+    with torch.inference_mode():
+        proj = tp.attention(q, k, v, attn.to_out.weight, cos, sin)
+    o = _rotate(F.scaled_dot_product_attention(q, k, v), cos, -sin)  # (h, N, H)
+    exact = torch.einsum("hnc,dhc->hnd", o, attn.to_out.weight.unflatten(1, (attn.heads, head_dim)))
+    assert _max_err(proj, exact) <= TOL
+
+
+def test_decoder_attention():
+    """Decoder queries computed in the kernel from session rows and float64 output times; values not rotated."""
+    fused = _fused("cross2_head24", n_output=20, n_sessions=3)  # two query blocks
+    dec, emb, head_dim = fused.model.dec_atn, fused.model.session_emb.weight, fused.head_dim
+    gen = torch.Generator().manual_seed(2)
+    k, v = torch.randn((2, dec.heads, 24, head_dim), generator=gen).to(DEVICE).unbind(0)
+    out_times = torch.linspace(-0.5, 1.5, 20, dtype=torch.float64) + 3600.0
+    out_rows = torch.arange(20, dtype=torch.float64) % 4
+    packed = torch.cat((torch.zeros(7, dtype=torch.float64), out_times, out_rows)).to(DEVICE)
+    with torch.inference_mode():
+        proj = tp.decoder_attention(emb, dec.norm, dec.to_q.weight, packed, 27, 7, 20, fused.omega, k, v,
+                                    dec.to_out.weight)
+        q = dec.to_q(dec.norm(emb[out_rows.long()])).unflatten(-1, (dec.heads, head_dim)).transpose(0, 1)
+    q = _rotate(q, *_cis(out_times.to(DEVICE), fused.omega))
+    o = F.scaled_dot_product_attention(q, k, v)  # (h, N_out, H)
+    exact = torch.einsum("hnc,dhc->hnd", o, dec.to_out.weight.unflatten(1, (dec.heads, head_dim)))
+    assert _max_err(proj, exact) <= TOL
+
+
+@pytest.mark.parametrize("name", ["depth3_head8", "poyo_1.3M"])
+def test_ffn_and_readout(name):
+    """Residual + per-head projections + bias, then the FFN in hidden chunks; from a plain State, a State
+    with pieces and gathered table rows; then the readout."""
+    fused = _fused(name, n_output=1)
+    m = fused.model
+    attn, layer_ffn = m.proc_layers[0]
+    gen = torch.Generator().manual_seed(3)
+    rand = lambda *shape: torch.randn(shape, generator=gen).to(DEVICE)  # noqa: E731
+    n = 40
+    proj = rand(attn.heads, n, m.dim)
+    table = rand(7, m.dim)
+    rows = torch.arange(n, dtype=torch.float64) % 7
+    packed = torch.cat((torch.zeros(3, dtype=torch.float64), rows)).to(DEVICE)
+    for x, x_rows, base in ((tp.State(rand(n, m.dim)), None, None),
+                            (tp.State(rand(n, m.dim), rand(5, n, m.dim), rand(m.dim)), None, None),
+                            (tp.State(table), (packed, 3), table[rows.long()])):
+        with torch.inference_mode():
+            out = tp.ffn(x, proj, attn.to_out, layer_ffn, x_rows=x_rows)
+            x1 = (x.value() if base is None else base) + (proj.sum(0) + attn.to_out.bias)
+            exact = x1 + layer_ffn(x1)
+            y, y_exact = tp.readout(out, m.readout), m.readout(exact)
+        assert _max_err(out.base, x1) <= TOL
+        assert _max_err(out.value(), exact) <= TOL
+        assert _max_err(y, y_exact) <= TOL
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="CUDA graphs need a GPU")
+def test_cuda_graph_capture():
+    """The forward is capturable (no host sync) and replays to the eager result."""
+    fused = _fused("poyo_1.3M", n_output=1, n_units=100)
+    forward = tp.TritonPOYO(fused)
+    packed, _ = _window(fused, seed=5, shift=0.0, n_pad=16, max_spikes=2000)
+    with torch.inference_mode():
+        eager = forward(packed)  # compiles the kernels
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = forward(packed)
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(out, eager)
+        assert _max_err(out, fused(packed)) <= TOL
