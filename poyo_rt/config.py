@@ -33,12 +33,16 @@ class ModelConfig:
     precision: Literal["fp32", "bf16"] = "fp32"  #: CPU: bf16 runs the forward under bfloat16 autocast (~5e-3 relative error; opt-in)
     cuda_graphs: bool = True  #: CUDA: capture one graph per padding bucket (False = eager, for debugging)
     fused: bool | None = None  #: run poyo_rt/model/fused.py's forward: None = on CUDA only (the CPU's kv_cache is faster)
+    kernels: Literal["torch", "triton"] = "torch"  #: CUDA: the fused forward as torch ops or as poyo_rt/kernels' Triton kernels
 
     def validate(self, prefix: str) -> None:
         if isinstance(self.threads, int) and self.threads < 1:
             raise ConfigError(f"{prefix}.threads", f"must be >= 1, got {self.threads}")
         if self.precision == "bf16" and self.device == "cuda":
             raise ConfigError(f"{prefix}.precision", "bf16 is a CPU option (the CUDA path runs fp32 CUDA graphs)")
+        if self.kernels == "triton" and (self.device == "cpu" or self.fused is False or self.compile):
+            raise ConfigError(f"{prefix}.kernels", "triton runs the fused forward on CUDA: needs device auto/cuda, "
+                                                   "fused not false, compile false")
 
 
 @dataclass(frozen=True)

@@ -98,9 +98,10 @@ def _stream_arrays(model, n_ticks: int, seed: int = 0):
         yield tok.arrays(), info.n_input_tokens, tok.n_in
 
 
-@pytest.mark.parametrize("fused", [True, False], ids=["fused", "exact"])
-def test_runner_cuda_streams_like_cpu(fused):
-    """The CUDA runner (graphs of the fused or the exact forward) tick by tick against the CPU runner."""
+@pytest.mark.parametrize("mode", ["fused", "exact", "triton"])
+def test_runner_cuda_streams_like_cpu(mode):
+    """The CUDA runner (graphs of the fused forward as torch ops or as Triton kernels, or of the exact forward)
+    tick by tick against the CPU runner."""
     from poyo_rt.runtime.runner import Runner
 
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -111,8 +112,9 @@ def test_runner_cuda_streams_like_cpu(fused):
     for arrays, n, cap in _stream_arrays(model, 150):
         if cpu is None:
             cpu = Runner(model, capacity=cap, n_outputs=2, device="cpu")
-            gpu = Runner(gpu_model, capacity=cap, n_outputs=2, device="cuda", fused=fused)
-            assert (gpu.fused is not None) == fused and gpu._graphs
+            gpu = Runner(gpu_model, capacity=cap, n_outputs=2, device="cuda", fused=mode != "exact",
+                         kernels="triton" if mode == "triton" else "torch")
+            assert (gpu.fused is not None) == (mode != "exact") and gpu._graphs
         res, ref = gpu.run(arrays, n), cpu.run(arrays, n)
         worst = max(worst, float(np.abs(res.values - ref.values).max()))
     assert worst <= 1e-4, worst

@@ -136,6 +136,10 @@ def test_fused_runner_rejects_what_it_cannot_run():
         Runner(model, capacity=n, n_outputs=1, fused=True).run(arrays, n)
     with pytest.raises(ValueError, match="bf16"):
         Runner(model, capacity=n, n_outputs=1, fused=True, precision="bf16")
+    with pytest.raises(ValueError, match="CUDA"):  # the Triton kernels are a GPU path
+        Runner(model, capacity=n, n_outputs=1, fused=True, kernels="triton")
+    with pytest.raises(ValueError, match="kernels"):
+        Runner(model, capacity=n, n_outputs=1, kernels="cuda")
     arrays["latent_timestamps"] = arrays["latent_timestamps"] * 2.0  # not the model's latent grid
     arrays["input_mask"][:] = True
     with pytest.raises(ValueError, match="latent"):

@@ -144,8 +144,9 @@ def run_forward_bench(
     progress: Callable[[str], None] = log.info,
 ) -> list[dict]:
     """Time each config's forward: torch_brain eager, poyo_rt eager (exact and fused), and on CUDA the
-    CUDA graphs of the exact forward, of the fused forward and (``compile_modes``) of the fused forward
-    compiled by inductor in each mode; ``tf32`` adds the fused graph with TF32 matmuls, with its error.
+    CUDA graphs of the exact forward, of the fused forward, of its Triton kernels (:mod:`poyo_rt.kernels`)
+    and (``compile_modes``) of the fused forward compiled by inductor in each mode; ``tf32`` adds the fused
+    and Triton graphs with TF32 matmuls, with their error.
     Each row reports the operators (CPU) or GPU kernels one call runs."""
     dev = torch.device(device)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
@@ -169,6 +170,7 @@ def run_forward_bench(
         candidates["poyo_rt fused eager"] = lambda: fused(packed)
         max_err = None
         errors: dict[str, float] = {}
+        unavailable: dict[str, str] = {}  # rows that could not be built here, and why
         with torch.inference_mode():
             ours_out = static_forward(model, buf)
             if twin is not None:
@@ -189,19 +191,33 @@ def run_forward_bench(
             candidates["poyo_rt cuda graph"] = graphed.replay
             graphs = {"poyo_rt cuda graph": graphed,
                       "poyo_rt fused cuda graph": GraphedForward(fused, packed, call=_call)}
-            for mode in compile_modes:
-                t0 = time.perf_counter()
-                real = FusedPOYO(model, n_output=fused.n_output, complex_rotation=False)
-                compiled = torch.compile(real, fullgraph=True, dynamic=False, mode=mode)
-                graphs[f"fused compiled {mode}"] = GraphedForward(compiled, packed, call=_call)
-                progress(f"{name}: compiled ({mode}) and captured in {time.perf_counter() - t0:.0f} s")
-            if tf32:
-                before = torch.backends.cuda.matmul.allow_tf32
-                torch.backends.cuda.matmul.allow_tf32 = True
+
+            def try_graph(label: str, build: Callable[[], torch.nn.Module | object], allow_tf32: bool = False) -> None:
+                """Capture ``build()``'s forward as row ``label``; a failure is reported, the other rows go on."""
+                t0, before = time.perf_counter(), torch.backends.cuda.matmul.allow_tf32
+                torch.backends.cuda.matmul.allow_tf32 = allow_tf32  # cuBLAS picks its kernels at capture
                 try:
-                    graphs["poyo_rt fused cuda graph tf32"] = GraphedForward(fused, packed, call=_call)
+                    graphs[label] = GraphedForward(build(), packed, call=_call)
+                    progress(f"{name}: {label} captured in {time.perf_counter() - t0:.1f} s")
+                except Exception as exc:
+                    unavailable[label] = f"{type(exc).__name__}: {exc}"
+                    progress(f"{name}: {label} unavailable ({unavailable[label]})")
                 finally:
                     torch.backends.cuda.matmul.allow_tf32 = before
+
+            def triton(tf32: bool = False) -> object:
+                from poyo_rt.kernels import TritonPOYO
+
+                return TritonPOYO(fused, tf32=tf32)
+
+            for mode in compile_modes:  # inductor wants the real-valued rotations
+                try_graph(f"fused compiled {mode}", lambda mode=mode: torch.compile(
+                    FusedPOYO(model, n_output=fused.n_output, complex_rotation=False), fullgraph=True,
+                    dynamic=False, mode=mode))
+            try_graph("poyo_rt triton cuda graph", triton)
+            if tf32:
+                try_graph("poyo_rt fused cuda graph tf32", lambda: fused, allow_tf32=True)
+                try_graph("poyo_rt triton cuda graph tf32", lambda: triton(tf32=True))
             for label, g in graphs.items():
                 candidates[label] = g.replay
                 with torch.inference_mode():
@@ -219,7 +235,7 @@ def run_forward_bench(
             if dev.type == "cuda":
                 kernels["poyo_rt cuda graph"] = kernels["poyo_rt eager"]
                 for label in candidates:
-                    if label.startswith(("poyo_rt fused cuda graph", "fused compiled")):
+                    if label.startswith(("poyo_rt fused cuda graph", "fused compiled", "poyo_rt triton")):
                         g = graphs[label]
                         kernels[label] = count_cuda_kernels(lambda g=g: _call(g.model, g.inputs))
 
@@ -237,6 +253,7 @@ def run_forward_bench(
             "config": name, "device": str(dev), "n_units": n_units, "n_spikes": n_spikes,
             "n_input_tokens": int(buf.input_mask.sum()), "max_abs_diff_vs_torch_brain": max_err,
             "bf16_max_rel_err_vs_fp32": bf16_rel_err, "max_abs_diff_vs_exact": errors,
+            "unavailable": unavailable,
             "kernels_per_call": kernels, "kernels_unit": "GPU kernels" if dev.type == "cuda" else "aten operators",
             "gflop_per_forward": gflop, "matmul_gflops": rate, "flop_bound_ms": gflop / rate * 1e3,
             "timings": [dict(row, kernels=kernels.get(row["name"])) for row in with_ratios(timings)],
@@ -258,6 +275,8 @@ def format_forward_table(results: list[dict]) -> str:
         lines.append(f"{'':<15} kernels: {res.get('kernels_unit', '')} one call runs")
         for label, err in (res.get("max_abs_diff_vs_exact") or {}).items():
             lines.append(f"{'':<15} max |{label} - exact| = {err:.2e}")
+        for label, why in (res.get("unavailable") or {}).items():
+            lines.append(f"{'':<15} {label}: not run ({why})")
         if res["max_abs_diff_vs_torch_brain"] is not None:
             lines.append(f"{'':<15} max |poyo_rt - torch_brain| = {res['max_abs_diff_vs_torch_brain']:.2e}")
         if res.get("bf16_max_rel_err_vs_fp32") is not None:

@@ -121,7 +121,7 @@ def build_decoder(config: RunConfig, *, model: POYO | LoadedModel | None = None)
         engine = Engine(model, inlet, publisher, unit_map=unit_map, session_index=sess, settings=settings,
                         device=device, buckets=list(eng.buckets) or None, compile=config.model.compile,
                         kv_cache=config.model.kv_cache, precision=config.model.precision,
-                        cuda_graphs=config.model.cuda_graphs, fused=config.model.fused,
+                        cuda_graphs=config.model.cuda_graphs, fused=config.model.fused, kernels=config.model.kernels,
                         output_mean=loaded.output_mean, output_std=loaded.output_std, clock=lsl.local_clock)
     except Exception:
         publisher.close()

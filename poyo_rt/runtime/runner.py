@@ -56,8 +56,9 @@ def bf16_forward(model: POYO, inputs: StaticInputs) -> torch.Tensor:
         return static_forward(model, inputs).float()
 
 
-def _call_fused(fused: FusedPOYO, packed: torch.Tensor) -> torch.Tensor:
-    """The fused forward as the CUDA graph captures it: (1, N_out, D_out), like :func:`static_forward`."""
+def _call_fused(fused, packed: torch.Tensor) -> torch.Tensor:
+    """The fused forward (a :class:`FusedPOYO`, compiled or not, or its Triton twin) as the CUDA graph captures
+    it: (1, N_out, D_out), like :func:`static_forward`."""
     return fused(packed)[None]
 
 
@@ -106,11 +107,14 @@ class Runner:
         fused: run :class:`~poyo_rt.model.fused.FusedPOYO` (same values to 1e-5, far fewer kernels a tick)
             rather than the module forward. None (default) = on CUDA only; on the CPU the key/value cache is
             faster, and ``fused=True`` there runs it eager (fp32, not with ``compile``).
+        kernels: on CUDA, the fused forward as torch operators (``"torch"``, default) or as the Triton kernels
+            of :mod:`poyo_rt.kernels` (``"triton"``: 7 + 3 x depth launches a tick; needs Triton).
     """
 
     def __init__(self, model: POYO, *, capacity: int, n_outputs: int, device: str | torch.device = "cpu",
                  buckets: list[int] | None = None, cuda_graphs: bool = True, compile: bool | str = False,
-                 kv_cache: bool = True, precision: str = "fp32", fused: bool | None = None):
+                 kv_cache: bool = True, precision: str = "fp32", fused: bool | None = None,
+                 kernels: str = "torch"):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("device is cuda but no CUDA device is available; use device='cpu'")
@@ -121,6 +125,11 @@ class Runner:
         self._forward = static_forward
         self.buckets: list[int] = []
         fused = self.is_cuda if fused is None else fused
+        if kernels not in ("torch", "triton"):
+            raise ValueError(f"kernels must be 'torch' or 'triton', got {kernels!r}")
+        if kernels == "triton" and not (self.is_cuda and fused and not compile):
+            raise ValueError("kernels='triton' runs the fused forward on CUDA (device cuda, fused, no compile)")
+        self.kernels = kernels
         if fused and not self.is_cuda and (compile or precision != "fp32"):
             raise ValueError("fused=True on the CPU runs the fused forward eager in fp32: not with compile or bf16")
         self.fused: FusedPOYO | None = None
@@ -159,7 +168,11 @@ class Runner:
         module, call = self.model, static_forward
         if self.fused is not None:
             module, call = self.fused, _call_fused
-            if compile_mode:
+            if self.kernels == "triton":
+                from poyo_rt.kernels import TritonPOYO
+
+                module = TritonPOYO(self.fused)
+            elif compile_mode:
                 module = torch.compile(self.fused, fullgraph=True, dynamic=False, mode=compile_mode)
         elif compile_mode:
             raise ValueError("compile on CUDA compiles the fused forward: leave fused on")
