@@ -5,7 +5,8 @@
 For each bench config (batch 1, 100 units, 2,000 spikes): the aten operators that compute something
 (views excluded) of torch_brain's forward, poyo_rt's exact forward and the fused forward (eager, as the
 CUDA graph captures it), and the launches of the fused forward compiled by inductor (its generated
-kernels plus the matmul and attention calls it leaves to libraries). On a CUDA machine the GPU kernels of
+kernels plus the matmul and attention calls it leaves to libraries), and the launches of the fused
+forward's Triton kernels (poyo_rt/kernels). On a CUDA machine the GPU kernels of
 the same calls are counted with the profiler instead (`poyo-rt bench forward --device cuda` prints them too).
 
     python tools/count_kernels.py
@@ -68,6 +69,12 @@ def main() -> None:
         print(f"{name} ({unit} a forward, {device.type}):")
         for label, n in rows.items():
             print(f"  {label:<24} {n:>5}")
+        try:
+            from poyo_rt.kernels import launches_per_forward
+
+            print(f"  {'fused, Triton kernels':<24} {launches_per_forward(fused):>5}  launches (poyo_rt/kernels)")
+        except ImportError as exc:
+            print(f"  fused, Triton kernels: {exc}")
         if not args.no_compile:
             real = FusedPOYO(model, n_output=1, complex_rotation=False)
             total, kinds = inductor_launches(real, packed)

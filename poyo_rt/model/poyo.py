@@ -205,8 +205,8 @@ class POYO(nn.Module):
         return output
 
     def process_and_decode(self, latents: Tensor, latent_pos: Rotation, queries: Tensor, output_pos: Rotation) -> Tensor:
-        """Everything after the encoder cross-attention's residual add (shared with the cached
-        encoder of :mod:`poyo_rt.model.kvcache`).
+        """Everything after the encoder cross-attention's residual add (the real-time paths run the same
+        computation folded: :meth:`poyo_rt.model.fused.FusedPOYO.process_and_decode`).
 
         Args:
             latents: (B, N_lat, dim), the latents after ``latents + enc_atn(...)``.

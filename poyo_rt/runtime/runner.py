@@ -56,6 +56,22 @@ def bf16_forward(model: POYO, inputs: StaticInputs) -> torch.Tensor:
         return static_forward(model, inputs).float()
 
 
+def check_options(*, is_cuda: bool, compile: bool | str, precision: str, fused: bool, kernels: str) -> None:
+    """Reject combinations of :class:`Runner` options that no path runs (``ValueError`` naming the option)."""
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    if precision == "bf16" and is_cuda:
+        raise ValueError("precision='bf16' is a CPU option (the CUDA path runs fp32 CUDA graphs)")
+    if kernels not in ("torch", "triton"):
+        raise ValueError(f"kernels must be 'torch' or 'triton', got {kernels!r}")
+    if kernels == "triton" and not (is_cuda and fused and not compile):
+        raise ValueError("kernels='triton' runs the fused forward on CUDA (device cuda, fused, no compile)")
+    if fused and not is_cuda and (compile or precision != "fp32"):
+        raise ValueError("fused=True on the CPU runs the fused forward eager in fp32: not with compile or bf16")
+    if compile and is_cuda and not fused:
+        raise ValueError("compile on CUDA compiles the fused forward: leave fused on")
+
+
 def _call_fused(fused, packed: torch.Tensor) -> torch.Tensor:
     """The fused forward (a :class:`FusedPOYO`, compiled or not, or its Triton twin) as the CUDA graph captures
     it: (1, N_out, D_out), like :func:`static_forward`."""
@@ -125,13 +141,9 @@ class Runner:
         self._forward = static_forward
         self.buckets: list[int] = []
         fused = self.is_cuda if fused is None else fused
-        if kernels not in ("torch", "triton"):
-            raise ValueError(f"kernels must be 'torch' or 'triton', got {kernels!r}")
-        if kernels == "triton" and not (self.is_cuda and fused and not compile):
-            raise ValueError("kernels='triton' runs the fused forward on CUDA (device cuda, fused, no compile)")
+        check_options(is_cuda=self.is_cuda, compile=compile, precision=precision, fused=fused, kernels=kernels)
         self.kernels = kernels
-        if fused and not self.is_cuda and (compile or precision != "fp32"):
-            raise ValueError("fused=True on the CPU runs the fused forward eager in fp32: not with compile or bf16")
+        self.precision = precision
         self.fused: FusedPOYO | None = None
         if fused:  # compiled: real-valued rotations (inductor generates no code for complex numbers)
             self.fused = FusedPOYO(self.model, n_output=n_outputs, complex_rotation=not compile)
@@ -140,11 +152,6 @@ class Runner:
             # one compiled graph per padding bucket: the token count changes every tick
             self._forward = torch.compile(static_forward, dynamic=False)
             self.buckets = list(buckets or default_buckets(capacity))
-        if precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-        if precision == "bf16" and self.is_cuda:
-            raise ValueError("precision='bf16' is a CPU option (the CUDA path runs fp32 CUDA graphs)")
-        self.precision = precision
         if precision == "bf16":
             self._forward = bf16_forward if not compile else torch.compile(bf16_forward, dynamic=False)
         self.kv_cache: EncoderKVCache | None = None
@@ -174,8 +181,6 @@ class Runner:
                 module = TritonPOYO(self.fused)
             elif compile_mode:
                 module = torch.compile(self.fused, fullgraph=True, dynamic=False, mode=compile_mode)
-        elif compile_mode:
-            raise ValueError("compile on CUDA compiles the fused forward: leave fused on")
         self._cuda_module, self._cuda_call = module, call
         for b in self.buckets:
             if self.fused is not None:
