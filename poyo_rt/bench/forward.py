@@ -205,19 +205,20 @@ def run_forward_bench(
                 finally:
                     torch.backends.cuda.matmul.allow_tf32 = before
 
-            def triton(tf32: bool = False) -> object:
+            def triton(precision: str = "tf32x3") -> object:
                 from poyo_rt.kernels import TritonPOYO
 
-                return TritonPOYO(fused, tf32=tf32)
+                return TritonPOYO(fused, precision=precision)
 
             for mode in compile_modes:  # inductor wants the real-valued rotations
                 try_graph(f"fused compiled {mode}", lambda mode=mode: torch.compile(
                     FusedPOYO(model, n_output=fused.n_output, complex_rotation=False), fullgraph=True,
                     dynamic=False, mode=mode))
-            try_graph("poyo_rt triton cuda graph", triton)
+            try_graph("poyo_rt triton cuda graph", triton)  # tf32x3: fp32-level accuracy on tensor cores
+            try_graph("poyo_rt triton cuda graph ieee", lambda: triton("ieee"))  # fp32 on the CUDA cores
             if tf32:
                 try_graph("poyo_rt fused cuda graph tf32", lambda: fused, allow_tf32=True)
-                try_graph("poyo_rt triton cuda graph tf32", lambda: triton(tf32=True))
+                try_graph("poyo_rt triton cuda graph tf32", lambda: triton("tf32"))
             for label, g in graphs.items():
                 candidates[label] = g.replay
                 with torch.inference_mode():

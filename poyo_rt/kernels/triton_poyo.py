@@ -33,7 +33,8 @@ else +1)``. An attention output is rotated back inside its out-projection: ``unr
 keys/values (even channels | odd channels), so each token computes one angle per pair. Angles of per-tick
 times are float64, their cos/sin rounded to float32, as the torch forward does.
 
-Every matmul is ``tl.dot(..., input_precision="ieee")`` (fp32) unless ``tf32=True``. Block sizes are
+Every matmul is ``tl.dot(..., input_precision=PRECISION)``: ``"tf32x3"`` by default (fp32-level accuracy on
+tensor cores; ``"ieee"`` and ``"tf32"`` on request, see :class:`TritonPOYO`). Block sizes are
 powers of two, dot operands at least 16 wide; head dims and model widths are padded with masks.
 """
 
@@ -53,12 +54,14 @@ __all__ = ["Partials", "State", "TritonPOYO", "triton_forward", "launches_per_fo
            "readout"]
 
 LN_EPS = 1e-5  # torch.nn.LayerNorm's default, as every LayerNorm of POYO
-PROJ_BLOCK_M = 32  # rows per program of _ln_proj_rotate_kernel
+PRECISIONS = ("tf32x3", "ieee", "tf32")  # tl.dot input precisions (triton >= 3.0 has all three)
+DEFAULT_PRECISION = "tf32x3"
+PROJ_BLOCK_M = 16  # rows per program of _ln_proj_rotate_kernel (32 spills registers on sm_90)
 ATTN_BLOCK_M = 16  # queries per program of _attention_kernel
 ENC_MAX_BLOCK_M = 128  # latent queries per program of _encoder_attention_kernel (at most; all of them if fewer)
 ENC_BLOCK_N = 32  # keys per step of _encoder_attention_kernel
 ENC_NUM_WARPS = 8  # _encoder_attention_kernel holds (128, H) queries and outputs
-BLOCK_N = 64  # keys per step of _attention_kernel
+BLOCK_N = 32  # keys per step of _attention_kernel (64 spills registers on sm_90)
 ROW_BLOCK_M = 16  # rows per program of _combine_proj_kernel, _ffn_kernel and _readout_kernel
 FFN_BLOCK_F = 32  # FFN hidden units per program of _ffn_kernel
 ENC_TARGET_PROGRAMS = 256  # encoder programs to aim at (an H100 has 132 SMs)
@@ -394,8 +397,10 @@ def _block(n: int) -> int:
     return max(16, triton.next_power_of_2(n))
 
 
-def _precision(tf32: bool) -> str:
-    return "tf32" if tf32 else "ieee"
+def _precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return precision
 
 
 class Partials(NamedTuple):
@@ -431,7 +436,7 @@ def _empty(*shape: int, like: Tensor) -> Tensor:
 
 
 def ln_proj_rotate(x: State, ln: nn.LayerNorm, weight: Tensor, cos: Tensor, sin: Tensor, *, head_dim: int,
-                   n_rot_groups: int, tf32: bool = False) -> Tensor:
+                   n_rot_groups: int, precision: str = DEFAULT_PRECISION) -> Tensor:
     """``rotate(LayerNorm(x) @ weight^T)`` head-major: x (N, dim), weight (G*H, dim), cos/sin (N, H/2) ->
     (G, N, H); groups >= ``n_rot_groups`` are not rotated."""
     n_rows, dim = x.base.shape
@@ -440,7 +445,7 @@ def ln_proj_rotate(x: State, ln: nn.LayerNorm, weight: Tensor, cos: Tensor, sin:
     _ln_proj_rotate_kernel[(triton.cdiv(n_rows, PROJ_BLOCK_M), n_groups)](
         *x.args(), ln.weight, ln.bias, weight, cos, sin, out, n_rows, dim, head_dim, n_rot_groups, LN_EPS,
         HAS_PIECES=x.pieces is not None, BLOCK_M=PROJ_BLOCK_M, BLOCK_D=_block(dim), BLOCK_H=_block(head_dim),
-        PRECISION=_precision(tf32))
+        PRECISION=_precision(precision))
     return out
 
 
@@ -454,7 +459,7 @@ def encoder_splits(n_keys: int, programs_per_split: int) -> tuple[int, int]:
 
 
 def encoder_attention(q: Tensor, kv_table: Tensor, packed: Tensor, omega: Tensor, n_input: int, *,
-                      tf32: bool = False) -> Partials:
+                      precision: str = DEFAULT_PRECISION) -> Partials:
     """Partials of ``softmax(q k^T / sqrt(H)) v`` over the packed input tokens (masked), keys/values
     ``rotate(kv_table[rows], times)``. q (h, N_lat, H) rotated; kv_table (rows, 2*h*H); packed float64 whose
     first 3 * n_input entries are rows | times | mask; omega (H/2,) float64."""
@@ -466,12 +471,12 @@ def encoder_attention(q: Tensor, kv_table: Tensor, packed: Tensor, omega: Tensor
                      _empty(n_splits, n_heads, n_q, like=q))
     _encoder_attention_kernel[(n_splits, n_heads, q_blocks)](
         q, kv_table, packed, omega, *parts, n_q, n_input, head_dim, n_heads, keys_per_split, head_dim ** -0.5,
-        BLOCK_M=block_m, BLOCK_N=ENC_BLOCK_N, BLOCK_P=_block(head_dim // 2), PRECISION=_precision(tf32),
+        BLOCK_M=block_m, BLOCK_N=ENC_BLOCK_N, BLOCK_P=_block(head_dim // 2), PRECISION=_precision(precision),
         num_warps=ENC_NUM_WARPS)
     return parts
 
 
-def combine_proj(parts: Partials, cos: Tensor, sin: Tensor, wo: Tensor, *, tf32: bool = False) -> Tensor:
+def combine_proj(parts: Partials, cos: Tensor, sin: Tensor, wo: Tensor, *, precision: str = DEFAULT_PRECISION) -> Tensor:
     """Per-head out-projections (h, N, dim) of the combined ``parts``, rotated back by cos/sin (N, H/2)
     (the sum over heads is ``unrotate(o) @ wo^T``, wo (dim, h*H))."""
     _, n_heads, n_rows, head_dim = parts.acc.shape
@@ -479,11 +484,11 @@ def combine_proj(parts: Partials, cos: Tensor, sin: Tensor, wo: Tensor, *, tf32:
     out = _empty(n_heads, n_rows, dim, like=wo)
     _combine_proj_kernel[(triton.cdiv(n_rows, ROW_BLOCK_M), n_heads)](
         *parts, parts.acc.shape[0], cos, sin, wo, out, n_rows, dim, head_dim,
-        BLOCK_M=ROW_BLOCK_M, BLOCK_D=_block(dim), BLOCK_H=_block(head_dim), PRECISION=_precision(tf32))
+        BLOCK_M=ROW_BLOCK_M, BLOCK_D=_block(dim), BLOCK_H=_block(head_dim), PRECISION=_precision(precision))
     return out
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, wo: Tensor, cos: Tensor, sin: Tensor, *, tf32: bool = False) -> Tensor:
+def attention(q: Tensor, k: Tensor, v: Tensor, wo: Tensor, cos: Tensor, sin: Tensor, *, precision: str = DEFAULT_PRECISION) -> Tensor:
     """Per-head out-projections (h, Nq, dim) of ``softmax(q k^T / sqrt(H)) v`` rotated back by cos/sin
     (Nq, H/2): q (h, Nq, H), k, v (h, Nk, H) contiguous, wo (dim, h*H)."""
     n_heads, n_q, head_dim = q.shape
@@ -493,12 +498,12 @@ def attention(q: Tensor, k: Tensor, v: Tensor, wo: Tensor, cos: Tensor, sin: Ten
         q, k, v, cos, sin, wo, out, n_q, k.shape[1], head_dim, head_dim ** -0.5,
         q, q, q, q, q, 0, 0, q, dim, LN_EPS,  # decoder-query arguments, unused
         Q_FROM_EMB=False, UNROTATE=True, BLOCK_M=ATTN_BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_H=_block(head_dim),
-        BLOCK_D=_block(dim), PRECISION=_precision(tf32))
+        BLOCK_D=_block(dim), PRECISION=_precision(precision))
     return out
 
 
 def decoder_attention(emb: Tensor, ln: nn.LayerNorm, wq: Tensor, packed: Tensor, rows_off: int, times_off: int,
-                      n_q: int, omega: Tensor, k: Tensor, v: Tensor, wo: Tensor, *, tf32: bool = False) -> Tensor:
+                      n_q: int, omega: Tensor, k: Tensor, v: Tensor, wo: Tensor, *, precision: str = DEFAULT_PRECISION) -> Tensor:
     """Per-head out-projections (h, n_q, dim) of the decoder cross-attention (values not rotated): queries
     ``rotate(LayerNorm(emb[rows]) @ wq^T, times)``, rows / float64 times the ``n_q`` packed entries at
     ``rows_off`` / ``times_off``; k (rotated), v (h, Nk, H); wo (dim, h*H)."""
@@ -509,12 +514,12 @@ def decoder_attention(emb: Tensor, ln: nn.LayerNorm, wq: Tensor, packed: Tensor,
         k, k, v, k, k, wo, out, n_q, n_keys, head_dim, head_dim ** -0.5,  # q_ptr, cos, sin unused
         emb, ln.weight, ln.bias, wq, packed, rows_off, times_off, omega, dim, LN_EPS,
         Q_FROM_EMB=True, UNROTATE=False, BLOCK_M=ATTN_BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_H=_block(head_dim),
-        BLOCK_D=_block(dim), PRECISION=_precision(tf32))
+        BLOCK_D=_block(dim), PRECISION=_precision(precision))
     return out
 
 
 def ffn(x: State, proj: Tensor, to_out: nn.Linear, block: nn.Sequential, *, out_bias: bool = True,
-        x_rows: tuple[Tensor, int] | None = None, tf32: bool = False) -> State:
+        x_rows: tuple[Tensor, int] | None = None, precision: str = DEFAULT_PRECISION) -> State:
     """``x1 = x + (sum_h proj[h] + to_out.bias)``, then ``x1 + block(x1)`` as a :class:`State`.
 
     proj (h, N, dim) per-head out-projections; out_bias: False where ``x`` already holds the bias;
@@ -531,18 +536,18 @@ def ffn(x: State, proj: Tensor, to_out: nn.Linear, block: nn.Sequential, *, out_
         x.base, rows_off, packed, *x.args()[1:], proj, n_heads, to_out.bias, ln.weight, ln.bias,
         net[0].weight, net[0].bias, net[3].weight, x1, pieces, n_rows, dim, hidden, LN_EPS,
         X_GATHER=x_rows is not None, HAS_PIECES=x.pieces is not None, HAS_OUT_BIAS=out_bias, BLOCK_M=ROW_BLOCK_M,
-        BLOCK_D=_block(dim), BLOCK_F=FFN_BLOCK_F, PRECISION=_precision(tf32))
+        BLOCK_D=_block(dim), BLOCK_F=FFN_BLOCK_F, PRECISION=_precision(precision))
     return State(x1, pieces, net[3].bias)
 
 
-def readout(x: State, linear: nn.Linear, *, tf32: bool = False) -> Tensor:
+def readout(x: State, linear: nn.Linear, *, precision: str = DEFAULT_PRECISION) -> Tensor:
     """``linear(x)`` (N, D_out) of a :class:`State` with pieces."""
     n_rows, dim = x.base.shape
     d_out = linear.out_features
     out = _empty(n_rows, d_out, like=x.base)
     _readout_kernel[(triton.cdiv(n_rows, ROW_BLOCK_M),)](
         *x.args(), linear.weight, linear.bias, out, n_rows, dim, d_out,
-        BLOCK_M=ROW_BLOCK_M, BLOCK_D=_block(dim), BLOCK_O=_block(d_out), PRECISION=_precision(tf32))
+        BLOCK_M=ROW_BLOCK_M, BLOCK_D=_block(dim), BLOCK_O=_block(d_out), PRECISION=_precision(precision))
     return out
 
 
@@ -570,40 +575,43 @@ class TritonPOYO:
     warm-up call has compiled the kernels).
 
     Args:
-        tf32: let the matmuls use TF32 tensor cores (faster; ~1e-3 relative error instead of fp32's).
+        precision: how ``tl.dot`` multiplies: ``"tf32x3"`` (default: three TF32 tensor-core products per
+            fp32 product, fp32-level accuracy), ``"ieee"`` (fp32 on the CUDA cores: the slowest, and its
+            register tiles spill on sm_90, ``python -m poyo_rt.kernels.aot``) or ``"tf32"`` (one TF32 product:
+            the fastest, ~1e-3 relative error). The interpreter computes all three in fp32.
     """
 
-    def __init__(self, fused: FusedPOYO, *, tf32: bool = False):
+    def __init__(self, fused: FusedPOYO, *, precision: str = DEFAULT_PRECISION):
         self.fused = fused
-        self.tf32 = tf32
+        self.precision = _precision(precision)
         self.rotation = latent_cos_sin(fused)  # (N_lat, H/2) each
         self.enc_q = fused.enc_q[0].contiguous()  # (h_c, N_lat, H)
 
     def __call__(self, packed: Tensor) -> Tensor:
         """``packed`` (3 * N_in + 2 * N_out,) float64 -> (N_out, D_out) float32, as ``FusedPOYO.forward``."""
-        fused, m, tf32 = self.fused, self.fused.model, self.tf32
+        fused, m, precision = self.fused, self.fused.model, self.precision
         n_out, head_dim, rot = fused.n_output, fused.head_dim, self.rotation
         n_input, rest = divmod(packed.shape[0] - 2 * n_out, 3)
         if rest or n_input < 1:
             raise ValueError(f"packed input of length {packed.shape[0]} does not fit {n_out} output queries")
         enc = m.enc_atn
-        parts = encoder_attention(self.enc_q, fused.kv_table, packed, fused.omega, n_input, tf32=tf32)
-        proj = combine_proj(parts, *rot, enc.to_out.weight, tf32=tf32)
-        latents = ffn(State(fused.enc_residual), proj, enc.to_out, m.enc_ffn, out_bias=False, tf32=tf32)
+        parts = encoder_attention(self.enc_q, fused.kv_table, packed, fused.omega, n_input, precision=precision)
+        proj = combine_proj(parts, *rot, enc.to_out.weight, precision=precision)
+        latents = ffn(State(fused.enc_residual), proj, enc.to_out, m.enc_ffn, out_bias=False, precision=precision)
         for attn, layer_ffn in m.proc_layers:
             qkv = ln_proj_rotate(latents, attn.norm, attn.to_qkv.weight, *rot, head_dim=head_dim,
-                                 n_rot_groups=3 * attn.heads, tf32=tf32)
-            proj = attention(*qkv.unflatten(0, (3, attn.heads)), attn.to_out.weight, *rot, tf32=tf32)
-            latents = ffn(latents, proj, attn.to_out, layer_ffn, tf32=tf32)
+                                 n_rot_groups=3 * attn.heads, precision=precision)
+            proj = attention(*qkv.unflatten(0, (3, attn.heads)), attn.to_out.weight, *rot, precision=precision)
+            latents = ffn(latents, proj, attn.to_out, layer_ffn, precision=precision)
         dec = m.dec_atn
         kv = ln_proj_rotate(latents, dec.norm_context, dec.to_kv.weight, *rot, head_dim=head_dim,
-                            n_rot_groups=dec.heads, tf32=tf32)  # k rotated, v not
+                            n_rot_groups=dec.heads, precision=precision)  # k rotated, v not
         rows_off, times_off = 3 * n_input + n_out, 3 * n_input  # the output queries' session rows and times
         proj = decoder_attention(m.session_emb.weight, dec.norm, dec.to_q.weight, packed, rows_off, times_off,
-                                 n_out, fused.omega, kv[:dec.heads], kv[dec.heads:], dec.to_out.weight, tf32=tf32)
+                                 n_out, fused.omega, kv[:dec.heads], kv[dec.heads:], dec.to_out.weight, precision=precision)
         queries = ffn(State(m.session_emb.weight), proj, dec.to_out, m.dec_ffn, x_rows=(packed, rows_off),
-                      tf32=tf32)
-        return readout(queries, m.readout, tf32=tf32)
+                      precision=precision)
+        return readout(queries, m.readout, precision=precision)
 
 
 def triton_forward(fused: FusedPOYO, packed: Tensor) -> Tensor:

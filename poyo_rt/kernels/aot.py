@@ -1,0 +1,193 @@
+"""Compile the Triton kernels for a GPU that is not here: ahead of time, for sm_90 (H100/H200) by default,
+with the ptxas Triton bundles, to check that they build and to read their registers and spills.
+
+Triton's interpreter (``TRITON_INTERPRET=1``) checks what the kernels compute but not whether they compile:
+block shapes, ``tl.dot`` operand sizes, float64 trigonometry through libdevice and register pressure are
+only seen by the real compiler. Two phases, because a process either interprets kernels or compiles them:
+
+1. :func:`record_launches` (in an interpreting process): run :class:`~poyo_rt.kernels.TritonPOYO` once and
+   record every kernel launch's argument types, constexpr values and launch options;
+2. :func:`compile_launches` (in a process without the interpreter: ``python -m poyo_rt.kernels.aot FILE``,
+   which :func:`check` starts): compile each distinct launch to a cubin and parse ptxas's report.
+
+    TRITON_INTERPRET=1 python -m poyo_rt.kernels.aot --config poyo_1.3M    # both phases, prints a table
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["record_launches", "compile_launches", "check"]
+
+_TORCH_TYPES = {torch.float32: "fp32", torch.float64: "fp64", torch.float16: "fp16", torch.bfloat16: "bf16",
+                torch.int64: "i64", torch.int32: "i32", torch.int8: "i8", torch.bool: "i1"}
+_LAUNCH_OPTIONS = ("num_warps", "num_stages", "num_ctas")
+
+
+def _arg_record(value: Any) -> dict:
+    """A launch argument as ``{"type": Triton signature type, "value": the value}`` (tensors: no value);
+    phase 2 uses the value where the parameter is a constexpr, the type elsewhere."""
+    if isinstance(value, torch.Tensor):
+        return {"type": "*" + _TORCH_TYPES[value.dtype], "value": None}
+    if isinstance(value, bool):
+        return {"type": "i1", "value": value}
+    if isinstance(value, int):
+        return {"type": "i32" if -2**31 <= value < 2**31 else "i64", "value": value}
+    if isinstance(value, float):
+        return {"type": "fp32", "value": value}
+    return {"type": None, "value": value}
+
+
+def record_launches(fused, packed: torch.Tensor) -> list[dict]:
+    """Kernel launches of one ``TritonPOYO(fused)(packed)`` call, distinct ones only: ``{"kernel": name,
+    "args": {param: {"type", "value"}}, "options": {...}, "grid": [...]}``. Needs TRITON_INTERPRET=1."""
+    from poyo_rt.kernels import triton_poyo
+
+    launches: dict[str, dict] = {}
+    originals = {name: obj for name, obj in vars(triton_poyo).items() if name.endswith("_kernel")}
+
+    class Recorder:
+        def __init__(self, name: str, kernel: Any):
+            self.name, self.kernel = name, kernel
+
+        def __getitem__(self, grid: tuple):
+            def launch(*args: Any, **kwargs: Any) -> Any:
+                options = {k: kwargs.pop(k) for k in _LAUNCH_OPTIONS if k in kwargs}
+                bound = inspect.signature(self.kernel.fn).bind(*args, **kwargs)
+                record = {"kernel": self.name, "args": {k: _arg_record(v) for k, v in bound.arguments.items()},
+                          "options": options, "grid": [int(g) for g in grid]}
+                key = json.dumps({k: record[k] for k in ("kernel", "args", "options")}, sort_keys=True)
+                launches.setdefault(key, record)
+                return self.kernel[grid](*args, **kwargs, **options)
+
+            return launch
+
+    try:
+        for name, kernel in originals.items():
+            setattr(triton_poyo, name, Recorder(name, kernel))
+        with torch.inference_mode():
+            triton_poyo.TritonPOYO(fused)(packed)
+    finally:
+        for name, kernel in originals.items():
+            setattr(triton_poyo, name, kernel)
+    return list(launches.values())
+
+
+def _ptxas_report(ptx: str, arch: int, kernel: str) -> dict:
+    """Registers, spill stores/loads and stack of ``kernel`` from ``ptxas -v``."""
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "k.ptx"
+        src.write_text(ptx)
+        log = subprocess.run([get_ptxas(arch).path, "-v", f"--gpu-name=sm_{arch}a", str(src), "-o",
+                              str(Path(tmp) / "k.cubin")], capture_output=True, text=True, check=True).stderr
+    # ptxas prints "Function properties for NAME" then "... spill stores ..." and "Used N registers" per entry
+    part = log[log.find(f"for {kernel}\n"):] if f"for {kernel}\n" in log else log
+    spills = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", part)
+    regs = re.search(r"Used (\d+) registers", part)
+    return {"registers": int(regs.group(1)) if regs else None,
+            "stack_bytes": int(spills.group(1)) if spills else 0,
+            "spill_store_bytes": int(spills.group(2)) if spills else 0,
+            "spill_load_bytes": int(spills.group(3)) if spills else 0}
+
+
+def compile_launches(launches: list[dict], arch: int = 90) -> list[dict]:
+    """Compile each recorded launch for ``sm_{arch}``; returns the launches with ``"ok"``, ``"error"`` and,
+    when compiled, ptxas's resource report and the shared memory Triton reserved. Needs the interpreter off."""
+    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+        raise RuntimeError("compile_launches needs TRITON_INTERPRET unset (a process that compiles kernels)")
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from poyo_rt.kernels import triton_poyo
+
+    reports = []
+    for launch in launches:
+        kernel = getattr(triton_poyo, launch["kernel"])
+        signature, constexprs = {}, {}
+        for param in kernel.params:
+            arg = launch["args"][param.name]
+            if param.is_constexpr:
+                signature[param.name], constexprs[param.name] = "constexpr", arg["value"]
+            else:
+                signature[param.name] = arg["type"]
+        report = dict(launch)
+        try:
+            compiled = triton.compile(ASTSource(kernel, signature, constexprs=constexprs),
+                                      target=GPUTarget("cuda", arch, 32), options=launch["options"] or None)
+            report.update(ok=True, error=None, shared_bytes=compiled.metadata.shared,
+                          num_warps=compiled.metadata.num_warps,
+                          **_ptxas_report(compiled.asm["ptx"], arch, compiled.metadata.name))
+        except Exception as exc:  # a kernel that does not build is the finding, not a crash of the check
+            report.update(ok=False, error=f"{type(exc).__name__}: {str(exc)[:2000]}")
+        reports.append(report)
+    return reports
+
+
+def check(fused, packed: torch.Tensor, arch: int = 90, timeout_s: float = 600.0) -> list[dict]:
+    """Both phases: record here (interpreting), compile in a child process (not interpreting)."""
+    launches = record_launches(fused, packed)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "launches.json"
+        path.write_text(json.dumps(launches))
+        env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+        env["TRITON_DEFAULT_FP_FUSION"] = env.get("TRITON_DEFAULT_FP_FUSION", "1")  # Triton's default, stated
+        out = subprocess.run([sys.executable, "-m", "poyo_rt.kernels.aot", "--compile", str(path), "--arch",
+                              str(arch)], capture_output=True, text=True, env=env, timeout=timeout_s)
+        if out.returncode != 0:
+            raise RuntimeError(f"compiling the kernels failed:\n{out.stderr[-4000:]}")
+        return json.loads(out.stdout)
+
+
+def format_reports(reports: list[dict]) -> str:
+    lines = [f"{'kernel':<28} {'grid':<16} {'warps':>5} {'regs':>5} {'spill st/ld B':>14} {'stack B':>8} "
+             f"{'shared B':>9}  status"]
+    for r in reports:
+        grid = "x".join(str(g) for g in r["grid"])
+        if r["ok"]:
+            lines.append(f"{r['kernel']:<28} {grid:<16} {r['num_warps']:>5} {r['registers']:>5} "
+                         f"{r['spill_store_bytes']:>6}/{r['spill_load_bytes']:<7} {r['stack_bytes']:>8} "
+                         f"{r['shared_bytes']:>9}  ok")
+        else:
+            lines.append(f"{r['kernel']:<28} {grid:<16} {'':>5} {'':>5} {'':>14} {'':>8} {'':>9}  {r['error'][:200]}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="poyo_1.3M", help="bench config (poyo_rt.bench.forward.BENCH_CONFIGS)")
+    ap.add_argument("--arch", type=int, default=90, help="compute capability x 10 (90: H100/H200)")
+    ap.add_argument("--compile", metavar="LAUNCHES_JSON", help=argparse.SUPPRESS)  # phase 2 (child process)
+    args = ap.parse_args(argv)
+    if args.compile:
+        print(json.dumps(compile_launches(json.loads(Path(args.compile).read_text()), args.arch)))
+        return 0
+    if os.environ.get("TRITON_INTERPRET") != "1":
+        ap.error("run with TRITON_INTERPRET=1 (the launches are recorded by interpreting the kernels once)")
+    from poyo_rt.bench.forward import BENCH_CONFIGS, bench_inputs, build_model, fused_inputs
+    from poyo_rt.model.fused import FusedPOYO
+
+    model = build_model(BENCH_CONFIGS[args.config], n_units=100)
+    fused = FusedPOYO(model, n_output=1)
+    packed = fused_inputs(fused, bench_inputs(model, n_spikes=2000, device=torch.device("cpu")))
+    reports = check(fused, packed, arch=args.arch)
+    print(f"{args.config}: {len(reports)} distinct kernel launches compiled for sm_{args.arch}")
+    print(format_reports(reports))
+    return 0 if all(r["ok"] for r in reports) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""The Triton kernels compile for the GPUs poyo-rt targets (sm_90: H100/H200), ahead of time on this CPU with
+the ptxas Triton bundles, and do not spill registers: what the interpreter (tests/test_triton_kernels.py)
+cannot check."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TRITON_INTERPRET", "1")  # noqa: E402 (phase 1 interprets the kernels once)
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from poyo_rt.bench.forward import BENCH_CONFIGS, bench_inputs, build_model, fused_inputs  # noqa: E402
+from poyo_rt.kernels.aot import check, format_reports  # noqa: E402
+from poyo_rt.model.fused import FusedPOYO  # noqa: E402
+
+if os.environ["TRITON_INTERPRET"] != "1":
+    pytest.skip("records launches by interpreting the kernels (TRITON_INTERPRET=1)", allow_module_level=True)
+
+
+@pytest.mark.slow
+def test_poyo_1_3m_kernels_compile_for_sm90_without_spills():
+    model = build_model(BENCH_CONFIGS["poyo_1.3M"], n_units=100)
+    fused = FusedPOYO(model, n_output=1)
+    packed = fused_inputs(fused, bench_inputs(model, n_spikes=500, device=torch.device("cpu")))
+    reports = check(fused, packed, arch=90)
+    table = format_reports(reports)
+    assert {r["kernel"] for r in reports} == {"_encoder_attention_kernel", "_combine_proj_kernel", "_ffn_kernel",
+                                              "_ln_proj_rotate_kernel", "_attention_kernel", "_readout_kernel"}, table
+    assert all(r["ok"] for r in reports), table
+    assert all(r["spill_store_bytes"] == 0 and r["spill_load_bytes"] == 0 for r in reports), table
+    assert all(r["registers"] <= 255 and r["shared_bytes"] <= 227 * 1024 for r in reports), table  # sm_90 limits
