@@ -31,10 +31,13 @@ DEVICE = "cpu" if INTERPRET else "cuda"
 if not INTERPRET and not torch.cuda.is_available():
     pytest.skip("TRITON_INTERPRET=0 needs a CUDA device", allow_module_level=True)
 TOL = 1e-5
+# wider than the kernels' column chunks (tp.MAX_WIDTH_BLOCK): LayerNorms, K loops and output columns in 5
+# chunks, the last partial (dim 144 = 4 * 32 + 16)
+WIDE = dict(dim=144, depth=1, dim_head=32, cross_heads=1, self_heads=2, num_latents_per_step=4)
 
 
 def _fused(name: str, n_output: int, complex_rotation: bool = True, **pair) -> FusedPOYO:
-    ours, _ = make_pair(CONFIGS[name], **pair)
+    ours, _ = make_pair(WIDE if name == "wide" else CONFIGS[name], **pair)
     return FusedPOYO(ours.to(DEVICE), n_output=n_output, complex_rotation=complex_rotation)
 
 
@@ -87,6 +90,15 @@ def test_forward_equals_fused(name):
             out, exact = forward(packed), fused(packed)
         assert out.shape == (4, 2) and out.dtype == torch.float32
         assert _max_err(out, exact) <= TOL, (name, shift)
+
+
+def test_forward_equals_fused_wide():
+    """A model several column chunks wide (rows never held whole), 20 FFN hidden chunks."""
+    fused = _fused("wide", n_output=3, n_sessions=2)
+    assert fused.model.dim > 4 * tp.MAX_WIDTH_BLOCK
+    packed, _ = _window(fused, seed=6, shift=600.0, n_pad=7)
+    with torch.inference_mode():
+        assert _max_err(tp.TritonPOYO(fused)(packed), fused(packed)) <= TOL
 
 
 def test_forward_equals_fused_real_rotation():
@@ -170,9 +182,10 @@ def _partials_output(parts: tp.Partials) -> torch.Tensor:
     return (w[..., None] * parts.acc).sum(0) / (w * parts.l).sum(0)[..., None]
 
 
-@pytest.mark.parametrize("name", ["small", "depth3_head8"])
+@pytest.mark.parametrize("name", ["small", "depth3_head8", "wide"])
 def test_ln_proj_rotate(name):
-    """q/k/v of a processor layer (all rotated) and the decoder's k/v (k rotated), from a State with pieces."""
+    """q/k/v of a processor layer (all rotated) and the decoder's k/v (k rotated), from a State with pieces
+    (rows offset by 10: the LayerNorm statistics, gathered chunk by chunk, do not cancel)."""
     fused = _fused(name, n_output=1)
     m, head_dim = fused.model, fused.head_dim
     cos, sin = tp.latent_cos_sin(fused)
@@ -180,6 +193,7 @@ def test_ln_proj_rotate(name):
     gen = torch.Generator().manual_seed(0)
     state = tp.State(*(torch.randn(shape, generator=gen).to(DEVICE) for shape in ((n_lat, m.dim), (3, n_lat, m.dim),
                                                                                 (m.dim,))))
+    state = state._replace(base=state.base + 10.0)
     attn = m.proc_layers[0][0]
     for ln, weight, n_rot in ((attn.norm, attn.to_qkv.weight, 3 * attn.heads),
                               (m.dec_atn.norm_context, m.dec_atn.to_kv.weight, m.dec_atn.heads)):
@@ -191,7 +205,7 @@ def test_ln_proj_rotate(name):
         assert _max_err(out, exact) <= TOL
 
 
-@pytest.mark.parametrize("name", ["cross2_head24", "depth3_head8"])
+@pytest.mark.parametrize("name", ["cross2_head24", "depth3_head8", "wide"])
 def test_encoder_attention_and_combine(name):
     """Split-key partials over gathered, rotated, masked keys combine to SDPA's output; their per-head
     projections sum to the encoder's out-projection of the output rotated back."""
@@ -214,7 +228,7 @@ def test_encoder_attention_and_combine(name):
     assert _max_err(proj.sum(0), exact) <= TOL
 
 
-@pytest.mark.parametrize("name", ["small", "poyo_1.3M"])
+@pytest.mark.parametrize("name", ["small", "poyo_1.3M", "wide"])
 def test_attention(name):
     """Self-attention over head-major q/k/v, rotated back and projected per head."""
     fused = _fused(name, n_output=1)
@@ -249,7 +263,7 @@ def test_decoder_attention():
     assert _max_err(proj, exact) <= TOL
 
 
-@pytest.mark.parametrize("name", ["depth3_head8", "poyo_1.3M"])
+@pytest.mark.parametrize("name", ["depth3_head8", "poyo_1.3M", "wide"])
 def test_ffn_and_readout(name):
     """Residual + per-head projections + bias, then the FFN in hidden chunks; from a plain State, a State
     with pieces and gathered table rows; then the readout."""

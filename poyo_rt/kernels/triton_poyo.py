@@ -11,7 +11,8 @@ kernel                           computes                                       
                                  programs (flash-decoding); keys/values gathered from
                                  ``kv_table`` and rotated from the float64 times here
 ``_combine_proj_kernel``         the encoder's splits combined, rotated back, out-     1
-                                 projected per head
+                                 projected per head, one output column block per
+                                 program
 ``_ln_proj_rotate_kernel``       ``rotate(LayerNorm(x) @ W^T)`` head-major: q, k, v    depth + 1
                                  of a self-attention; the decoder's k (rotated), v
 ``_attention_kernel``            online-softmax attention, rotated back and out-       depth + 1
@@ -21,6 +22,15 @@ kernel                           computes                                       
                                  ``GEGLU(LayerNorm(x1) @ W1^T) @ W2^T`` per program
 ``_readout_kernel``              ``(x1 + sum_c F_c + b2) @ Wr^T + br``                 1
 ===============================  ====================================================  ===============
+
+No kernel holds a whole model-width row (``dim`` columns) in registers, so wide models (dim 512) compile
+without spilling as small ones do: rows are read in column chunks of :func:`_width_block` (at most
+``MAX_WIDTH_BLOCK``) columns. A LayerNorm takes two passes over the chunks, first its row statistics
+(mean and sum of squared deviations, combined chunk by chunk: :func:`_stats_update`), then the
+normalised chunks inside the K loop of the projection that follows (``acc += dot(x_chunk, w_chunk)``);
+model-width outputs are written in column blocks of the same width (a grid axis of
+``_combine_proj_kernel``, a loop in the attention and FFN epilogues, which keep their per-head output /
+hidden activations in registers).
 
 Sums across programs are never atomic: the out-projection of each head (``P_h``, ``(h, N, dim)``) and the
 FFN output of each hidden chunk (``F_c``, ``(C, N, dim)``) are written apart and added, in a fixed order,
@@ -35,7 +45,9 @@ times are float64, their cos/sin rounded to float32, as the torch forward does.
 
 Every matmul is ``tl.dot(..., input_precision=PRECISION)``: ``"tf32x3"`` by default (fp32-level accuracy on
 tensor cores; ``"ieee"`` and ``"tf32"`` on request, see :class:`TritonPOYO`). Block sizes are
-powers of two, dot operands at least 16 wide; head dims and model widths are padded with masks.
+powers of two, dot operands at least 16 wide; head dims and model-width chunks are padded with masks.
+``python -m poyo_rt.kernels.aot --config NAME`` compiles the kernels for sm_90 on a CPU and reports their
+registers and spills (none for poyo_1.3M or dim512_depth2 under ``"tf32x3"``).
 """
 
 from __future__ import annotations
@@ -64,6 +76,7 @@ ENC_NUM_WARPS = 8  # _encoder_attention_kernel holds (128, H) queries and output
 BLOCK_N = 32  # keys per step of _attention_kernel (64 spills registers on sm_90)
 ROW_BLOCK_M = 16  # rows per program of _combine_proj_kernel, _ffn_kernel and _readout_kernel
 FFN_BLOCK_F = 32  # FFN hidden units per program of _ffn_kernel
+MAX_WIDTH_BLOCK = 32  # model-width columns per step: K chunks, output column blocks (64 spills on sm_90)
 ENC_TARGET_PROGRAMS = 256  # encoder programs to aim at (an H100 has 132 SMs)
 
 
@@ -94,14 +107,28 @@ def _angles_from_table(cos_ptr, sin_ptr, rows, mask_rows, offs_h, mask_h, head_d
 
 
 @triton.jit
-def _layernorm(x, offs_d, mask_d, w_ptr, b_ptr, dim, eps):
-    """LayerNorm over the ``dim`` valid columns of ``x`` (R, BD) (zeros beyond); padding columns stay 0."""
-    mean = tl.sum(x, axis=1) / dim
-    xc = tl.where(mask_d[None, :], x - mean[:, None], 0.0)
-    rstd = 1.0 / tl.sqrt(tl.sum(xc * xc, axis=1) / dim + eps)
-    w = tl.load(w_ptr + offs_d, mask=mask_d, other=0.0)
-    b = tl.load(b_ptr + offs_d, mask=mask_d, other=0.0)
-    return xc * rstd[:, None] * w[None, :] + b[None, :]
+def _stats_update(mean, m2, x, k0, mask_k):
+    """LayerNorm statistics one column chunk further (Chan et al.'s pairwise update): ``mean`` and ``m2``
+    (R,), the mean and sum of squared deviations of each row's columns ``[0, k0)``, become those of
+    ``[0, k0 + n_k)`` given the chunk ``x`` (R, BK) of columns ``k0 + arange(BK)`` (``mask_k``: the n_k
+    valid ones, ``x`` 0 beyond). On the first chunk they are that chunk's own, as a one-chunk LayerNorm's."""
+    n_a = k0 * 1.0
+    n_b = tl.sum(mask_k.to(tl.float32), axis=0)
+    n = n_a + n_b
+    mean_b = tl.sum(x, axis=1) / n_b
+    xc = tl.where(mask_k[None, :], x - mean_b[:, None], 0.0)
+    delta = mean_b - mean
+    return mean + delta * (n_b / n), m2 + tl.sum(xc * xc, axis=1) + delta * delta * (n_a * n_b / n)
+
+
+@triton.jit
+def _normalize(x, mean, rstd, offs_k, mask_k, w_ptr, b_ptr):
+    """LayerNorm of the column chunk ``x`` (R, BK) (columns ``offs_k``) from its rows' ``mean`` and
+    ``rstd`` (R,); padding columns are 0."""
+    w = tl.load(w_ptr + offs_k, mask=mask_k, other=0.0)
+    b = tl.load(b_ptr + offs_k, mask=mask_k, other=0.0)
+    xn = (x - mean[:, None]) * rstd[:, None] * w[None, :] + b[None, :]
+    return tl.where(mask_k[None, :], xn, 0.0)
 
 
 @triton.jit
@@ -112,29 +139,25 @@ def _linear_t(x, w_ptr, out_idx, mask_out, in_idx, mask_in, ld, PRECISION: tl.co
 
 
 @triton.jit
-def _project_rotate(xn, w_ptr, row0, cos, sin, offs_h, mask_h, offs_d, mask_d, dim, PRECISION: tl.constexpr):
-    """``rotate(xn @ W[row0:row0+H]^T)`` (R, BH): the pair-swapped projection uses the weight rows ``c ^ 1``."""
-    y = _linear_t(xn, w_ptr, row0 + offs_h, mask_h, offs_d, mask_d, dim, PRECISION)
-    y_sw = _linear_t(xn, w_ptr, row0 + (offs_h ^ 1), mask_h, offs_d, mask_d, dim, PRECISION)
-    return _rotate(y, y_sw, cos, sin, offs_h)
-
-
-@triton.jit
-def _unrotate_out_proj(o, cos, sin, wo_ptr, head, head_dim, offs_h, mask_h, offs_d, mask_d, inner,
-                       PRECISION: tl.constexpr):
-    """``unrotate(o) @ Wo[:, head*H:(head+1)*H]^T`` (R, BD) for o (R, BH), Wo (dim, inner): o rotated back
-    by ``-t`` (cos/sin (R, BH) those of ``t``) through the column-swapped weights."""
-    sign = tl.where(offs_h % 2 == 0, -1.0, 1.0)
-    out = _linear_t(o * cos, wo_ptr, offs_d, mask_d, head * head_dim + offs_h, mask_h, inner, PRECISION)
-    return out + _linear_t(o * (sin * sign[None, :]), wo_ptr, offs_d, mask_d, head * head_dim + (offs_h ^ 1),
-                           mask_h, inner, PRECISION)
+def _out_proj_block(o_cos, o_sin, wo_ptr, head, head_dim, offs_h, mask_h, offs_c, mask_c, inner,
+                    UNROTATE: tl.constexpr, PRECISION: tl.constexpr):
+    """Columns ``offs_c`` (R, BC) of ``unrotate(o) @ Wo[:, head*H:(head+1)*H]^T``, Wo (dim, inner), from
+    ``o_cos = o cos`` and ``o_sin = o sin (-1 if c even else +1)`` (R, BH) (cos/sin those of the rows'
+    times ``t``): ``o`` rotated back by ``-t`` through the column-swapped weights. Without ``UNROTATE``,
+    ``o_cos @ Wo[:, head]^T`` (``o_sin`` unused)."""
+    cols = head * head_dim + offs_h
+    out = _linear_t(o_cos, wo_ptr, offs_c, mask_c, cols, mask_h, inner, PRECISION)
+    if UNROTATE:
+        out += _linear_t(o_sin, wo_ptr, offs_c, mask_c, head * head_dim + (offs_h ^ 1), mask_h, inner, PRECISION)
+    return out
 
 
 @triton.jit
 def _load_state(base_ptr, base_rows, pieces_ptr, n_pieces, bias_ptr, offs_m, mask_m, offs_d, mask_d, n_rows, dim,
                 HAS_PIECES: tl.constexpr):
-    """Rows of a :class:`State`: ``base[base_rows] + (sum_c pieces[c, offs_m] + bias)`` (BM, BD); base
-    (*, dim), pieces (C, n_rows, dim) added in order; without ``HAS_PIECES`` just the base rows."""
+    """Columns ``offs_d`` of rows of a :class:`State`: ``base[base_rows] + (sum_c pieces[c, offs_m] + bias)``
+    (BM, BD), 0 where masked; base (*, dim), pieces (C, n_rows, dim) added in order; without ``HAS_PIECES``
+    just the base rows."""
     mask = mask_m[:, None] & mask_d[None, :]
     x = tl.load(base_ptr + base_rows[:, None] * dim + offs_d[None, :], mask=mask, other=0.0)
     if HAS_PIECES:
@@ -169,27 +192,43 @@ def _store_rows(ptr, x, group, n_rows, offs_m, mask_m, offs_c, mask_c, width):
 @triton.jit
 def _ln_proj_rotate_kernel(x_ptr, pieces_ptr, n_pieces, bias_ptr, ln_w_ptr, ln_b_ptr, w_ptr, cos_ptr, sin_ptr,
                            out_ptr, n_rows, dim, head_dim, n_rot_groups, eps,
-                           HAS_PIECES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr,
+                           HAS_PIECES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
                            BLOCK_H: tl.constexpr, PRECISION: tl.constexpr):
     """out[g] = rotate(LayerNorm(x) @ W[g*H:(g+1)*H]^T) for groups g < n_rot_groups, unrotated beyond.
 
-    x (N, dim): a :class:`State` (x_ptr, pieces, bias); W (G*H, dim); cos/sin (N, H/2) rotation tables of
+    x (N, dim): a :class:`State` (x_ptr, pieces, bias), read in column chunks of BLOCK_K twice (the
+    LayerNorm statistics, then the projection's K loop); W (G*H, dim); cos/sin (N, H/2) rotation tables of
     the rows; out (G, N, H). Grid (cdiv(N, BLOCK_M), G).
     """
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     group = tl.program_id(1)
-    offs_d = tl.arange(0, BLOCK_D)
     offs_h = tl.arange(0, BLOCK_H)
-    mask_m, mask_d, mask_h = offs_m < n_rows, offs_d < dim, offs_h < head_dim
-    x = _load_state(x_ptr, offs_m, pieces_ptr, n_pieces, bias_ptr, offs_m, mask_m, offs_d, mask_d, n_rows, dim,
-                    HAS_PIECES)
-    xn = _layernorm(x, offs_d, mask_d, ln_w_ptr, ln_b_ptr, dim, eps)
+    mask_m, mask_h = offs_m < n_rows, offs_h < head_dim
+    mean = tl.zeros([BLOCK_M], tl.float32)
+    m2 = tl.zeros([BLOCK_M], tl.float32)
+    for k0 in range(0, dim, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < dim
+        x = _load_state(x_ptr, offs_m, pieces_ptr, n_pieces, bias_ptr, offs_m, mask_m, offs_k, mask_k, n_rows, dim,
+                        HAS_PIECES)
+        mean, m2 = _stats_update(mean, m2, x, k0, mask_k)
+    rstd = 1.0 / tl.sqrt(m2 / dim + eps)
+    w_rows = group * head_dim + offs_h
+    y = tl.zeros([BLOCK_M, BLOCK_H], tl.float32)
+    y_sw = tl.zeros([BLOCK_M, BLOCK_H], tl.float32)  # the projection on the weight rows c ^ 1
+    for k0 in range(0, dim, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < dim
+        x = _load_state(x_ptr, offs_m, pieces_ptr, n_pieces, bias_ptr, offs_m, mask_m, offs_k, mask_k, n_rows, dim,
+                        HAS_PIECES)
+        xn = _normalize(x, mean, rstd, offs_k, mask_k, ln_w_ptr, ln_b_ptr)
+        y += _linear_t(xn, w_ptr, w_rows, mask_h, offs_k, mask_k, dim, PRECISION)
+        y_sw += _linear_t(xn, w_ptr, w_rows ^ 1, mask_h, offs_k, mask_k, dim, PRECISION)
     cos, sin = _angles_from_table(cos_ptr, sin_ptr, offs_m, mask_m, offs_h, mask_h, head_dim)
     rotated = group < n_rot_groups
     cos = tl.where(rotated, cos, 1.0)
     sin = tl.where(rotated, sin, 0.0)
-    y = _project_rotate(xn, w_ptr, group * head_dim, cos, sin, offs_h, mask_h, offs_d, mask_d, dim, PRECISION)
-    _store_rows(out_ptr, y, group, n_rows, offs_m, mask_m, offs_h, mask_h, head_dim)
+    _store_rows(out_ptr, _rotate(y, y_sw, cos, sin, offs_h), group, n_rows, offs_m, mask_m, offs_h, mask_h, head_dim)
 
 
 @triton.jit
@@ -251,15 +290,16 @@ def _encoder_attention_kernel(q_ptr, table_ptr, packed_ptr, omega_ptr, acc_ptr, 
 @triton.jit
 def _combine_proj_kernel(acc_ptr, m_ptr, l_ptr, n_splits, cos_ptr, sin_ptr, wo_ptr, out_ptr,
                          n_rows, dim, head_dim,
-                         BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_H: tl.constexpr,
+                         BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr,
                          PRECISION: tl.constexpr):
-    """P[head] = unrotate(o_head) @ Wo[:, head]^T (N, dim) with o_head the combination of the head's
-    :class:`Partials` (S, h, N, H); cos/sin (N, H/2) the rows' rotation tables. Grid (cdiv(N, BLOCK_M), h)."""
+    """P[head][:, cols] = (unrotate(o_head) @ Wo[:, head]^T)[:, cols] (N, dim) for one (row block, head,
+    column block of BLOCK_C) with o_head the combination of the head's :class:`Partials` (S, h, N, H);
+    cos/sin (N, H/2) the rows' rotation tables. Grid (cdiv(N, BLOCK_M), h, cdiv(dim, BLOCK_C))."""
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     head, n_heads = tl.program_id(1), tl.num_programs(1)
-    offs_d = tl.arange(0, BLOCK_D)
+    offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
     offs_h = tl.arange(0, BLOCK_H)
-    mask_m, mask_d, mask_h = offs_m < n_rows, offs_d < dim, offs_h < head_dim
+    mask_m, mask_c, mask_h = offs_m < n_rows, offs_c < dim, offs_h < head_dim
     m_run = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_run = tl.zeros([BLOCK_M], tl.float32)
     o = tl.zeros([BLOCK_M, BLOCK_H], tl.float32)
@@ -278,36 +318,55 @@ def _combine_proj_kernel(acc_ptr, m_ptr, l_ptr, n_splits, cos_ptr, sin_ptr, wo_p
         m_run = m_new
     o = o / tl.where(mask_m, l_run, 1.0)[:, None]
     cos, sin = _angles_from_table(cos_ptr, sin_ptr, offs_m, mask_m, offs_h, mask_h, head_dim)
-    p = _unrotate_out_proj(o, cos, sin, wo_ptr, head, head_dim, offs_h, mask_h, offs_d, mask_d, n_heads * head_dim,
-                           PRECISION)
-    _store_rows(out_ptr, p, head, n_rows, offs_m, mask_m, offs_d, mask_d, dim)
+    sign = tl.where(offs_h % 2 == 0, -1.0, 1.0)
+    p = _out_proj_block(o * cos, o * (sin * sign[None, :]), wo_ptr, head, head_dim, offs_h, mask_h, offs_c, mask_c,
+                        n_heads * head_dim, True, PRECISION)
+    _store_rows(out_ptr, p, head, n_rows, offs_m, mask_m, offs_c, mask_c, dim)
 
 
 @triton.jit
 def _attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, wo_ptr, out_ptr, n_q, n_keys, head_dim, scale,
                       emb_ptr, ln_w_ptr, ln_b_ptr, wq_ptr, packed_ptr, rows_off, times_off, omega_ptr, dim, eps,
                       Q_FROM_EMB: tl.constexpr, UNROTATE: tl.constexpr, BLOCK_M: tl.constexpr,
-                      BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr):
+                      BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
     """P[head] = unrotate(softmax(q k^T / sqrt(H)) v) @ Wo[:, head]^T (Nq, dim) for one (head, query block).
 
     k, v (h, Nk, H) head-major; Wo (dim, h*H); ``UNROTATE``: rotate the output back by cos/sin (Nq, H/2).
     Queries: q (h, Nq, H), or with ``Q_FROM_EMB`` computed here as
     ``rotate(LayerNorm(emb[rows]) @ Wq[head]^T, times)``, rows = packed[rows_off + i], float64 times =
     packed[times_off + i] (the decoder; q_ptr is unused, as are the emb ... eps arguments without it).
+    Model-width rows (emb rows, the output) are read and written in column chunks of BLOCK_K.
     Grid (h, cdiv(Nq, BLOCK_M)).
     """
     head, n_heads = tl.program_id(0), tl.num_programs(0)
     offs_m = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_h = tl.arange(0, BLOCK_H)
-    offs_d = tl.arange(0, BLOCK_D)
-    mask_m, mask_h, mask_d = offs_m < n_q, offs_h < head_dim, offs_d < dim
+    mask_m, mask_h = offs_m < n_q, offs_h < head_dim
     if Q_FROM_EMB:
         rows = tl.load(packed_ptr + rows_off + offs_m, mask=mask_m, other=0.0).to(tl.int64)
-        x = tl.load(emb_ptr + rows[:, None] * dim + offs_d[None, :], mask=mask_m[:, None] & mask_d[None, :], other=0.0)
-        xn = _layernorm(x, offs_d, mask_d, ln_w_ptr, ln_b_ptr, dim, eps)
+        mean = tl.zeros([BLOCK_M], tl.float32)
+        m2 = tl.zeros([BLOCK_M], tl.float32)
+        for k0 in range(0, dim, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            mask_k = offs_k < dim
+            x = tl.load(emb_ptr + rows[:, None] * dim + offs_k[None, :], mask=mask_m[:, None] & mask_k[None, :],
+                        other=0.0)
+            mean, m2 = _stats_update(mean, m2, x, k0, mask_k)
+        rstd = 1.0 / tl.sqrt(m2 / dim + eps)
+        w_rows = head * head_dim + offs_h
+        y = tl.zeros([BLOCK_M, BLOCK_H], tl.float32)
+        y_sw = tl.zeros([BLOCK_M, BLOCK_H], tl.float32)
+        for k0 in range(0, dim, BLOCK_K):
+            offs_k = k0 + tl.arange(0, BLOCK_K)
+            mask_k = offs_k < dim
+            x = tl.load(emb_ptr + rows[:, None] * dim + offs_k[None, :], mask=mask_m[:, None] & mask_k[None, :],
+                        other=0.0)
+            xn = _normalize(x, mean, rstd, offs_k, mask_k, ln_w_ptr, ln_b_ptr)
+            y += _linear_t(xn, wq_ptr, w_rows, mask_h, offs_k, mask_k, dim, PRECISION)
+            y_sw += _linear_t(xn, wq_ptr, w_rows ^ 1, mask_h, offs_k, mask_k, dim, PRECISION)
         times = tl.load(packed_ptr + times_off + offs_m, mask=mask_m, other=0.0)
         cos, sin = _angles_from_times(times, omega_ptr, offs_h, mask_h)
-        q = _project_rotate(xn, wq_ptr, head * head_dim, cos, sin, offs_h, mask_h, offs_d, mask_d, dim, PRECISION)
+        q = _rotate(y, y_sw, cos, sin, offs_h)
     else:
         q = tl.load(q_ptr + (head * n_q + offs_m[:, None]) * head_dim + offs_h[None, :],
                     mask=mask_m[:, None] & mask_h[None, :], other=0.0)
@@ -327,66 +386,103 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, wo_ptr, out_ptr, n_
     o = acc / tl.where(mask_m, l_i, 1.0)[:, None]
     if UNROTATE:
         cos, sin = _angles_from_table(cos_ptr, sin_ptr, offs_m, mask_m, offs_h, mask_h, head_dim)
-        p = _unrotate_out_proj(o, cos, sin, wo_ptr, head, head_dim, offs_h, mask_h, offs_d, mask_d,
-                               n_heads * head_dim, PRECISION)
+        sign = tl.where(offs_h % 2 == 0, -1.0, 1.0)
+        o_cos, o_sin = o * cos, o * (sin * sign[None, :])
     else:
-        p = _linear_t(o, wo_ptr, offs_d, mask_d, head * head_dim + offs_h, mask_h, n_heads * head_dim, PRECISION)
-    _store_rows(out_ptr, p, head, n_q, offs_m, mask_m, offs_d, mask_d, dim)
+        o_cos, o_sin = o, o
+    for c0 in range(0, dim, BLOCK_K):
+        offs_c = c0 + tl.arange(0, BLOCK_K)
+        mask_c = offs_c < dim
+        p = _out_proj_block(o_cos, o_sin, wo_ptr, head, head_dim, offs_h, mask_h, offs_c, mask_c, n_heads * head_dim,
+                            UNROTATE, PRECISION)
+        _store_rows(out_ptr, p, head, n_q, offs_m, mask_m, offs_c, mask_c, dim)
+
+
+@triton.jit
+def _x1_chunk(x_ptr, x_rows, pieces_ptr, n_pieces, bias_ptr, proj_ptr, n_heads, bo_ptr, offs_m, mask_m, offs_k,
+              mask_k, n_rows, dim, HAS_PIECES: tl.constexpr, HAS_OUT_BIAS: tl.constexpr):
+    """Columns ``offs_k`` (BM, BK) of ``x1 = x + (sum_h P[h] + bo)`` (see :func:`_ffn_kernel`); 0 where masked."""
+    x = _load_state(x_ptr, x_rows, pieces_ptr, n_pieces, bias_ptr, offs_m, mask_m, offs_k, mask_k, n_rows, dim,
+                    HAS_PIECES)
+    mask = mask_m[:, None] & mask_k[None, :]
+    proj = tl.zeros_like(x)
+    for head in range(n_heads):
+        proj += tl.load(proj_ptr + (head * n_rows + offs_m[:, None]) * dim + offs_k[None, :], mask=mask, other=0.0)
+    if HAS_OUT_BIAS:
+        proj += tl.load(bo_ptr + offs_k, mask=mask_k, other=0.0)[None, :]
+    return x + proj
 
 
 @triton.jit
 def _ffn_kernel(x_ptr, x_rows_off, packed_ptr, pieces_ptr, n_pieces, bias_ptr, proj_ptr, n_heads, bo_ptr,
                 ln_w_ptr, ln_b_ptr, w1_ptr, b1_ptr, w2_ptr, x1_ptr, f_ptr, n_rows, dim, hidden, eps,
                 X_GATHER: tl.constexpr, HAS_PIECES: tl.constexpr, HAS_OUT_BIAS: tl.constexpr,
-                BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_F: tl.constexpr, PRECISION: tl.constexpr):
+                BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_F: tl.constexpr, PRECISION: tl.constexpr):
     """The residual of an attention, then one hidden chunk of its FFN, for one (row block, chunk):
     ``x1 = x + (sum_h P[h] + bo)``; ``F[chunk] = GEGLU(LayerNorm(x1) @ W1^T + b1)[:, chunk] @ W2[:, chunk]^T``.
 
     x (N, dim): a :class:`State` (x_ptr, pieces, bias), its base rows gathered at packed[x_rows_off + i]
     with ``X_GATHER``; P (h, N, dim) per-head out-projections; W1 (2*hidden, dim) value rows then gate
     rows, b1; W2 (dim, hidden). Writes x1 (N, dim) (the chunk-0 programs) and F (C, N, dim); the FFN
-    output is ``sum_c F[c] + b2``. Grid (cdiv(N, BLOCK_M), cdiv(hidden, BLOCK_F)).
+    output is ``sum_c F[c] + b2``. x1 is computed in column chunks of BLOCK_K twice (the LayerNorm
+    statistics, then the K loop of W1); F is written in column blocks of BLOCK_K.
+    Grid (cdiv(N, BLOCK_M), cdiv(hidden, BLOCK_F)).
     """
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     chunk = tl.program_id(1)
-    offs_d = tl.arange(0, BLOCK_D)
     offs_f = chunk * BLOCK_F + tl.arange(0, BLOCK_F)
-    mask_m, mask_d, mask_f = offs_m < n_rows, offs_d < dim, offs_f < hidden
+    mask_m, mask_f = offs_m < n_rows, offs_f < hidden
     if X_GATHER:
         x_rows = tl.load(packed_ptr + x_rows_off + offs_m, mask=mask_m, other=0.0).to(tl.int64)
     else:
         x_rows = offs_m
-    x = _load_state(x_ptr, x_rows, pieces_ptr, n_pieces, bias_ptr, offs_m, mask_m, offs_d, mask_d, n_rows, dim,
-                    HAS_PIECES)
-    row_mask = mask_m[:, None] & mask_d[None, :]
-    proj = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-    for head in range(n_heads):
-        proj += tl.load(proj_ptr + (head * n_rows + offs_m[:, None]) * dim + offs_d[None, :], mask=row_mask, other=0.0)
-    if HAS_OUT_BIAS:
-        proj += tl.load(bo_ptr + offs_d, mask=mask_d, other=0.0)[None, :]
-    x = x + proj
     x1_rows = tl.where(chunk == 0, n_rows, 0)  # the chunk-0 programs write x1
-    tl.store(x1_ptr + offs_m[:, None] * dim + offs_d[None, :], x, mask=(offs_m < x1_rows)[:, None] & mask_d[None, :])
-    xn = _layernorm(x, offs_d, mask_d, ln_w_ptr, ln_b_ptr, dim, eps)
-    a = _linear_t(xn, w1_ptr, offs_f, mask_f, offs_d, mask_d, dim, PRECISION)
+    mean = tl.zeros([BLOCK_M], tl.float32)
+    m2 = tl.zeros([BLOCK_M], tl.float32)
+    for k0 in range(0, dim, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < dim
+        x = _x1_chunk(x_ptr, x_rows, pieces_ptr, n_pieces, bias_ptr, proj_ptr, n_heads, bo_ptr, offs_m, mask_m,
+                      offs_k, mask_k, n_rows, dim, HAS_PIECES, HAS_OUT_BIAS)
+        tl.store(x1_ptr + offs_m[:, None] * dim + offs_k[None, :], x,
+                 mask=(offs_m < x1_rows)[:, None] & mask_k[None, :])
+        mean, m2 = _stats_update(mean, m2, x, k0, mask_k)
+    rstd = 1.0 / tl.sqrt(m2 / dim + eps)
+    a = tl.zeros([BLOCK_M, BLOCK_F], tl.float32)
+    g = tl.zeros([BLOCK_M, BLOCK_F], tl.float32)
+    for k0 in range(0, dim, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < dim
+        x = _x1_chunk(x_ptr, x_rows, pieces_ptr, n_pieces, bias_ptr, proj_ptr, n_heads, bo_ptr, offs_m, mask_m,
+                      offs_k, mask_k, n_rows, dim, HAS_PIECES, HAS_OUT_BIAS)
+        xn = _normalize(x, mean, rstd, offs_k, mask_k, ln_w_ptr, ln_b_ptr)
+        a += _linear_t(xn, w1_ptr, offs_f, mask_f, offs_k, mask_k, dim, PRECISION)
+        g += _linear_t(xn, w1_ptr, hidden + offs_f, mask_f, offs_k, mask_k, dim, PRECISION)
     a += tl.load(b1_ptr + offs_f, mask=mask_f, other=0.0)[None, :]
-    g = _linear_t(xn, w1_ptr, hidden + offs_f, mask_f, offs_d, mask_d, dim, PRECISION)
     g += tl.load(b1_ptr + hidden + offs_f, mask=mask_f, other=0.0)[None, :]
     act = a * (g * 0.5 * (1.0 + tl.erf(g * 0.7071067811865476)))  # GEGLU (erf GELU); 0 where masked
-    f = _linear_t(act, w2_ptr, offs_d, mask_d, offs_f, mask_f, hidden, PRECISION)
-    _store_rows(f_ptr, f, chunk, n_rows, offs_m, mask_m, offs_d, mask_d, dim)
+    for c0 in range(0, dim, BLOCK_K):
+        offs_c = c0 + tl.arange(0, BLOCK_K)
+        mask_c = offs_c < dim
+        f = _linear_t(act, w2_ptr, offs_c, mask_c, offs_f, mask_f, hidden, PRECISION)
+        _store_rows(f_ptr, f, chunk, n_rows, offs_m, mask_m, offs_c, mask_c, dim)
 
 
 @triton.jit
 def _readout_kernel(x_ptr, pieces_ptr, n_pieces, bias_ptr, wr_ptr, br_ptr, out_ptr, n_rows, dim, d_out,
-                    BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_O: tl.constexpr, PRECISION: tl.constexpr):
-    """out = x @ Wr^T + br (N, d_out) for x (N, dim) a :class:`State` with pieces. Grid (cdiv(N, BLOCK_M),)."""
+                    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_O: tl.constexpr, PRECISION: tl.constexpr):
+    """out = x @ Wr^T + br (N, d_out) for x (N, dim) a :class:`State` with pieces, read in column chunks of
+    BLOCK_K (the K loop). Grid (cdiv(N, BLOCK_M),)."""
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
-    offs_d = tl.arange(0, BLOCK_D)
     offs_o = tl.arange(0, BLOCK_O)
-    mask_m, mask_d, mask_o = offs_m < n_rows, offs_d < dim, offs_o < d_out
-    x = _load_state(x_ptr, offs_m, pieces_ptr, n_pieces, bias_ptr, offs_m, mask_m, offs_d, mask_d, n_rows, dim, True)
-    y = _linear_t(x, wr_ptr, offs_o, mask_o, offs_d, mask_d, dim, PRECISION)
+    mask_m, mask_o = offs_m < n_rows, offs_o < d_out
+    y = tl.zeros([BLOCK_M, BLOCK_O], tl.float32)
+    for k0 in range(0, dim, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < dim
+        x = _load_state(x_ptr, offs_m, pieces_ptr, n_pieces, bias_ptr, offs_m, mask_m, offs_k, mask_k, n_rows, dim,
+                        True)
+        y += _linear_t(x, wr_ptr, offs_o, mask_o, offs_k, mask_k, dim, PRECISION)
     y += tl.load(br_ptr + offs_o, mask=mask_o, other=0.0)[None, :]
     _store_rows(out_ptr, y, 0, n_rows, offs_m, mask_m, offs_o, mask_o, d_out)
 
@@ -395,6 +491,12 @@ def _readout_kernel(x_ptr, pieces_ptr, n_pieces, bias_ptr, wr_ptr, br_ptr, out_p
 def _block(n: int) -> int:
     """Smallest power of two >= n and >= 16 (tl.dot's minimum operand width)."""
     return max(16, triton.next_power_of_2(n))
+
+
+def _width_block(dim: int) -> int:
+    """Model-width columns a kernel handles at once (K chunks of projections, LayerNorm statistics, output
+    column blocks): the whole (padded) row up to MAX_WIDTH_BLOCK, chunks of MAX_WIDTH_BLOCK beyond."""
+    return min(MAX_WIDTH_BLOCK, _block(dim))
 
 
 def _precision(precision: str) -> str:
@@ -444,7 +546,7 @@ def ln_proj_rotate(x: State, ln: nn.LayerNorm, weight: Tensor, cos: Tensor, sin:
     out = _empty(n_groups, n_rows, head_dim, like=x.base)
     _ln_proj_rotate_kernel[(triton.cdiv(n_rows, PROJ_BLOCK_M), n_groups)](
         *x.args(), ln.weight, ln.bias, weight, cos, sin, out, n_rows, dim, head_dim, n_rot_groups, LN_EPS,
-        HAS_PIECES=x.pieces is not None, BLOCK_M=PROJ_BLOCK_M, BLOCK_D=_block(dim), BLOCK_H=_block(head_dim),
+        HAS_PIECES=x.pieces is not None, BLOCK_M=PROJ_BLOCK_M, BLOCK_K=_width_block(dim), BLOCK_H=_block(head_dim),
         PRECISION=_precision(precision))
     return out
 
@@ -482,9 +584,10 @@ def combine_proj(parts: Partials, cos: Tensor, sin: Tensor, wo: Tensor, *, preci
     _, n_heads, n_rows, head_dim = parts.acc.shape
     dim = wo.shape[0]
     out = _empty(n_heads, n_rows, dim, like=wo)
-    _combine_proj_kernel[(triton.cdiv(n_rows, ROW_BLOCK_M), n_heads)](
+    block_c = _width_block(dim)
+    _combine_proj_kernel[(triton.cdiv(n_rows, ROW_BLOCK_M), n_heads, triton.cdiv(dim, block_c))](
         *parts, parts.acc.shape[0], cos, sin, wo, out, n_rows, dim, head_dim,
-        BLOCK_M=ROW_BLOCK_M, BLOCK_D=_block(dim), BLOCK_H=_block(head_dim), PRECISION=_precision(precision))
+        BLOCK_M=ROW_BLOCK_M, BLOCK_C=block_c, BLOCK_H=_block(head_dim), PRECISION=_precision(precision))
     return out
 
 
@@ -498,7 +601,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, wo: Tensor, cos: Tensor, sin: Ten
         q, k, v, cos, sin, wo, out, n_q, k.shape[1], head_dim, head_dim ** -0.5,
         q, q, q, q, q, 0, 0, q, dim, LN_EPS,  # decoder-query arguments, unused
         Q_FROM_EMB=False, UNROTATE=True, BLOCK_M=ATTN_BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_H=_block(head_dim),
-        BLOCK_D=_block(dim), PRECISION=_precision(precision))
+        BLOCK_K=_width_block(dim), PRECISION=_precision(precision))
     return out
 
 
@@ -514,7 +617,7 @@ def decoder_attention(emb: Tensor, ln: nn.LayerNorm, wq: Tensor, packed: Tensor,
         k, k, v, k, k, wo, out, n_q, n_keys, head_dim, head_dim ** -0.5,  # q_ptr, cos, sin unused
         emb, ln.weight, ln.bias, wq, packed, rows_off, times_off, omega, dim, LN_EPS,
         Q_FROM_EMB=True, UNROTATE=False, BLOCK_M=ATTN_BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_H=_block(head_dim),
-        BLOCK_D=_block(dim), PRECISION=_precision(precision))
+        BLOCK_K=_width_block(dim), PRECISION=_precision(precision))
     return out
 
 
@@ -536,7 +639,7 @@ def ffn(x: State, proj: Tensor, to_out: nn.Linear, block: nn.Sequential, *, out_
         x.base, rows_off, packed, *x.args()[1:], proj, n_heads, to_out.bias, ln.weight, ln.bias,
         net[0].weight, net[0].bias, net[3].weight, x1, pieces, n_rows, dim, hidden, LN_EPS,
         X_GATHER=x_rows is not None, HAS_PIECES=x.pieces is not None, HAS_OUT_BIAS=out_bias, BLOCK_M=ROW_BLOCK_M,
-        BLOCK_D=_block(dim), BLOCK_F=FFN_BLOCK_F, PRECISION=_precision(precision))
+        BLOCK_K=_width_block(dim), BLOCK_F=FFN_BLOCK_F, PRECISION=_precision(precision))
     return State(x1, pieces, net[3].bias)
 
 
@@ -547,7 +650,7 @@ def readout(x: State, linear: nn.Linear, *, precision: str = DEFAULT_PRECISION) 
     out = _empty(n_rows, d_out, like=x.base)
     _readout_kernel[(triton.cdiv(n_rows, ROW_BLOCK_M),)](
         *x.args(), linear.weight, linear.bias, out, n_rows, dim, d_out,
-        BLOCK_M=ROW_BLOCK_M, BLOCK_D=_block(dim), BLOCK_O=_block(d_out), PRECISION=_precision(precision))
+        BLOCK_M=ROW_BLOCK_M, BLOCK_K=_width_block(dim), BLOCK_O=_block(d_out), PRECISION=_precision(precision))
     return out
 
 
