@@ -34,9 +34,9 @@ fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}   # no install needed: torch, numpy, yaml, einops are there
 # torch_brain is not on the GPU machine: the parity suite runs in CI; here GPU vs eager vs CPU.
 step 150 "GPU tests" python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_static.py
-step 90 "Triton kernels compiled for the GPU" env TRITON_INTERPRET=0 python3 -m pytest -q -p no:cacheprovider \
+step 150 "Triton kernels compiled for the GPU" env TRITON_INTERPRET=0 python3 -m pytest -q -p no:cacheprovider \
   tests/test_triton_kernels.py
-step 180 "forward bench: exact, fused, Triton, compiled (default), TF32" python3 -m poyo_rt.cli bench forward \
+step 170 "forward bench: exact, fused, Triton, compiled (default), TF32" python3 -m poyo_rt.cli bench forward \
   --device cuda --iters 300 --compile default --tf32 --json "$OUT/bench_gpu.json"
 if python3 -c "import pylsl, zmq" 2>/dev/null; then
   step 90 "end to end, 45 s" env LSLAPICFG=$PWD/poyo_rt/stream/loopback.cfg python3 -m poyo_rt.cli bench e2e \
