@@ -8,7 +8,7 @@ import torch
 
 from _poyo_ref import CONFIGS, make_pair, random_batch
 from poyo_rt.bench.common import count_kernel_ops
-from poyo_rt.model.fused import FusedPOYO, PackedLayout, pack_inputs, table_rows
+from poyo_rt.model.fused import FusedPOYO, PackedLayout, pack_inputs, pack_window
 from poyo_rt.model.static import StaticInputs, static_forward
 
 TOL = 1e-5
@@ -18,13 +18,8 @@ def packed_window(fused: FusedPOYO, batch: dict, start: float, n_slots: int) -> 
     """One window of ``batch`` (row 0) packed for ``fused``, times relative to ``start``; extra slots padded."""
     mask = batch["input_mask"][0].numpy()
     layout = fused.layout(n_slots)
-    packed = np.full(layout.size, np.nan)  # every slot must be written by pack_inputs
-    pack_inputs(packed, layout,
-                rows=table_rows(batch["input_unit_index"][0].numpy()[mask], batch["input_token_type"][0].numpy()[mask],
-                                fused.n_types),
-                times=batch["input_timestamps"][0].numpy()[mask] - start,
-                out_times=batch["output_timestamps"][0].numpy() - start,
-                out_rows=batch["output_session_index"][0].numpy())
+    packed = np.full(layout.size, np.nan)  # every slot must be written by pack_window
+    pack_window(packed, layout, batch, fused.n_types, tokens=mask, start=start)
     assert not np.isnan(packed).any()
     return torch.from_numpy(packed)
 
@@ -103,6 +98,8 @@ def test_fused_rejects_what_it_cannot_fold():
     ours.eval()
     with pytest.raises(ValueError, match="n_output"):
         FusedPOYO(ours, n_output=0)
+    with pytest.raises(RuntimeError, match="encoder=False"):  # built for the CPU cache's tail only
+        FusedPOYO(ours, n_output=2, encoder=False)(torch.zeros(3 * 16 + 2 * 2, dtype=torch.float64))
     fused = FusedPOYO(ours, n_output=2)
     with pytest.raises(ValueError, match="does not fit"):
         fused(torch.zeros(3 * 16 + 2 * 2 + 1, dtype=torch.float64))

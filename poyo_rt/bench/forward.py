@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from poyo_rt.bench.common import Timing, count_cuda_kernels, count_kernel_ops, time_callable, with_ratios
-from poyo_rt.model.fused import FusedPOYO, pack_inputs, table_rows
+from poyo_rt.model.fused import FusedPOYO, pack_window
 from poyo_rt.model.poyo import POYO
 from poyo_rt.model.static import StaticInputs, allocate_static_inputs, static_forward
 from poyo_rt.registry import MODALITY_REGISTRY
@@ -91,13 +91,9 @@ def fused_inputs(fused: FusedPOYO, buf: StaticInputs) -> torch.Tensor:
     """The packed input of :class:`FusedPOYO` for the first window of ``buf`` (its times start at 0), on
     ``buf``'s device, padded like ``buf``."""
     mask = buf.input_mask[0].cpu().numpy()
-    layout = fused.layout(mask.shape[0])
-    packed = np.zeros(layout.size)
-    pack_inputs(packed, layout,
-                rows=table_rows(buf.input_unit_index[0].cpu().numpy()[mask], buf.input_token_type[0].cpu().numpy()[mask],
-                                fused.n_types),
-                times=buf.input_timestamps[0].cpu().numpy()[mask], out_times=buf.output_timestamps[0].cpu().numpy(),
-                out_rows=buf.output_session_index[0].cpu().numpy())
+    packed = np.zeros(fused.layout(mask.shape[0]).size)
+    pack_window(packed, fused.layout(mask.shape[0]), {k: v.cpu() for k, v in buf.as_kwargs().items()}, fused.n_types,
+                tokens=mask)
     return torch.from_numpy(packed).to(buf.input_mask.device)
 
 

@@ -29,6 +29,8 @@ Built from an eval-mode :class:`~poyo_rt.model.poyo.POYO`; after its weights cha
 
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -37,7 +39,7 @@ from torch import Tensor, nn
 from poyo_rt.model.poyo import POYO
 from poyo_rt.model.rotary import rotary_angles
 
-__all__ = ["FusedPOYO", "PackedLayout", "pack_inputs", "table_rows"]
+__all__ = ["FusedPOYO", "PackedLayout", "pack_inputs", "pack_window", "table_rows"]
 
 
 def _cis(angles: Tensor) -> Tensor:
@@ -134,6 +136,27 @@ def pack_inputs(packed: np.ndarray, layout: PackedLayout, *, rows: np.ndarray, t
     p_out_rows[:] = out_rows
 
 
+_WINDOW_KEYS = ("input_unit_index", "input_token_type", "input_timestamps", "output_timestamps",
+                "output_session_index")
+
+
+def pack_window(packed: np.ndarray, layout: PackedLayout, window: Mapping[str, Any], n_types: int, *,
+                tokens: slice | np.ndarray = slice(None), start: float = 0.0) -> None:
+    """:func:`pack_inputs` from one window in the model's keyword layout (``input_unit_index``,
+    ``input_token_type``, ``input_timestamps``, ``output_timestamps``, ``output_session_index``: (1, N) numpy
+    arrays or CPU tensors, as the tokenizer and :class:`~poyo_rt.model.static.StaticInputs` hold them).
+
+    Args:
+        tokens: which of the N input slots are real tokens: a slice or a boolean mask.
+        start: the window start on the arrays' clock, seconds (times are packed relative to it).
+    """
+    a = {k: np.asarray(window[k])[0] for k in _WINDOW_KEYS}
+    pack_inputs(packed, layout,
+                rows=table_rows(a["input_unit_index"][tokens], a["input_token_type"][tokens], n_types),
+                times=a["input_timestamps"][tokens] - start, out_times=a["output_timestamps"] - start,
+                out_rows=a["output_session_index"])
+
+
 class FusedPOYO(nn.Module):
     """The real-time forward of ``model`` for windows of ``model.sequence_length`` seconds.
 
@@ -143,6 +166,8 @@ class FusedPOYO(nn.Module):
             one FusedPOYO serves every padding bucket).
         complex_rotation: rotate as complex numbers (default; fewest kernels in eager mode and CUDA graphs)
             or in real arithmetic (for ``torch.compile``, which fuses it into neighbouring kernels).
+        encoder: build the encoder's constants (False: only :meth:`process_and_decode` is used, as by the CPU
+            key/value cache, which keeps its own per-unit table; skips a vocabulary-wide table).
 
     Buffers (all derived from ``model``): ``kv_table`` (n_vocab * n_types, 2 * h_c * H) encoder keys and
     values per (unit, type), ``enc_q`` (1, h_c, N_lat, H) rotated latent queries, ``enc_residual``
@@ -150,7 +175,7 @@ class FusedPOYO(nn.Module):
     tables of the latent times and of their negatives, ``omega`` (H/2,) float64 rad/s.
     """
 
-    def __init__(self, model: POYO, *, n_output: int = 1, complex_rotation: bool = True):
+    def __init__(self, model: POYO, *, n_output: int = 1, complex_rotation: bool = True, encoder: bool = True):
         super().__init__()
         if model.training:
             raise ValueError("FusedPOYO is built from an eval-mode model (call model.eval())")
@@ -173,18 +198,20 @@ class FusedPOYO(nn.Module):
         with torch.inference_mode():
             omega = model.rotary_emb.omega.to(torch.float64)
             latent_cis = _cis(rotary_angles(torch.from_numpy(latent_times).to(device), omega))  # (N_lat, H/2)
-            units = model.unit_emb.weight  # (n_vocab, dim)
-            emb = (units[:, None, :] + model.token_type_emb.weight[None]).flatten(0, 1)  # (n_vocab * n_types, dim)
-            kv_table = enc.to_kv(enc.norm_context(emb))  # (rows, 2 * h_c * H)
-            latents = model.latent_emb(torch.from_numpy(latent_index).to(device))  # (N_lat, dim)
-            q = enc.to_q(enc.norm(latents)).unflatten(-1, (enc.heads, self.head_dim))  # (N_lat, h_c, H)
-            q = torch.view_as_real(_as_pairs(q) * latent_cis[:, None, :]).flatten(-2)
-            enc_q = q.transpose(0, 1)[None].contiguous()  # (1, h_c, N_lat, H)
-            enc_residual = latents + enc.to_out.bias
+            constants = {"omega": omega, "latent_rot": self.rotary.table(latent_cis),
+                         "latent_unrot": self.rotary.table(latent_cis.conj())}
+            if encoder:  # without it, only process_and_decode runs (the CPU key/value cache's tail)
+                units = model.unit_emb.weight  # (n_vocab, dim)
+                emb = (units[:, None, :] + model.token_type_emb.weight[None]).flatten(0, 1)  # (n_vocab * n_types, dim)
+                constants["kv_table"] = enc.to_kv(enc.norm_context(emb))  # (rows, 2 * h_c * H)
+                latents = model.latent_emb(torch.from_numpy(latent_index).to(device))  # (N_lat, dim)
+                q = enc.to_q(enc.norm(latents)).unflatten(-1, (enc.heads, self.head_dim))  # (N_lat, h_c, H)
+                q = torch.view_as_real(_as_pairs(q) * latent_cis[:, None, :]).flatten(-2)
+                constants["enc_q"] = q.transpose(0, 1)[None].contiguous()  # (1, h_c, N_lat, H)
+                constants["enc_residual"] = latents + enc.to_out.bias
+        self.encoder = encoder
         # inference constants: plain tensors, not parameters (nothing here is trained or saved)
-        for name, value in (("omega", omega), ("latent_rot", self.rotary.table(latent_cis)),
-                            ("latent_unrot", self.rotary.table(latent_cis.conj())), ("kv_table", kv_table),
-                            ("enc_q", enc_q), ("enc_residual", enc_residual)):
+        for name, value in constants.items():
             self.register_buffer(name, value.clone(), persistent=False)
 
     def layout(self, n_input: int) -> PackedLayout:
@@ -194,6 +221,8 @@ class FusedPOYO(nn.Module):
     # ---------------------------------------------------------------- forward
     def forward(self, packed: Tensor) -> Tensor:
         """``packed`` (3 * N_in + 2 * N_out,) float64 (:func:`pack_inputs`) -> (N_out, D_out) float32."""
+        if not self.encoder:
+            raise RuntimeError("this FusedPOYO was built with encoder=False: only process_and_decode runs")
         n_input, rest = divmod(packed.shape[0] - 2 * self.n_output, 3)
         if rest or n_input < 1:
             raise ValueError(f"packed input of length {packed.shape[0]} does not fit {self.n_output} output queries")

@@ -79,7 +79,7 @@ class EncoderKVCache:
         self._table = torch.empty((0, self._n_types, 2 * self.inner), device=device)
         self.n = 0  # real tokens of the current tick (slots [0, n))
         self.counters = {"recomputed": 0, "ticks": 0}
-        self._tail = FusedPOYO(model, n_output=1)  # processor + decoder (any number of output queries)
+        self._tail = FusedPOYO(model, n_output=1, encoder=False)  # processor + decoder, any N_out
         self._latent_t0 = float(model.latent_tokens()[1][0])  # first latent's time in a window starting at 0
 
         index = torch.as_tensor(np.asarray(latent_index), dtype=torch.long, device=device).reshape(1, -1)

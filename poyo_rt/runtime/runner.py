@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from poyo_rt.model.fused import FusedPOYO, PackedLayout, pack_inputs, table_rows
+from poyo_rt.model.fused import FusedPOYO, PackedLayout, pack_window
 from poyo_rt.model.kvcache import EncoderKVCache
 from poyo_rt.model.poyo import POYO
 from poyo_rt.model.static import StaticInputs, allocate_static_inputs, static_forward
@@ -242,11 +242,8 @@ class Runner:
             raise ValueError("the fused forward needs the real tokens compact in slots [0, n_tokens) (as the "
                              "incremental tokenizer keeps them); this input has masked slots among them: "
                              "use Runner(..., fused=False)")
-        pack_inputs(packed, PackedLayout(bucket, self.n_outputs),
-                    rows=table_rows(arrays["input_unit_index"][0, :n], arrays["input_token_type"][0, :n],
-                                    self.fused.n_types),
-                    times=arrays["input_timestamps"][0, :n] - start,
-                    out_times=arrays["output_timestamps"][0] - start, out_rows=arrays["output_session_index"][0])
+        pack_window(packed, PackedLayout(bucket, self.n_outputs), arrays, self.fused.n_types, tokens=slice(0, n),
+                    start=start)
 
     # --- CPU -------------------------------------------------------------------------------
     def _run_cpu_cached(self, arrays: dict[str, np.ndarray], n_tokens: int) -> ForwardResult:
