@@ -101,6 +101,31 @@ def test_forward_equals_fused_wide():
         assert _max_err(tp.TritonPOYO(fused)(packed), fused(packed)) <= TOL
 
 
+@pytest.mark.parametrize("name", ["small", "depth3_head8", "wide"])
+def test_forward_with_summed_residuals_equals_fused(name):
+    """Residual sums done once by projection kernels (the layout wide models get) give the same forward."""
+    fused = _fused(name, n_output=3, n_sessions=2)
+    forward = tp.TritonPOYO(fused, residuals="summed")
+    assert forward.residuals == "summed"
+    packed, _ = _window(fused, seed=7, shift=3600.0, n_pad=6)
+    with torch.inference_mode():
+        assert _max_err(forward(packed), fused(packed)) <= TOL
+
+
+def test_residual_layout_by_width():
+    """"auto" keeps sums split for narrow models (poyo_1.3M: 8 pieces of 64) and sums them for dim 512 (64
+    FFN chunks: a split forward would re-read gigabytes); an unknown layout is refused."""
+    assert tp.residual_layout(_fused("poyo_1.3M", n_output=1)) == "split"
+    assert tp.residual_layout(_fused("wide", n_output=1)) == "split"
+    ours, _ = make_pair(dict(dim=512, depth=2, dim_head=64, cross_heads=1, self_heads=8, num_latents_per_step=8),
+                        n_units=4)
+    wide = FusedPOYO(ours, n_output=1)
+    assert tp.residual_layout(wide) == "summed" == tp.TritonPOYO(wide).residuals
+    assert tp.launches_per_forward(wide) == 11 + 5 * 2
+    with pytest.raises(ValueError, match="residuals must be one of"):
+        tp.TritonPOYO(wide, residuals="fused")
+
+
 def test_forward_equals_fused_real_rotation():
     """FusedPOYO's real-arithmetic rotation tables give the same latent rotations."""
     fused = _fused("cross2_head24", n_output=2, complex_rotation=False)
@@ -133,8 +158,9 @@ def test_padding_is_ignored_and_results_are_deterministic():
         assert torch.equal(first, forward(packed))
 
 
+@pytest.mark.parametrize("residuals", ["split", "summed"])
 @pytest.mark.parametrize("name", ["small", "depth0"])
-def test_launch_count(name, monkeypatch):
+def test_launch_count(name, residuals, monkeypatch):
     """One forward launches exactly launches_per_forward kernels (25 for poyo_1.3M: depth 6)."""
     launches = []
 
@@ -151,8 +177,10 @@ def test_launch_count(name, monkeypatch):
     fused = _fused(name, n_output=2)
     packed, _ = _window(fused, seed=0, shift=0.0, n_pad=0)
     with torch.inference_mode():
-        tp.TritonPOYO(fused)(packed)
-    assert len(launches) == tp.launches_per_forward(fused) == 7 + 3 * len(fused.model.proc_layers)
+        tp.TritonPOYO(fused, residuals=residuals)(packed)
+    depth = len(fused.model.proc_layers)
+    assert len(launches) == tp.launches_per_forward(fused, residuals) == (
+        7 + 3 * depth if residuals == "split" else 11 + 5 * depth)
     assert tp.launches_per_forward(_fused("poyo_1.3M", n_output=1)) == 25
 
 
@@ -219,6 +247,7 @@ def test_encoder_attention_and_combine(name):
     with torch.inference_mode():
         parts = tp.encoder_attention(q, fused.kv_table, packed, fused.omega, n_input)
         proj = tp.combine_proj(parts, cos, sin, enc.to_out.weight)
+        heads = tp.combine_proj(parts, cos, sin, None)  # summed residuals: the outputs, side by side
     assert parts.acc.shape[0] > 1 and (parts.l[-1] == 0).all()  # several splits; the last only padding
     kv = fused.kv_table[rows.long()].unflatten(-1, (2, enc.heads, head_dim)).permute(1, 2, 0, 3)  # (2, h, N_in, H)
     kv = _rotate(kv, *_cis(times, fused.omega))
@@ -226,6 +255,7 @@ def test_encoder_attention_and_combine(name):
     assert _max_err(_partials_output(parts), o) <= TOL
     exact = _rotate(o, cos, -sin).transpose(0, 1).flatten(-2) @ enc.to_out.weight.t()
     assert _max_err(proj.sum(0), exact) <= TOL
+    assert _max_err(heads, o.transpose(0, 1).flatten(-2)) <= TOL
 
 
 @pytest.mark.parametrize("name", ["small", "poyo_1.3M", "wide"])
@@ -239,8 +269,10 @@ def test_attention(name):
     q, k, v = torch.randn((3, attn.heads, n_lat, head_dim), generator=gen).to(DEVICE).unbind(0)
     with torch.inference_mode():
         proj = tp.attention(q, k, v, attn.to_out.weight, cos, sin)
-    o = _rotate(F.scaled_dot_product_attention(q, k, v), cos, -sin)  # (h, N, H)
-    exact = torch.einsum("hnc,dhc->hnd", o, attn.to_out.weight.unflatten(1, (attn.heads, head_dim)))
+        heads = tp.attention(q, k, v, None, cos, sin)  # summed residuals: (N, h*H), not rotated back
+    o = F.scaled_dot_product_attention(q, k, v)  # (h, N, H)
+    assert _max_err(heads, o.transpose(0, 1).flatten(-2)) <= TOL
+    exact = torch.einsum("hnc,dhc->hnd", _rotate(o, cos, -sin), attn.to_out.weight.unflatten(1, (attn.heads, head_dim)))
     assert _max_err(proj, exact) <= TOL
 
 
@@ -256,9 +288,11 @@ def test_decoder_attention():
     with torch.inference_mode():
         proj = tp.decoder_attention(emb, dec.norm, dec.to_q.weight, packed, 27, 7, 20, fused.omega, k, v,
                                     dec.to_out.weight)
+        heads = tp.decoder_attention(emb, dec.norm, dec.to_q.weight, packed, 27, 7, 20, fused.omega, k, v, None)
         q = dec.to_q(dec.norm(emb[out_rows.long()])).unflatten(-1, (dec.heads, head_dim)).transpose(0, 1)
     q = _rotate(q, *_cis(out_times.to(DEVICE), fused.omega))
     o = F.scaled_dot_product_attention(q, k, v)  # (h, N_out, H)
+    assert _max_err(heads, o.transpose(0, 1).flatten(-2)) <= TOL
     exact = torch.einsum("hnc,dhc->hnd", o, dec.to_out.weight.unflatten(1, (dec.heads, head_dim)))
     assert _max_err(proj, exact) <= TOL
 
@@ -288,6 +322,38 @@ def test_ffn_and_readout(name):
         assert _max_err(out.base, x1) <= TOL
         assert _max_err(out.value(), exact) <= TOL
         assert _max_err(y, y_exact) <= TOL
+
+
+@pytest.mark.parametrize("name", ["depth3_head8", "cross2_head24", "wide"])
+def test_summed_residual_kernels(name):
+    """Summed residuals, kernel by kernel: the out-projection of the heads' outputs rotated back head by head
+    (K chunks spanning several heads for H = 8, pairs of a head split across chunks never for H = 24),
+    plus bias and a residual of own or gathered rows; the FFN's activations; its second matmul; the
+    readout of whole rows."""
+    fused = _fused(name, n_output=1)
+    m, head_dim = fused.model, fused.head_dim
+    attn, layer_ffn = m.proc_layers[0]
+    cos, sin = tp.latent_cos_sin(fused)
+    n = cos.shape[0]
+    gen = torch.Generator().manual_seed(4)
+    rand = lambda *shape: torch.randn(shape, generator=gen).to(DEVICE)  # noqa: E731
+    heads, x = rand(n, attn.heads * head_dim), rand(n, m.dim) + 3.0
+    table = rand(5, m.dim)
+    rows = torch.arange(n, dtype=torch.float64) % 5
+    packed = torch.cat((torch.zeros(2, dtype=torch.float64), rows)).to(DEVICE)
+    with torch.inference_mode():
+        x1 = tp.project_residual(heads, attn.to_out, x, rotation=(cos, sin), head_dim=head_dim)
+        unrotated = _rotate(heads.unflatten(-1, (attn.heads, head_dim)).transpose(0, 1), cos, -sin)
+        exact = x + attn.to_out(unrotated.transpose(0, 1).flatten(-2))
+        assert _max_err(x1, exact) <= TOL
+        gathered = tp.project_residual(heads, attn.to_out, table, bias=False, residual_rows=(packed, 2))
+        assert _max_err(gathered, table[rows.long()] + heads @ attn.to_out.weight.t()) <= TOL
+        act = tp.ffn_hidden(x1, layer_ffn)
+        net = layer_ffn[1].net
+        assert _max_err(act, net[1](net[0](layer_ffn[0](x1)))) <= TOL  # GEGLU(LayerNorm(x1) @ W1^T + b1)
+        x2 = tp.project_residual(act, net[3], x1)
+        assert _max_err(x2, x1 + layer_ffn(x1)) <= TOL
+        assert _max_err(tp.readout(tp.State(x2), m.readout), m.readout(x2)) <= TOL
 
 
 @pytest.mark.skipif(DEVICE != "cuda", reason="CUDA graphs need a GPU")

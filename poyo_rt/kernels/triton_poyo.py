@@ -61,9 +61,9 @@ from torch import Tensor, nn
 
 from poyo_rt.model.fused import FusedPOYO
 
-__all__ = ["Partials", "State", "TritonPOYO", "triton_forward", "launches_per_forward", "latent_cos_sin",
-           "ln_proj_rotate", "encoder_attention", "combine_proj", "attention", "decoder_attention", "ffn",
-           "readout"]
+__all__ = ["Partials", "State", "TritonPOYO", "triton_forward", "launches_per_forward", "residual_layout",
+           "latent_cos_sin", "ln_proj_rotate", "encoder_attention", "combine_proj", "attention", "decoder_attention",
+           "ffn", "ffn_hidden", "project_residual", "readout"]
 
 LN_EPS = 1e-5  # torch.nn.LayerNorm's default, as every LayerNorm of POYO
 PRECISIONS = ("tf32x3", "ieee", "tf32")  # tl.dot input precisions (triton >= 3.0 has all three)
@@ -78,6 +78,8 @@ ROW_BLOCK_M = 16  # rows per program of _combine_proj_kernel, _ffn_kernel and _r
 FFN_BLOCK_F = 32  # FFN hidden units per program of _ffn_kernel
 MAX_WIDTH_BLOCK = 32  # model-width columns per step: K chunks, output column blocks (64 spills on sm_90)
 ENC_TARGET_PROGRAMS = 256  # encoder programs to aim at (an H100 has 132 SMs)
+RESIDUAL_LAYOUTS = ("auto", "split", "summed")  # see TritonPOYO
+SPLIT_MAX_ROW_FLOATS = 4096  # "auto" keeps residual sums split while a row and its pieces fit in 16 KB
 
 
 # ------------------------------------------------------------------------------------- device helpers
@@ -289,12 +291,14 @@ def _encoder_attention_kernel(q_ptr, table_ptr, packed_ptr, omega_ptr, acc_ptr, 
 
 @triton.jit
 def _combine_proj_kernel(acc_ptr, m_ptr, l_ptr, n_splits, cos_ptr, sin_ptr, wo_ptr, out_ptr,
-                         n_rows, dim, head_dim,
+                         n_rows, dim, head_dim, PROJECT: tl.constexpr,
                          BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr,
                          PRECISION: tl.constexpr):
     """P[head][:, cols] = (unrotate(o_head) @ Wo[:, head]^T)[:, cols] (N, dim) for one (row block, head,
     column block of BLOCK_C) with o_head the combination of the head's :class:`Partials` (S, h, N, H);
-    cos/sin (N, H/2) the rows' rotation tables. Grid (cdiv(N, BLOCK_M), h, cdiv(dim, BLOCK_C))."""
+    cos/sin (N, H/2) the rows' rotation tables. Grid (cdiv(N, BLOCK_M), h, cdiv(dim, BLOCK_C)).
+    Without ``PROJECT`` (summed residuals): o_head itself into columns ``head*H ...`` of out (N, h*H); grid
+    (cdiv(N, BLOCK_M), h, 1)."""
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     head, n_heads = tl.program_id(1), tl.num_programs(1)
     offs_c = tl.program_id(2) * BLOCK_C + tl.arange(0, BLOCK_C)
@@ -317,21 +321,27 @@ def _combine_proj_kernel(acc_ptr, m_ptr, l_ptr, n_splits, cos_ptr, sin_ptr, wo_p
         o = o * a[:, None] + acc * b[:, None]
         m_run = m_new
     o = o / tl.where(mask_m, l_run, 1.0)[:, None]
-    cos, sin = _angles_from_table(cos_ptr, sin_ptr, offs_m, mask_m, offs_h, mask_h, head_dim)
-    sign = tl.where(offs_h % 2 == 0, -1.0, 1.0)
-    p = _out_proj_block(o * cos, o * (sin * sign[None, :]), wo_ptr, head, head_dim, offs_h, mask_h, offs_c, mask_c,
-                        n_heads * head_dim, True, PRECISION)
-    _store_rows(out_ptr, p, head, n_rows, offs_m, mask_m, offs_c, mask_c, dim)
+    if PROJECT:
+        cos, sin = _angles_from_table(cos_ptr, sin_ptr, offs_m, mask_m, offs_h, mask_h, head_dim)
+        sign = tl.where(offs_h % 2 == 0, -1.0, 1.0)
+        p = _out_proj_block(o * cos, o * (sin * sign[None, :]), wo_ptr, head, head_dim, offs_h, mask_h, offs_c,
+                            mask_c, n_heads * head_dim, True, PRECISION)
+        _store_rows(out_ptr, p, head, n_rows, offs_m, mask_m, offs_c, mask_c, dim)
+    else:
+        _store_rows(out_ptr, o, 0, n_rows, offs_m, mask_m, head * head_dim + offs_h, mask_h, n_heads * head_dim)
 
 
 @triton.jit
 def _attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, wo_ptr, out_ptr, n_q, n_keys, head_dim, scale,
                       emb_ptr, ln_w_ptr, ln_b_ptr, wq_ptr, packed_ptr, rows_off, times_off, omega_ptr, dim, eps,
-                      Q_FROM_EMB: tl.constexpr, UNROTATE: tl.constexpr, BLOCK_M: tl.constexpr,
-                      BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr, PRECISION: tl.constexpr):
+                      Q_FROM_EMB: tl.constexpr, UNROTATE: tl.constexpr, PROJECT: tl.constexpr,
+                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
+                      PRECISION: tl.constexpr):
     """P[head] = unrotate(softmax(q k^T / sqrt(H)) v) @ Wo[:, head]^T (Nq, dim) for one (head, query block).
 
     k, v (h, Nk, H) head-major; Wo (dim, h*H); ``UNROTATE``: rotate the output back by cos/sin (Nq, H/2).
+    Without ``PROJECT`` (summed residuals): the head's output o itself, neither rotated back nor projected,
+    into columns ``head*H ...`` of out (Nq, h*H) (:func:`_proj_residual_kernel` does both).
     Queries: q (h, Nq, H), or with ``Q_FROM_EMB`` computed here as
     ``rotate(LayerNorm(emb[rows]) @ Wq[head]^T, times)``, rows = packed[rows_off + i], float64 times =
     packed[times_off + i] (the decoder; q_ptr is unused, as are the emb ... eps arguments without it).
@@ -384,18 +394,21 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, wo_ptr, out_ptr, n_
         m_i, l_i, p, alpha = _softmax_step(s, valid[None, :], m_i, l_i)
         acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=PRECISION)
     o = acc / tl.where(mask_m, l_i, 1.0)[:, None]
-    if UNROTATE:
-        cos, sin = _angles_from_table(cos_ptr, sin_ptr, offs_m, mask_m, offs_h, mask_h, head_dim)
-        sign = tl.where(offs_h % 2 == 0, -1.0, 1.0)
-        o_cos, o_sin = o * cos, o * (sin * sign[None, :])
+    if PROJECT:
+        if UNROTATE:
+            cos, sin = _angles_from_table(cos_ptr, sin_ptr, offs_m, mask_m, offs_h, mask_h, head_dim)
+            sign = tl.where(offs_h % 2 == 0, -1.0, 1.0)
+            o_cos, o_sin = o * cos, o * (sin * sign[None, :])
+        else:
+            o_cos, o_sin = o, o
+        for c0 in range(0, dim, BLOCK_K):
+            offs_c = c0 + tl.arange(0, BLOCK_K)
+            mask_c = offs_c < dim
+            p = _out_proj_block(o_cos, o_sin, wo_ptr, head, head_dim, offs_h, mask_h, offs_c, mask_c,
+                                n_heads * head_dim, UNROTATE, PRECISION)
+            _store_rows(out_ptr, p, head, n_q, offs_m, mask_m, offs_c, mask_c, dim)
     else:
-        o_cos, o_sin = o, o
-    for c0 in range(0, dim, BLOCK_K):
-        offs_c = c0 + tl.arange(0, BLOCK_K)
-        mask_c = offs_c < dim
-        p = _out_proj_block(o_cos, o_sin, wo_ptr, head, head_dim, offs_h, mask_h, offs_c, mask_c, n_heads * head_dim,
-                            UNROTATE, PRECISION)
-        _store_rows(out_ptr, p, head, n_q, offs_m, mask_m, offs_c, mask_c, dim)
+        _store_rows(out_ptr, o, 0, n_q, offs_m, mask_m, head * head_dim + offs_h, mask_h, n_heads * head_dim)
 
 
 @triton.jit
@@ -417,7 +430,8 @@ def _x1_chunk(x_ptr, x_rows, pieces_ptr, n_pieces, bias_ptr, proj_ptr, n_heads, 
 def _ffn_kernel(x_ptr, x_rows_off, packed_ptr, pieces_ptr, n_pieces, bias_ptr, proj_ptr, n_heads, bo_ptr,
                 ln_w_ptr, ln_b_ptr, w1_ptr, b1_ptr, w2_ptr, x1_ptr, f_ptr, n_rows, dim, hidden, eps,
                 X_GATHER: tl.constexpr, HAS_PIECES: tl.constexpr, HAS_OUT_BIAS: tl.constexpr,
-                BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_F: tl.constexpr, PRECISION: tl.constexpr):
+                PROJECT_OUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_F: tl.constexpr,
+                PRECISION: tl.constexpr):
     """The residual of an attention, then one hidden chunk of its FFN, for one (row block, chunk):
     ``x1 = x + (sum_h P[h] + bo)``; ``F[chunk] = GEGLU(LayerNorm(x1) @ W1^T + b1)[:, chunk] @ W2[:, chunk]^T``.
 
@@ -426,6 +440,8 @@ def _ffn_kernel(x_ptr, x_rows_off, packed_ptr, pieces_ptr, n_pieces, bias_ptr, p
     rows, b1; W2 (dim, hidden). Writes x1 (N, dim) (the chunk-0 programs) and F (C, N, dim); the FFN
     output is ``sum_c F[c] + b2``. x1 is computed in column chunks of BLOCK_K twice (the LayerNorm
     statistics, then the K loop of W1); F is written in column blocks of BLOCK_K.
+    Without ``PROJECT_OUT`` (summed residuals: x is then whole rows, n_heads 0, no bias): the activations
+    ``GEGLU(LayerNorm(x) @ W1^T + b1)[:, chunk]`` into f (N, hidden), and no x1.
     Grid (cdiv(N, BLOCK_M), cdiv(hidden, BLOCK_F)).
     """
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -444,8 +460,9 @@ def _ffn_kernel(x_ptr, x_rows_off, packed_ptr, pieces_ptr, n_pieces, bias_ptr, p
         mask_k = offs_k < dim
         x = _x1_chunk(x_ptr, x_rows, pieces_ptr, n_pieces, bias_ptr, proj_ptr, n_heads, bo_ptr, offs_m, mask_m,
                       offs_k, mask_k, n_rows, dim, HAS_PIECES, HAS_OUT_BIAS)
-        tl.store(x1_ptr + offs_m[:, None] * dim + offs_k[None, :], x,
-                 mask=(offs_m < x1_rows)[:, None] & mask_k[None, :])
+        if PROJECT_OUT:
+            tl.store(x1_ptr + offs_m[:, None] * dim + offs_k[None, :], x,
+                     mask=(offs_m < x1_rows)[:, None] & mask_k[None, :])
         mean, m2 = _stats_update(mean, m2, x, k0, mask_k)
     rstd = 1.0 / tl.sqrt(m2 / dim + eps)
     a = tl.zeros([BLOCK_M, BLOCK_F], tl.float32)
@@ -461,18 +478,61 @@ def _ffn_kernel(x_ptr, x_rows_off, packed_ptr, pieces_ptr, n_pieces, bias_ptr, p
     a += tl.load(b1_ptr + offs_f, mask=mask_f, other=0.0)[None, :]
     g += tl.load(b1_ptr + hidden + offs_f, mask=mask_f, other=0.0)[None, :]
     act = a * (g * 0.5 * (1.0 + tl.erf(g * 0.7071067811865476)))  # GEGLU (erf GELU); 0 where masked
-    for c0 in range(0, dim, BLOCK_K):
-        offs_c = c0 + tl.arange(0, BLOCK_K)
-        mask_c = offs_c < dim
-        f = _linear_t(act, w2_ptr, offs_c, mask_c, offs_f, mask_f, hidden, PRECISION)
-        _store_rows(f_ptr, f, chunk, n_rows, offs_m, mask_m, offs_c, mask_c, dim)
+    if PROJECT_OUT:
+        for c0 in range(0, dim, BLOCK_K):
+            offs_c = c0 + tl.arange(0, BLOCK_K)
+            mask_c = offs_c < dim
+            f = _linear_t(act, w2_ptr, offs_c, mask_c, offs_f, mask_f, hidden, PRECISION)
+            _store_rows(f_ptr, f, chunk, n_rows, offs_m, mask_m, offs_c, mask_c, dim)
+    else:
+        _store_rows(f_ptr, act, 0, n_rows, offs_m, mask_m, offs_f, mask_f, hidden)
+
+
+@triton.jit
+def _proj_residual_kernel(a_ptr, w_ptr, bias_ptr, res_ptr, packed_ptr, res_rows_off, cos_ptr, sin_ptr, out_ptr,
+                          n_rows, k_dim, dim, head_dim,
+                          UNROTATE: tl.constexpr, RES_GATHER: tl.constexpr, HAS_BIAS: tl.constexpr,
+                          BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
+                          PRECISION: tl.constexpr):
+    """out = res + a' @ W^T (+ bias) (N, dim), one (row block, column block of BLOCK_C) a program: a residual
+    add with its sum done in one place (summed residuals).
+
+    a (N, k_dim): attention outputs (h*H columns, heads side by side) or FFN activations; ``UNROTATE``: a' is
+    ``a`` rotated back by the rows' cos/sin (N, H/2) head by head (pairs ``(2i, 2i+1)`` of each head's H
+    channels), else a' = a; W (dim, k_dim); res (*, dim), its rows gathered at packed[res_rows_off + i] with
+    ``RES_GATHER`` (the decoder's session rows), else rows 0..N-1. Grid (cdiv(N, BLOCK_M), cdiv(dim, BLOCK_C)).
+    """
+    offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    mask_m, mask_c = offs_m < n_rows, offs_c < dim
+    y = tl.zeros([BLOCK_M, BLOCK_C], tl.float32)
+    for k0 in range(0, k_dim, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < k_dim
+        mask = mask_m[:, None] & mask_k[None, :]
+        a = tl.load(a_ptr + offs_m[:, None] * k_dim + offs_k[None, :], mask=mask, other=0.0)
+        if UNROTATE:  # BLOCK_K is even, so each pair's twin is in the chunk's columns offs_k ^ 1
+            a_sw = tl.load(a_ptr + offs_m[:, None] * k_dim + (offs_k ^ 1)[None, :], mask=mask, other=0.0)
+            cos, sin = _angles_from_table(cos_ptr, sin_ptr, offs_m, mask_m, offs_k % head_dim, mask_k, head_dim)
+            a = _rotate(a, a_sw, cos, -sin, offs_k)
+        y += _linear_t(a, w_ptr, offs_c, mask_c, offs_k, mask_k, k_dim, PRECISION)
+    if HAS_BIAS:
+        y += tl.load(bias_ptr + offs_c, mask=mask_c, other=0.0)[None, :]
+    if RES_GATHER:
+        res_rows = tl.load(packed_ptr + res_rows_off + offs_m, mask=mask_m, other=0.0).to(tl.int64)
+    else:
+        res_rows = offs_m
+    mask = mask_m[:, None] & mask_c[None, :]
+    y += tl.load(res_ptr + res_rows[:, None] * dim + offs_c[None, :], mask=mask, other=0.0)
+    _store_rows(out_ptr, y, 0, n_rows, offs_m, mask_m, offs_c, mask_c, dim)
 
 
 @triton.jit
 def _readout_kernel(x_ptr, pieces_ptr, n_pieces, bias_ptr, wr_ptr, br_ptr, out_ptr, n_rows, dim, d_out,
-                    BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_O: tl.constexpr, PRECISION: tl.constexpr):
-    """out = x @ Wr^T + br (N, d_out) for x (N, dim) a :class:`State` with pieces, read in column chunks of
-    BLOCK_K (the K loop). Grid (cdiv(N, BLOCK_M),)."""
+                    HAS_PIECES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_O: tl.constexpr,
+                    PRECISION: tl.constexpr):
+    """out = x @ Wr^T + br (N, d_out) for x (N, dim) a :class:`State`, read in column chunks of BLOCK_K (the
+    K loop). Grid (cdiv(N, BLOCK_M),)."""
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_o = tl.arange(0, BLOCK_O)
     mask_m, mask_o = offs_m < n_rows, offs_o < d_out
@@ -481,7 +541,7 @@ def _readout_kernel(x_ptr, pieces_ptr, n_pieces, bias_ptr, wr_ptr, br_ptr, out_p
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mask_k = offs_k < dim
         x = _load_state(x_ptr, offs_m, pieces_ptr, n_pieces, bias_ptr, offs_m, mask_m, offs_k, mask_k, n_rows, dim,
-                        True)
+                        HAS_PIECES)
         y += _linear_t(x, wr_ptr, offs_o, mask_o, offs_k, mask_k, dim, PRECISION)
     y += tl.load(br_ptr + offs_o, mask=mask_o, other=0.0)[None, :]
     _store_rows(out_ptr, y, 0, n_rows, offs_m, mask_m, offs_o, mask_o, d_out)
@@ -578,46 +638,82 @@ def encoder_attention(q: Tensor, kv_table: Tensor, packed: Tensor, omega: Tensor
     return parts
 
 
-def combine_proj(parts: Partials, cos: Tensor, sin: Tensor, wo: Tensor, *, precision: str = DEFAULT_PRECISION) -> Tensor:
+def _head_outputs(wo: Tensor | None, n_heads: int, n_rows: int, head_dim: int, like: Tensor) -> tuple[Tensor, int]:
+    """Output of an attention kernel and the model width: per-head out-projections (h, N, dim) with ``wo``
+    (dim, h*H), the heads' outputs side by side (N, h*H) without (summed residuals)."""
+    if wo is None:
+        return _empty(n_rows, n_heads * head_dim, like=like), n_heads * head_dim
+    return _empty(n_heads, n_rows, wo.shape[0], like=like), wo.shape[0]
+
+
+def combine_proj(parts: Partials, cos: Tensor, sin: Tensor, wo: Tensor | None, *,
+                 precision: str = DEFAULT_PRECISION) -> Tensor:
     """Per-head out-projections (h, N, dim) of the combined ``parts``, rotated back by cos/sin (N, H/2)
-    (the sum over heads is ``unrotate(o) @ wo^T``, wo (dim, h*H))."""
+    (the sum over heads is ``unrotate(o) @ wo^T``, wo (dim, h*H)); with ``wo=None`` the combined outputs
+    (N, h*H) themselves, not rotated back."""
     _, n_heads, n_rows, head_dim = parts.acc.shape
-    dim = wo.shape[0]
-    out = _empty(n_heads, n_rows, dim, like=wo)
+    out, dim = _head_outputs(wo, n_heads, n_rows, head_dim, parts.acc)
     block_c = _width_block(dim)
-    _combine_proj_kernel[(triton.cdiv(n_rows, ROW_BLOCK_M), n_heads, triton.cdiv(dim, block_c))](
-        *parts, parts.acc.shape[0], cos, sin, wo, out, n_rows, dim, head_dim,
-        BLOCK_M=ROW_BLOCK_M, BLOCK_C=block_c, BLOCK_H=_block(head_dim), PRECISION=_precision(precision))
+    n_col_blocks = 1 if wo is None else triton.cdiv(dim, block_c)
+    _combine_proj_kernel[(triton.cdiv(n_rows, ROW_BLOCK_M), n_heads, n_col_blocks)](
+        *parts, parts.acc.shape[0], cos, sin, parts.acc if wo is None else wo, out, n_rows, dim, head_dim,
+        PROJECT=wo is not None, BLOCK_M=ROW_BLOCK_M, BLOCK_C=block_c, BLOCK_H=_block(head_dim),
+        PRECISION=_precision(precision))
     return out
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, wo: Tensor, cos: Tensor, sin: Tensor, *, precision: str = DEFAULT_PRECISION) -> Tensor:
+def attention(q: Tensor, k: Tensor, v: Tensor, wo: Tensor | None, cos: Tensor, sin: Tensor, *,
+              precision: str = DEFAULT_PRECISION) -> Tensor:
     """Per-head out-projections (h, Nq, dim) of ``softmax(q k^T / sqrt(H)) v`` rotated back by cos/sin
-    (Nq, H/2): q (h, Nq, H), k, v (h, Nk, H) contiguous, wo (dim, h*H)."""
+    (Nq, H/2): q (h, Nq, H), k, v (h, Nk, H) contiguous, wo (dim, h*H); with ``wo=None`` the heads'
+    outputs (Nq, h*H), not rotated back."""
     n_heads, n_q, head_dim = q.shape
-    dim = wo.shape[0]
-    out = _empty(n_heads, n_q, dim, like=q)
+    out, dim = _head_outputs(wo, n_heads, n_q, head_dim, q)
     _attention_kernel[(n_heads, triton.cdiv(n_q, ATTN_BLOCK_M))](
-        q, k, v, cos, sin, wo, out, n_q, k.shape[1], head_dim, head_dim ** -0.5,
+        q, k, v, cos, sin, q if wo is None else wo, out, n_q, k.shape[1], head_dim, head_dim ** -0.5,
         q, q, q, q, q, 0, 0, q, dim, LN_EPS,  # decoder-query arguments, unused
-        Q_FROM_EMB=False, UNROTATE=True, BLOCK_M=ATTN_BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_H=_block(head_dim),
-        BLOCK_K=_width_block(dim), PRECISION=_precision(precision))
+        Q_FROM_EMB=False, UNROTATE=True, PROJECT=wo is not None, BLOCK_M=ATTN_BLOCK_M, BLOCK_N=BLOCK_N,
+        BLOCK_H=_block(head_dim), BLOCK_K=_width_block(dim), PRECISION=_precision(precision))
     return out
 
 
 def decoder_attention(emb: Tensor, ln: nn.LayerNorm, wq: Tensor, packed: Tensor, rows_off: int, times_off: int,
-                      n_q: int, omega: Tensor, k: Tensor, v: Tensor, wo: Tensor, *, precision: str = DEFAULT_PRECISION) -> Tensor:
+                      n_q: int, omega: Tensor, k: Tensor, v: Tensor, wo: Tensor | None, *,
+                      precision: str = DEFAULT_PRECISION) -> Tensor:
     """Per-head out-projections (h, n_q, dim) of the decoder cross-attention (values not rotated): queries
     ``rotate(LayerNorm(emb[rows]) @ wq^T, times)``, rows / float64 times the ``n_q`` packed entries at
-    ``rows_off`` / ``times_off``; k (rotated), v (h, Nk, H); wo (dim, h*H)."""
+    ``rows_off`` / ``times_off``; k (rotated), v (h, Nk, H); wo (dim, h*H); with ``wo=None`` the heads'
+    outputs (n_q, h*H)."""
     n_heads, n_keys, head_dim = k.shape
-    dim = wo.shape[0]
-    out = _empty(n_heads, n_q, dim, like=k)
+    dim = emb.shape[1]
+    out, _ = _head_outputs(wo, n_heads, n_q, head_dim, k)
     _attention_kernel[(n_heads, triton.cdiv(n_q, ATTN_BLOCK_M))](
-        k, k, v, k, k, wo, out, n_q, n_keys, head_dim, head_dim ** -0.5,  # q_ptr, cos, sin unused
+        k, k, v, k, k, k if wo is None else wo, out, n_q, n_keys, head_dim, head_dim ** -0.5,  # q, cos, sin unused
         emb, ln.weight, ln.bias, wq, packed, rows_off, times_off, omega, dim, LN_EPS,
-        Q_FROM_EMB=True, UNROTATE=False, BLOCK_M=ATTN_BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_H=_block(head_dim),
-        BLOCK_K=_width_block(dim), PRECISION=_precision(precision))
+        Q_FROM_EMB=True, UNROTATE=False, PROJECT=wo is not None, BLOCK_M=ATTN_BLOCK_M, BLOCK_N=BLOCK_N,
+        BLOCK_H=_block(head_dim), BLOCK_K=_width_block(dim), PRECISION=_precision(precision))
+    return out
+
+
+def project_residual(a: Tensor, linear: nn.Linear, residual: Tensor, *, bias: bool = True,
+                     rotation: tuple[Tensor, Tensor] | None = None, head_dim: int = 0,
+                     residual_rows: tuple[Tensor, int] | None = None, precision: str = DEFAULT_PRECISION) -> Tensor:
+    """``residual + linear(a')`` (N, dim) in one kernel, a' = ``a`` (N, K) rotated back head by head by
+    ``rotation`` = cos, sin (N, H/2) when given (attention outputs of ``head_dim`` channels a head).
+
+    bias: False leaves out ``linear.bias`` (the residual holds it); residual_rows: ``(packed, offset)``: the
+    residual's rows are the N packed entries at offset (a table's rows), else its first N rows."""
+    n_rows, k_dim = a.shape
+    dim = linear.out_features
+    out = _empty(n_rows, dim, like=a)
+    cos, sin = rotation if rotation is not None else (a, a)
+    packed, rows_off = residual_rows if residual_rows is not None else (a, 0)
+    block_c = _width_block(dim)
+    _proj_residual_kernel[(triton.cdiv(n_rows, ROW_BLOCK_M), triton.cdiv(dim, block_c))](
+        a, linear.weight, linear.bias if bias else a, residual, packed, rows_off, cos, sin, out,
+        n_rows, k_dim, dim, max(head_dim, 1),
+        UNROTATE=rotation is not None, RES_GATHER=residual_rows is not None, HAS_BIAS=bias,
+        BLOCK_M=ROW_BLOCK_M, BLOCK_K=MAX_WIDTH_BLOCK, BLOCK_C=block_c, PRECISION=_precision(precision))
     return out
 
 
@@ -638,18 +734,33 @@ def ffn(x: State, proj: Tensor, to_out: nn.Linear, block: nn.Sequential, *, out_
     _ffn_kernel[(triton.cdiv(n_rows, ROW_BLOCK_M), n_chunks)](
         x.base, rows_off, packed, *x.args()[1:], proj, n_heads, to_out.bias, ln.weight, ln.bias,
         net[0].weight, net[0].bias, net[3].weight, x1, pieces, n_rows, dim, hidden, LN_EPS,
-        X_GATHER=x_rows is not None, HAS_PIECES=x.pieces is not None, HAS_OUT_BIAS=out_bias, BLOCK_M=ROW_BLOCK_M,
-        BLOCK_K=_width_block(dim), BLOCK_F=FFN_BLOCK_F, PRECISION=_precision(precision))
+        X_GATHER=x_rows is not None, HAS_PIECES=x.pieces is not None, HAS_OUT_BIAS=out_bias, PROJECT_OUT=True,
+        BLOCK_M=ROW_BLOCK_M, BLOCK_K=_width_block(dim), BLOCK_F=FFN_BLOCK_F, PRECISION=_precision(precision))
     return State(x1, pieces, net[3].bias)
 
 
+def ffn_hidden(x: Tensor, block: nn.Sequential, *, precision: str = DEFAULT_PRECISION) -> Tensor:
+    """The FFN's activations ``GEGLU(LayerNorm(x) @ W1^T + b1)`` (N, hidden) of whole rows x (N, dim)
+    (summed residuals: :func:`project_residual` with ``W2`` then adds them to ``x``)."""
+    n_rows, dim = x.shape
+    ln, net = block[0], block[1].net
+    hidden = net[3].in_features
+    act = _empty(n_rows, hidden, like=x)
+    _ffn_kernel[(triton.cdiv(n_rows, ROW_BLOCK_M), triton.cdiv(hidden, FFN_BLOCK_F))](
+        x, 0, x, x, 0, x, x, 0, x, ln.weight, ln.bias, net[0].weight, net[0].bias, net[3].weight, x, act,
+        n_rows, dim, hidden, LN_EPS,
+        X_GATHER=False, HAS_PIECES=False, HAS_OUT_BIAS=False, PROJECT_OUT=False,
+        BLOCK_M=ROW_BLOCK_M, BLOCK_K=_width_block(dim), BLOCK_F=FFN_BLOCK_F, PRECISION=_precision(precision))
+    return act
+
+
 def readout(x: State, linear: nn.Linear, *, precision: str = DEFAULT_PRECISION) -> Tensor:
-    """``linear(x)`` (N, D_out) of a :class:`State` with pieces."""
+    """``linear(x)`` (N, D_out) of a :class:`State`."""
     n_rows, dim = x.base.shape
     d_out = linear.out_features
     out = _empty(n_rows, d_out, like=x.base)
     _readout_kernel[(triton.cdiv(n_rows, ROW_BLOCK_M),)](
-        *x.args(), linear.weight, linear.bias, out, n_rows, dim, d_out,
+        *x.args(), linear.weight, linear.bias, out, n_rows, dim, d_out, HAS_PIECES=x.pieces is not None,
         BLOCK_M=ROW_BLOCK_M, BLOCK_K=_width_block(dim), BLOCK_O=_block(d_out), PRECISION=_precision(precision))
     return out
 
@@ -662,11 +773,25 @@ def latent_cos_sin(fused: FusedPOYO) -> tuple[Tensor, Tensor]:
     return table[:, 0, 0::2].contiguous(), table[:, 1, 1::2].contiguous()  # [cos repeated; (-s, +s)]
 
 
-def launches_per_forward(fused: FusedPOYO) -> int:
-    """Kernel launches of one :class:`TritonPOYO` call: 3 for the encoder (attention, combine/projection,
-    FFN), 3 per processor layer (q/k/v, attention/projection, FFN), 4 for the decoder (k/v,
-    attention/projection, FFN, readout)."""
-    return 7 + 3 * len(fused.model.proc_layers)
+def residual_layout(fused: FusedPOYO) -> str:
+    """The residual layout ``"auto"`` picks for ``fused``'s model (see :class:`TritonPOYO`): ``"split"`` while
+    a row and the pieces a kernel adds to it hold at most SPLIT_MAX_ROW_FLOATS floats, ``"summed"`` beyond."""
+    m = fused.model
+    hidden = m.enc_ffn[1].net[3].in_features
+    pieces = max(triton.cdiv(hidden, FFN_BLOCK_F), m.enc_atn.heads, m.dec_atn.heads,
+                 *(attn.heads for attn, _ in m.proc_layers))
+    return "split" if (1 + pieces) * m.dim <= SPLIT_MAX_ROW_FLOATS else "summed"
+
+
+def launches_per_forward(fused: FusedPOYO, residuals: str = "auto") -> int:
+    """Kernel launches of one :class:`TritonPOYO` call. Split residuals: 3 for the encoder (attention,
+    combine/projection, FFN), 3 per processor layer (q/k/v, attention/projection, FFN), 4 for the decoder
+    (k/v, attention/projection, FFN, readout). Summed: each projection and the FFN's second matmul become
+    launches of their own (residual add): 5 + 5 per layer + 6."""
+    depth = len(fused.model.proc_layers)
+    if residuals == "auto":
+        residuals = residual_layout(fused)
+    return 7 + 3 * depth if residuals == "split" else 11 + 5 * depth
 
 
 class TritonPOYO:
@@ -677,6 +802,13 @@ class TritonPOYO:
     shape-dependent scratch, with no host synchronisation, so a CUDA graph can capture it (after one
     warm-up call has compiled the kernels).
 
+    Two layouts of the residual sums (``residuals``): ``"split"`` (fewest launches) leaves the sums over
+    heads and FFN hidden chunks apart (:class:`State` pieces), and each kernel that reads the rows adds them
+    again, once per program; ``"summed"`` adds them once, in a projection kernel of their own
+    (:func:`project_residual`; 4 + 2 x depth more launches). For poyo_1.3M (dim 64, 8 pieces) the re-reads
+    are small (a program reads 9 rows of 64 floats where it needs one); for dim 512 (64 FFN chunks) a split
+    forward would re-read ~3 GB a tick. ``"auto"`` (default) picks by :func:`residual_layout`.
+
     Args:
         precision: how ``tl.dot`` multiplies: ``"tf32x3"`` (default: three TF32 tensor-core products per
             fp32 product, fp32-level accuracy), ``"ieee"`` (fp32 on the CUDA cores: the slowest; its
@@ -684,9 +816,12 @@ class TritonPOYO:
             the fastest, ~1e-3 relative error). The interpreter computes all three in fp32.
     """
 
-    def __init__(self, fused: FusedPOYO, *, precision: str = DEFAULT_PRECISION):
+    def __init__(self, fused: FusedPOYO, *, precision: str = DEFAULT_PRECISION, residuals: str = "auto"):
+        if residuals not in RESIDUAL_LAYOUTS:
+            raise ValueError(f"residuals must be one of {RESIDUAL_LAYOUTS}, got {residuals!r}")
         self.fused = fused
         self.precision = _precision(precision)
+        self.residuals = residual_layout(fused) if residuals == "auto" else residuals
         self.rotation = latent_cos_sin(fused)  # (N_lat, H/2) each
         self.enc_q = fused.enc_q[0].contiguous()  # (h_c, N_lat, H)
 
@@ -697,24 +832,40 @@ class TritonPOYO:
         n_input, rest = divmod(packed.shape[0] - 2 * n_out, 3)
         if rest or n_input < 1:
             raise ValueError(f"packed input of length {packed.shape[0]} does not fit {n_out} output queries")
-        enc = m.enc_atn
+        enc, split = m.enc_atn, self.residuals == "split"
+        wo = lambda attn: attn.to_out.weight if split else None  # noqa: E731 (summed: heads' outputs, projected later)
         parts = encoder_attention(self.enc_q, fused.kv_table, packed, fused.omega, n_input, precision=precision)
-        proj = combine_proj(parts, *rot, enc.to_out.weight, precision=precision)
-        latents = ffn(State(fused.enc_residual), proj, enc.to_out, m.enc_ffn, out_bias=False, precision=precision)
+        out = combine_proj(parts, *rot, wo(enc), precision=precision)
+        latents = self._residual_ffn(State(fused.enc_residual), out, enc.to_out, m.enc_ffn, rot, out_bias=False)
         for attn, layer_ffn in m.proc_layers:
             qkv = ln_proj_rotate(latents, attn.norm, attn.to_qkv.weight, *rot, head_dim=head_dim,
                                  n_rot_groups=3 * attn.heads, precision=precision)
-            proj = attention(*qkv.unflatten(0, (3, attn.heads)), attn.to_out.weight, *rot, precision=precision)
-            latents = ffn(latents, proj, attn.to_out, layer_ffn, precision=precision)
+            out = attention(*qkv.unflatten(0, (3, attn.heads)), wo(attn), *rot, precision=precision)
+            latents = self._residual_ffn(latents, out, attn.to_out, layer_ffn, rot)
         dec = m.dec_atn
         kv = ln_proj_rotate(latents, dec.norm_context, dec.to_kv.weight, *rot, head_dim=head_dim,
                             n_rot_groups=dec.heads, precision=precision)  # k rotated, v not
         rows_off, times_off = 3 * n_input + n_out, 3 * n_input  # the output queries' session rows and times
-        proj = decoder_attention(m.session_emb.weight, dec.norm, dec.to_q.weight, packed, rows_off, times_off,
-                                 n_out, fused.omega, kv[:dec.heads], kv[dec.heads:], dec.to_out.weight, precision=precision)
-        queries = ffn(State(m.session_emb.weight), proj, dec.to_out, m.dec_ffn, x_rows=(packed, rows_off),
-                      precision=precision)
+        out = decoder_attention(m.session_emb.weight, dec.norm, dec.to_q.weight, packed, rows_off, times_off,
+                                n_out, fused.omega, kv[:dec.heads], kv[dec.heads:], wo(dec), precision=precision)
+        queries = self._residual_ffn(State(m.session_emb.weight), out, dec.to_out, m.dec_ffn, None,
+                                     x_rows=(packed, rows_off))
         return readout(queries, m.readout, precision=precision)
+
+    def _residual_ffn(self, x: State, out: Tensor, to_out: nn.Linear, block: nn.Sequential,
+                      rotation: tuple[Tensor, Tensor] | None, *, out_bias: bool = True,
+                      x_rows: tuple[Tensor, int] | None = None) -> State:
+        """``x1 = x + to_out(attention)``, then ``x1 + block(x1)``. ``out``: the attention's per-head
+        projections (split residuals; the FFN kernel adds them) or its heads' outputs (summed: projected,
+        rotated back by ``rotation`` if given, and added here). out_bias: False where ``x`` holds the bias;
+        x_rows: ``(packed, offset)`` where ``x``'s rows are gathered (see :func:`ffn`)."""
+        precision = self.precision
+        if self.residuals == "split":
+            return ffn(x, out, to_out, block, out_bias=out_bias, x_rows=x_rows, precision=precision)
+        x1 = project_residual(out, to_out, x.value(), bias=out_bias, rotation=rotation,
+                              head_dim=self.fused.head_dim, residual_rows=x_rows, precision=precision)
+        act = ffn_hidden(x1, block, precision=precision)
+        return State(project_residual(act, block[1].net[3], x1, precision=precision))
 
 
 def triton_forward(fused: FusedPOYO, packed: Tensor) -> Tensor:
