@@ -140,8 +140,8 @@ def run_forward_bench(
     progress: Callable[[str], None] = log.info,
 ) -> list[dict]:
     """Time each config's forward: torch_brain eager, poyo_rt eager (exact and fused), and on CUDA the
-    CUDA graphs of the exact forward, of the fused forward, of its Triton kernels (:mod:`poyo_rt.kernels`)
-    and (``compile_modes``) of the fused forward compiled by inductor in each mode; ``tf32`` adds the fused
+    CUDA graphs of the exact forward, of the fused forward, of its Triton kernels (:mod:`poyo_rt.kernels`;
+    also in the residual layout ``TritonPOYO``'s "auto" does not pick) and (``compile_modes``) of the fused forward compiled by inductor in each mode; ``tf32`` adds the fused
     and Triton graphs with TF32 matmuls, with their error.
     Each row reports the operators (CPU) or GPU kernels one call runs."""
     dev = torch.device(device)
@@ -201,10 +201,16 @@ def run_forward_bench(
                 finally:
                     torch.backends.cuda.matmul.allow_tf32 = before
 
-            def triton(precision: str = "tf32x3") -> object:
+            def triton(precision: str = "tf32x3", residuals: str = "auto") -> object:
                 from poyo_rt.kernels import TritonPOYO
 
-                return TritonPOYO(fused, precision=precision)
+                return TritonPOYO(fused, precision=precision, residuals=residuals)
+
+            def other_layout() -> str:
+                """The residual layout TritonPOYO's "auto" does not pick for this model (timed too, as a check)."""
+                from poyo_rt.kernels.triton_poyo import residual_layout
+
+                return {"split": "summed", "summed": "split"}[residual_layout(fused)]
 
             for mode in compile_modes:  # inductor wants the real-valued rotations
                 try_graph(f"fused compiled {mode}", lambda mode=mode: torch.compile(
@@ -212,6 +218,11 @@ def run_forward_bench(
                     dynamic=False, mode=mode))
             try_graph("poyo_rt triton cuda graph", triton)  # tf32x3: fp32-level accuracy on tensor cores
             try_graph("poyo_rt triton cuda graph ieee", lambda: triton("ieee"))  # fp32 on the CUDA cores
+            try:
+                other = other_layout()
+                try_graph(f"poyo_rt triton cuda graph {other}", lambda: triton(residuals=other))
+            except ImportError as exc:  # no Triton: the rows above already say so
+                progress(f"{name}: no second residual layout ({exc})")
             if tf32:
                 try_graph("poyo_rt fused cuda graph tf32", lambda: fused, allow_tf32=True)
                 try_graph("poyo_rt triton cuda graph tf32", lambda: triton("tf32"))

@@ -11,6 +11,7 @@ only seen by the real compiler. Two phases, because a process either interprets 
    which :func:`check` starts): compile each distinct launch to a cubin and parse ptxas's report.
 
     TRITON_INTERPRET=1 python -m poyo_rt.kernels.aot --config poyo_1.3M    # both phases, prints a table
+    TRITON_INTERPRET=1 python -m poyo_rt.kernels.aot --config poyo_1.3M --residuals both
 """
 
 from __future__ import annotations
@@ -49,9 +50,10 @@ def _arg_record(value: Any) -> dict:
     return {"type": None, "value": value}
 
 
-def record_launches(fused, packed: torch.Tensor) -> list[dict]:
-    """Kernel launches of one ``TritonPOYO(fused)(packed)`` call, distinct ones only: ``{"kernel": name,
-    "args": {param: {"type", "value"}}, "options": {...}, "grid": [...]}``. Needs TRITON_INTERPRET=1."""
+def record_launches(fused, packed: torch.Tensor, residuals: tuple[str, ...] = ("auto",)) -> list[dict]:
+    """Kernel launches of one ``TritonPOYO(fused, residuals=r)(packed)`` call for each residual layout ``r``,
+    distinct ones only: ``{"kernel": name, "args": {param: {"type", "value"}}, "options": {...}, "grid":
+    [...]}``. Needs TRITON_INTERPRET=1."""
     from poyo_rt.kernels import triton_poyo
 
     launches: dict[str, dict] = {}
@@ -77,7 +79,8 @@ def record_launches(fused, packed: torch.Tensor) -> list[dict]:
         for name, kernel in originals.items():
             setattr(triton_poyo, name, Recorder(name, kernel))
         with torch.inference_mode():
-            triton_poyo.TritonPOYO(fused)(packed)
+            for layout in residuals:
+                triton_poyo.TritonPOYO(fused, residuals=layout)(packed)
     finally:
         for name, kernel in originals.items():
             setattr(triton_poyo, name, kernel)
@@ -137,9 +140,10 @@ def compile_launches(launches: list[dict], arch: int = 90) -> list[dict]:
     return reports
 
 
-def check(fused, packed: torch.Tensor, arch: int = 90, timeout_s: float = 600.0) -> list[dict]:
+def check(fused, packed: torch.Tensor, arch: int = 90, timeout_s: float = 600.0,
+          residuals: tuple[str, ...] = ("auto",)) -> list[dict]:
     """Both phases: record here (interpreting), compile in a child process (not interpreting)."""
-    launches = record_launches(fused, packed)
+    launches = record_launches(fused, packed, residuals)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "launches.json"
         path.write_text(json.dumps(launches))
@@ -170,6 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="poyo_1.3M", help="bench config (poyo_rt.bench.forward.BENCH_CONFIGS)")
     ap.add_argument("--arch", type=int, default=90, help="compute capability x 10 (90: H100/H200)")
+    ap.add_argument("--residuals", choices=("auto", "split", "summed", "both"), default="auto",
+                    help="residual layout(s) of TritonPOYO to compile (default: the one it picks for the config)")
     ap.add_argument("--compile", metavar="LAUNCHES_JSON", help=argparse.SUPPRESS)  # phase 2 (child process)
     args = ap.parse_args(argv)
     if args.compile:
@@ -183,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(BENCH_CONFIGS[args.config], n_units=100)
     fused = FusedPOYO(model, n_output=1)
     packed = fused_inputs(fused, bench_inputs(model, n_spikes=2000, device=torch.device("cpu")))
-    reports = check(fused, packed, arch=args.arch)
+    layouts = ("split", "summed") if args.residuals == "both" else (args.residuals,)
+    reports = check(fused, packed, arch=args.arch, residuals=layouts)
     print(f"{args.config}: {len(reports)} distinct kernel launches compiled for sm_{args.arch}")
     print(format_reports(reports))
     return 0 if all(r["ok"] for r in reports) else 1

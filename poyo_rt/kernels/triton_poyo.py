@@ -1,4 +1,5 @@
-"""FusedPOYO's forward as a few Triton kernels: ``7 + 3 * depth`` launches a tick (25 for poyo_1.3M).
+"""FusedPOYO's forward as a few Triton kernels: ``7 + 3 * depth`` launches a tick (25 for poyo_1.3M), or
+``11 + 5 * depth`` for wide models (21 for dim 512, depth 2; "summed residuals" below).
 
 Computes what :meth:`poyo_rt.model.fused.FusedPOYO.forward` computes (fp32, <= 1e-5; checked under
 Triton's interpreter by ``tests/test_triton_kernels.py``), batch 1, with every kernel spread over many
@@ -21,6 +22,8 @@ kernel                           computes                                       
 ``_ffn_kernel``                  ``x1 = x + sum_h P_h + bo``; one hidden chunk of      depth + 2
                                  ``GEGLU(LayerNorm(x1) @ W1^T) @ W2^T`` per program
 ``_readout_kernel``              ``(x1 + sum_c F_c + b2) @ Wr^T + br``                 1
+``_proj_residual_kernel``        summed residuals only: ``x + unrotate(o) Wo^T + bo``  2 x (depth + 2)
+                                 and ``x1 + act W2^T + b2``, whole rows
 ===============================  ====================================================  ===============
 
 No kernel holds a whole model-width row (``dim`` columns) in registers, so wide models (dim 512) compile
@@ -34,7 +37,14 @@ hidden activations in registers).
 
 Sums across programs are never atomic: the out-projection of each head (``P_h``, ``(h, N, dim)``) and the
 FFN output of each hidden chunk (``F_c``, ``(C, N, dim)``) are written apart and added, in a fixed order,
-by the kernel that reads them (:class:`State`), so results are deterministic.
+by the kernel that reads them (:class:`State`), so results are deterministic. Every program of that kernel
+adds them again for its rows: cheap for poyo_1.3M (8 pieces of 64 columns), not for dim 512, whose 64 FFN
+chunks of 512 columns would make the next layer's projection programs read ~3 GB a tick. Wide models
+therefore get **summed residuals** (:func:`residual_layout` decides): attention kernels write their heads'
+outputs side by side (``PROJECT=False``), ``_proj_residual_kernel`` rotates them back, projects them and
+adds the residual (``x1 = x + o Wo^T + bo``, whole rows), the FFN kernel writes its GEGLU activations
+(``PROJECT_OUT=False``), and ``_proj_residual_kernel`` again does ``x1 + act W2^T + b2``: two more launches
+per block, each row summed once, still in a fixed order.
 
 Rotation: channel pairs ``(2i, 2i+1)`` rotate by ``omega[i] * t``; a tile is rotated from itself and its
 pair-swapped twin (projected with the weight rows ``c ^ 1``): ``x[c] cos + x[c ^ 1] sin * (-1 if c even
