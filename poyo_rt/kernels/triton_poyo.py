@@ -81,6 +81,7 @@ DEFAULT_PRECISION = "tf32x3"
 PROJ_BLOCK_M = 16  # rows per program of _ln_proj_rotate_kernel (32 spills registers on sm_90)
 ATTN_BLOCK_M = 16  # queries per program of _attention_kernel
 ENC_MAX_BLOCK_M = 128  # latent queries per program of _encoder_attention_kernel (at most; all of them if fewer)
+ENC_MIN_BLOCK_M = 64  # ... and at least (32 or 16 spill ~40 KB a thread on sm_90: ptxas keeps 32 registers)
 ENC_BLOCK_N = 32  # keys per step of _encoder_attention_kernel
 ENC_NUM_WARPS = 8  # _encoder_attention_kernel holds (128, H) queries and outputs
 BLOCK_N = 32  # keys per step of _attention_kernel (64 spills registers on sm_90)
@@ -636,7 +637,7 @@ def encoder_attention(q: Tensor, kv_table: Tensor, packed: Tensor, omega: Tensor
     ``rotate(kv_table[rows], times)``. q (h, N_lat, H) rotated; kv_table (rows, 2*h*H); packed float64 whose
     first 3 * n_input entries are rows | times | mask; omega (H/2,) float64."""
     n_heads, n_q, head_dim = q.shape
-    block_m = min(ENC_MAX_BLOCK_M, _block(n_q))
+    block_m = min(ENC_MAX_BLOCK_M, max(ENC_MIN_BLOCK_M, _block(n_q)))
     q_blocks = triton.cdiv(n_q, block_m)
     n_splits, keys_per_split = encoder_splits(n_input, n_heads * q_blocks)
     parts = Partials(_empty(n_splits, n_heads, n_q, head_dim, like=q), _empty(n_splits, n_heads, n_q, like=q),
