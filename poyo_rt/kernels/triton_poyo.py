@@ -91,6 +91,11 @@ MAX_WIDTH_BLOCK = 32  # model-width columns per step: K chunks, output column bl
 ENC_TARGET_PROGRAMS = 256  # encoder programs to aim at (an H100 has 132 SMs)
 RESIDUAL_LAYOUTS = ("auto", "split", "summed")  # see TritonPOYO
 SPLIT_MAX_ROW_FLOATS = 4096  # "auto" keeps residual sums split while a row and its pieces fit in 16 KB
+# Summed residuals (wide models): 64 rows a program, so each program's weight tiles serve 4x the rows of the
+# split layout's 16 (dim 512: ~0.3 instead of ~0.9 GB of L2 reads a layer); spill-free on sm_90 (aot.py)
+# with 8 warps for _ln_proj_rotate_kernel, 4 for _proj_residual_kernel and the FFN activations.
+SUMMED_BLOCK_M = 64
+SUMMED_PROJ_WARPS = 8
 
 
 # ------------------------------------------------------------------------------------- device helpers
@@ -609,16 +614,17 @@ def _empty(*shape: int, like: Tensor) -> Tensor:
 
 
 def ln_proj_rotate(x: State, ln: nn.LayerNorm, weight: Tensor, cos: Tensor, sin: Tensor, *, head_dim: int,
-                   n_rot_groups: int, precision: str = DEFAULT_PRECISION) -> Tensor:
+                   n_rot_groups: int, precision: str = DEFAULT_PRECISION, block_m: int = PROJ_BLOCK_M,
+                   num_warps: int = 4) -> Tensor:
     """``rotate(LayerNorm(x) @ weight^T)`` head-major: x (N, dim), weight (G*H, dim), cos/sin (N, H/2) ->
-    (G, N, H); groups >= ``n_rot_groups`` are not rotated."""
+    (G, N, H); groups >= ``n_rot_groups`` are not rotated. block_m rows a program, on num_warps warps."""
     n_rows, dim = x.base.shape
     n_groups = weight.shape[0] // head_dim
     out = _empty(n_groups, n_rows, head_dim, like=x.base)
-    _ln_proj_rotate_kernel[(triton.cdiv(n_rows, PROJ_BLOCK_M), n_groups)](
+    _ln_proj_rotate_kernel[(triton.cdiv(n_rows, block_m), n_groups)](
         *x.args(), ln.weight, ln.bias, weight, cos, sin, out, n_rows, dim, head_dim, n_rot_groups, LN_EPS,
-        HAS_PIECES=x.pieces is not None, BLOCK_M=PROJ_BLOCK_M, BLOCK_K=_width_block(dim), BLOCK_H=_block(head_dim),
-        PRECISION=_precision(precision))
+        HAS_PIECES=x.pieces is not None, BLOCK_M=block_m, BLOCK_K=_width_block(dim), BLOCK_H=_block(head_dim),
+        PRECISION=_precision(precision), num_warps=num_warps)
     return out
 
 
@@ -708,23 +714,25 @@ def decoder_attention(emb: Tensor, ln: nn.LayerNorm, wq: Tensor, packed: Tensor,
 
 def project_residual(a: Tensor, linear: nn.Linear, residual: Tensor, *, bias: bool = True,
                      rotation: tuple[Tensor, Tensor] | None = None, head_dim: int = 0,
-                     residual_rows: tuple[Tensor, int] | None = None, precision: str = DEFAULT_PRECISION) -> Tensor:
+                     residual_rows: tuple[Tensor, int] | None = None, precision: str = DEFAULT_PRECISION,
+                     block_m: int = SUMMED_BLOCK_M) -> Tensor:
     """``residual + linear(a')`` (N, dim) in one kernel, a' = ``a`` (N, K) rotated back head by head by
     ``rotation`` = cos, sin (N, H/2) when given (attention outputs of ``head_dim`` channels a head).
 
     bias: False leaves out ``linear.bias`` (the residual holds it); residual_rows: ``(packed, offset)``: the
-    residual's rows are the N packed entries at offset (a table's rows), else its first N rows."""
+    residual's rows are the N packed entries at offset (a table's rows), else its first N rows; block_m rows
+    a program."""
     n_rows, k_dim = a.shape
     dim = linear.out_features
     out = _empty(n_rows, dim, like=a)
     cos, sin = rotation if rotation is not None else (a, a)
     packed, rows_off = residual_rows if residual_rows is not None else (a, 0)
     block_c = _width_block(dim)
-    _proj_residual_kernel[(triton.cdiv(n_rows, ROW_BLOCK_M), triton.cdiv(dim, block_c))](
+    _proj_residual_kernel[(triton.cdiv(n_rows, block_m), triton.cdiv(dim, block_c))](
         a, linear.weight, linear.bias if bias else a, residual, packed, rows_off, cos, sin, out,
         n_rows, k_dim, dim, max(head_dim, 1),
         UNROTATE=rotation is not None, RES_GATHER=residual_rows is not None, HAS_BIAS=bias,
-        BLOCK_M=ROW_BLOCK_M, BLOCK_K=MAX_WIDTH_BLOCK, BLOCK_C=block_c, PRECISION=_precision(precision))
+        BLOCK_M=block_m, BLOCK_K=MAX_WIDTH_BLOCK, BLOCK_C=block_c, PRECISION=_precision(precision))
     return out
 
 
@@ -750,18 +758,19 @@ def ffn(x: State, proj: Tensor, to_out: nn.Linear, block: nn.Sequential, *, out_
     return State(x1, pieces, net[3].bias)
 
 
-def ffn_hidden(x: Tensor, block: nn.Sequential, *, precision: str = DEFAULT_PRECISION) -> Tensor:
+def ffn_hidden(x: Tensor, block: nn.Sequential, *, precision: str = DEFAULT_PRECISION,
+               block_m: int = SUMMED_BLOCK_M) -> Tensor:
     """The FFN's activations ``GEGLU(LayerNorm(x) @ W1^T + b1)`` (N, hidden) of whole rows x (N, dim)
-    (summed residuals: :func:`project_residual` with ``W2`` then adds them to ``x``)."""
+    (summed residuals: :func:`project_residual` with ``W2`` then adds them to ``x``); block_m rows a program."""
     n_rows, dim = x.shape
     ln, net = block[0], block[1].net
     hidden = net[3].in_features
     act = _empty(n_rows, hidden, like=x)
-    _ffn_kernel[(triton.cdiv(n_rows, ROW_BLOCK_M), triton.cdiv(hidden, FFN_BLOCK_F))](
+    _ffn_kernel[(triton.cdiv(n_rows, block_m), triton.cdiv(hidden, FFN_BLOCK_F))](
         x, 0, x, x, 0, x, x, 0, x, ln.weight, ln.bias, net[0].weight, net[0].bias, net[3].weight, x, act,
         n_rows, dim, hidden, LN_EPS,
         X_GATHER=False, HAS_PIECES=False, HAS_OUT_BIAS=False, PROJECT_OUT=False,
-        BLOCK_M=ROW_BLOCK_M, BLOCK_K=_width_block(dim), BLOCK_F=FFN_BLOCK_F, PRECISION=_precision(precision))
+        BLOCK_M=block_m, BLOCK_K=_width_block(dim), BLOCK_F=FFN_BLOCK_F, PRECISION=_precision(precision))
     return act
 
 
@@ -844,18 +853,19 @@ class TritonPOYO:
         if rest or n_input < 1:
             raise ValueError(f"packed input of length {packed.shape[0]} does not fit {n_out} output queries")
         enc, split = m.enc_atn, self.residuals == "split"
+        blocks = {} if split else {"block_m": SUMMED_BLOCK_M, "num_warps": SUMMED_PROJ_WARPS}  # ln_proj_rotate's
         wo = lambda attn: attn.to_out.weight if split else None  # noqa: E731 (summed: heads' outputs, projected later)
         parts = encoder_attention(self.enc_q, fused.kv_table, packed, fused.omega, n_input, precision=precision)
         out = combine_proj(parts, *rot, wo(enc), precision=precision)
         latents = self._residual_ffn(State(fused.enc_residual), out, enc.to_out, m.enc_ffn, rot, out_bias=False)
         for attn, layer_ffn in m.proc_layers:
             qkv = ln_proj_rotate(latents, attn.norm, attn.to_qkv.weight, *rot, head_dim=head_dim,
-                                 n_rot_groups=3 * attn.heads, precision=precision)
+                                 n_rot_groups=3 * attn.heads, precision=precision, **blocks)
             out = attention(*qkv.unflatten(0, (3, attn.heads)), wo(attn), *rot, precision=precision)
             latents = self._residual_ffn(latents, out, attn.to_out, layer_ffn, rot)
         dec = m.dec_atn
         kv = ln_proj_rotate(latents, dec.norm_context, dec.to_kv.weight, *rot, head_dim=head_dim,
-                            n_rot_groups=dec.heads, precision=precision)  # k rotated, v not
+                            n_rot_groups=dec.heads, precision=precision, **blocks)  # k rotated, v not
         rows_off, times_off = 3 * n_input + n_out, 3 * n_input  # the output queries' session rows and times
         out = decoder_attention(m.session_emb.weight, dec.norm, dec.to_q.weight, packed, rows_off, times_off,
                                 n_out, fused.omega, kv[:dec.heads], kv[dec.heads:], wo(dec), precision=precision)
