@@ -5,7 +5,8 @@
 #   1. GPU tests: CUDA graphs of the exact forward, of the fused forward (torch ops and Triton kernels) and
 #      of the compiled fused forward, each streamed against the CPU runner; no host sync in a replay;
 #   2. the Triton kernel tests compiled for the GPU (TRITON_INTERPRET=0), kernel by kernel and end to end;
-#   3. `poyo-rt bench forward` on CUDA, both configs: eager, CUDA graph (exact), fused graph, Triton graph,
+#   3. `poyo-rt bench forward` on CUDA, both configs: eager, CUDA graph (exact), fused graph, Triton graph (both
+#      residual layouts; the JSON is written after each config),
 #      fused graph compiled by inductor (default mode), TF32 variants; kernel counts and errors per row;
 #   4. `poyo-rt bench e2e` on CUDA (LSL player process -> engine with CUDA graphs -> ZeroMQ), when the
 #      carried wheels of tools/gpu_wheels.sh are there (run that here first, then carry ".whl");
@@ -36,7 +37,7 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}   # no install needed: torch, 
 step 150 "GPU tests" python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_static.py
 step 150 "Triton kernels compiled for the GPU" env TRITON_INTERPRET=0 python3 -m pytest -q -p no:cacheprovider \
   tests/test_triton_kernels.py
-step 170 "forward bench: exact, fused, Triton, compiled (default), TF32" python3 -m poyo_rt.cli bench forward \
+step 200 "forward bench: exact, fused, Triton (both residual layouts), compiled (default), TF32" python3 -m poyo_rt.cli bench forward \
   --device cuda --iters 300 --compile default --tf32 --json "$OUT/bench_gpu.json"
 if python3 -c "import pylsl, zmq" 2>/dev/null; then
   step 90 "end to end, 45 s" env LSLAPICFG=$PWD/poyo_rt/stream/loopback.cfg python3 -m poyo_rt.cli bench e2e \

@@ -96,11 +96,15 @@ def run(args: argparse.Namespace) -> int:
         configs = args.configs or (["poyo_1.3M"] if args.quick else list(bench.BENCH_CONFIGS))
         iters = 10 if args.quick else args.iters
         print(f"\n== forward, one fixed window a call: {iters} calls per path", flush=True)
-        payload["results"] = bench.run_forward_bench(configs, iters=iters, warmup=2 if args.quick else 5,
-                                                     device=device, rounds=2 if args.quick else 5,
-                                                     compile_modes=tuple(args.compile_modes), tf32=args.tf32,
-                                                     progress=progress)
-        print(bench.format_forward_table(payload["results"]), flush=True)
+        payload["results"] = []
+        for config in configs:  # one table (and the JSON so far) per config: a run cut short keeps what it timed
+            results = bench.run_forward_bench([config], iters=iters, warmup=2 if args.quick else 5, device=device,
+                                              rounds=2 if args.quick else 5, compile_modes=tuple(args.compile_modes),
+                                              tf32=args.tf32, progress=progress)
+            payload["results"] += results
+            print(bench.format_forward_table(results), flush=True)
+            if args.json:
+                common.write_json(args.json, payload)
         if not args.no_stream and device == "cpu":
             ticks = 40 if args.quick else args.ticks
             print(f"\n== forward per tick of a stream: {ticks} ticks at 50 Hz, 2,000 spikes/s, 100 units", flush=True)
