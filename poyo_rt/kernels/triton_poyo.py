@@ -39,7 +39,7 @@ Sums across programs are never atomic: the out-projection of each head (``P_h``,
 FFN output of each hidden chunk (``F_c``, ``(C, N, dim)``) are written apart and added, in a fixed order,
 by the kernel that reads them (:class:`State`), so results are deterministic. Every program of that kernel
 adds them again for its rows: cheap for poyo_1.3M (8 pieces of 64 columns), not for dim 512, whose 64 FFN
-chunks of 512 columns would make the next layer's projection programs read ~3 GB a tick. Wide models
+chunks of 512 columns make the q/k/v and FFN programs read ~14 GB a layer (``tools/triton_traffic.py``). Wide models
 therefore get **summed residuals** (:func:`residual_layout` decides): attention kernels write their heads'
 outputs side by side (``PROJECT=False``), ``_proj_residual_kernel`` rotates them back, projects them and
 adds the residual (``x1 = x + o Wo^T + bo``, whole rows), the FFN kernel writes its GEGLU activations
@@ -92,7 +92,7 @@ ENC_TARGET_PROGRAMS = 256  # encoder programs to aim at (an H100 has 132 SMs)
 RESIDUAL_LAYOUTS = ("auto", "split", "summed")  # see TritonPOYO
 SPLIT_MAX_ROW_FLOATS = 4096  # "auto" keeps residual sums split while a row and its pieces fit in 16 KB
 # Summed residuals (wide models): 64 rows a program, so each program's weight tiles serve 4x the rows of the
-# split layout's 16 (dim 512: ~0.3 instead of ~0.9 GB of L2 reads a layer); spill-free on sm_90 (aot.py)
+# split layout's 16 (dim 512: ~0.5 instead of ~1.0 GB of L2 reads a layer); spill-free on sm_90 (aot.py)
 # with 8 warps for _ln_proj_rotate_kernel, 4 for _proj_residual_kernel and the FFN activations.
 SUMMED_BLOCK_M = 64
 SUMMED_PROJ_WARPS = 8
@@ -827,7 +827,7 @@ class TritonPOYO:
     again, once per program; ``"summed"`` adds them once, in a projection kernel of their own
     (:func:`project_residual`; 4 + 2 x depth more launches). For poyo_1.3M (dim 64, 8 pieces) the re-reads
     are small (a program reads 9 rows of 64 floats where it needs one); for dim 512 (64 FFN chunks) a split
-    forward would re-read ~3 GB a tick. ``"auto"`` (default) picks by :func:`residual_layout`.
+    forward would re-read ~14 GB a layer. ``"auto"`` (default) picks by :func:`residual_layout`.
 
     Args:
         precision: how ``tl.dot`` multiplies: ``"tf32x3"`` (default: three TF32 tensor-core products per
