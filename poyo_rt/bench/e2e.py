@@ -7,7 +7,8 @@ encoder key/value cache) decodes at a fixed tick rate and publishes on 127.0.0.1
 in this process stamps each message's receipt.
 
 Measured per tick, from the messages themselves: **receipt latency** = receipt time - the newest
-spike's push time (what a closed loop waits for, LSL and ZeroMQ included), **tick -> receipt** =
+spike's push time (what a closed loop waits for, LSL and ZeroMQ included; over the ticks whose window ends
+before the player pauses at the end of the phase), **tick -> receipt** =
 receipt time - the tick's scheduled time (the window end), the forward time carried in the message,
 and deadline misses (a tick
 published later than one period after its schedule, plus ticks skipped because the loop fell a whole
@@ -128,7 +129,9 @@ def _run_phase(label: str, index: int, *, model, cfg, duration_s: float, phase, 
             msg = sub.recv(timeout_s=0.05)
             if msg is not None:
                 rows.append(((msg.t_recv_s - msg.newest_spike_s) * 1e6, msg.stages_us.get("forward", np.nan),
-                             (msg.t_recv_s - msg.window_end_s) * 1e6, msg.flags))
+                             (msg.t_recv_s - msg.window_end_s) * 1e6, msg.flags, msg.window_end_s))
+
+    paused_at = [np.inf]  # LSL time the player paused: later windows have no new spikes to measure receipt by
 
     def stopper() -> None:  # pause the player, let the engine drain what is in transit, stop
         end = time.monotonic() + duration_s
@@ -139,6 +142,7 @@ def _run_phase(label: str, index: int, *, model, cfg, duration_s: float, phase, 
             if elapsed - last >= 30.0:
                 last = elapsed
                 progress(f"{label}: {elapsed:.0f}/{duration_s:g} s, {engine.ticks} ticks")
+        paused_at[0] = lsl.local_clock()
         phase.value = PAUSED
         time.sleep(0.5)
         engine.stop()
@@ -159,13 +163,17 @@ def _run_phase(label: str, index: int, *, model, cfg, duration_s: float, phase, 
     decoder.close()
     sub.close()
 
-    arr = np.array(rows, dtype=np.float64).reshape(-1, 4)
-    receipt = arr[:, 0][np.isfinite(arr[:, 0])]
+    arr = np.array(rows, dtype=np.float64).reshape(-1, 5)
+    # receipt latency only while spikes flow: in the 0.5 s drain after the pause the newest spike only ages
+    # (those ~25 ticks would read up to 500 ms and lift a 2-minute run's p99)
+    pushing = arr[:, 4] <= paused_at[0]
+    receipt = arr[pushing, 0][np.isfinite(arr[pushing, 0])]
     flags = arr[:, 3].astype(np.int64)
     missed_published = int(np.count_nonzero(flags & int(TickFlags.DEADLINE_MISSED)))
     drops = {k: v for k, v in counters.items() if k != "skipped_ticks" and v}
     return {
         "path": label, "duration_s": duration_s, "ticks_published": int(engine.ticks), "ticks_received": int(len(arr)),
+        "receipt_ticks": int(receipt.shape[0]),
         "receipt_us": percentiles_us(receipt), "forward_us": percentiles_us(arr[:, 1]),
         "tick_to_receipt_us": percentiles_us(arr[:, 2]),
         "deadline_misses": missed_published + int(engine.skipped_ticks),
