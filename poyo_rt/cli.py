@@ -138,7 +138,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
         "histograms, latency over time against the deadline, drops) and a self-contained HTML page with the "
         "percentile table and the run's configuration.",
     )
-    p.add_argument("run", help="latency JSON written by `poyo-rt run` (or the demo)")
+    p.add_argument("run", help="latency JSON written by `poyo-rt run`, the demo or `poyo-rt bench e2e --report-dir`")
     p.add_argument("--png", help="figure path (default: RUN with .png)")
     p.add_argument("--html", help="HTML path (default: RUN with .html)")
     p.set_defaults(func=_cmd_report)

@@ -72,7 +72,8 @@ def test_bench_tokenizer_quick_json(tmp_path):
 def test_bench_e2e_quick_counts_every_spike(tmp_path):
     """A real player process -> LSL -> engine -> ZeroMQ -> subscriber, both phases; every pushed spike arrives."""
     out = tmp_path / "e2e.json"
-    res = run_cli("bench", "e2e", "--quick", "--units", "50", "--rate", "3000", "--json", str(out), timeout=240)
+    res = run_cli("bench", "e2e", "--quick", "--units", "50", "--rate", "3000", "--json", str(out),
+                  "--report-dir", str(tmp_path / "logs"), timeout=240)
     assert res.returncode == 0, res.stderr
     (result,) = json.loads(out.read_text())["e2e"]
     assert [p["path"] for p in result["phases"]] == ["torch_brain", "poyo_rt"]
@@ -86,6 +87,12 @@ def test_bench_e2e_quick_counts_every_spike(tmp_path):
         # receipt latency leaves out the ~25 ticks (0.5 s at 50 Hz) after the player pauses, whose newest spike
         # only ages; forward and tick -> receipt keep every tick
         assert phase["receipt_us"]["n"] == phase["receipt_ticks"] <= phase["ticks_received"] - 20
+        log = json.loads((tmp_path / "logs" / f"e2e-poyo_1.3M-{phase['path']}.json").read_text())
+        assert log["meta"]["phase"] == phase["path"] and log["meta"]["ticks"] == phase["ticks_published"]
+    html = tmp_path / "report.html"  # the engine's log of the poyo_rt phase, as `poyo-rt report` renders it
+    res = run_cli("report", str(tmp_path / "logs" / "e2e-poyo_1.3M-poyo_rt.json"), "--html", str(html))
+    assert res.returncode == 0, res.stderr
+    assert html.stat().st_size > 0
 
 
 def test_bench_bad_iters_is_usage_error():

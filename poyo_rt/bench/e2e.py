@@ -31,6 +31,7 @@ import logging
 import multiprocessing as mp
 import threading
 import time
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -100,7 +101,7 @@ class TorchBrainRunner:
 
 # ------------------------------------------------------------------------------- one phase
 def _run_phase(label: str, index: int, *, model, cfg, duration_s: float, phase, pushed,
-               progress: Callable[[str], None]) -> dict:
+               progress: Callable[[str], None], report_path: Path | None = None) -> dict:
     from poyo_rt.runtime.launch import build_decoder
     from poyo_rt.stream import lsl
     from poyo_rt.stream.publisher import Subscriber
@@ -159,6 +160,9 @@ def _run_phase(label: str, index: int, *, model, cfg, duration_s: float, phase, 
     listening.clear()
     listener.join()
     counters = engine.counters()
+    if report_path is not None:  # the engine's latency log: `poyo-rt report PATH` plots it
+        engine.write_report(report_path, extra={"bench": "e2e", "phase": label, "duration_s": duration_s})
+        progress(f"{label}: wrote {report_path} (poyo-rt report {report_path})")
     taken = engine.buffer.next_seq + sum(engine.buffer.drops.values()) + sum(getattr(decoder.inlet, "drops", {}).values())
     decoder.close()
     sub.close()
@@ -187,9 +191,12 @@ def _run_phase(label: str, index: int, *, model, cfg, duration_s: float, phase, 
 def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseline_duration_s: float | None = None,
                   tick_hz: float = 50.0, n_units: int = 100, rate_hz: float = 2000.0, device: str = "cpu",
                   threads: int | str | None = "auto", max_spikes: int | None = None, seed: int = 0,
-                  realtime_priority: int | None = None, progress: Callable[[str], None] = log.info) -> dict:
+                  realtime_priority: int | None = None, report_dir: str | Path | None = None,
+                  progress: Callable[[str], None] = log.info) -> dict:
     """Run the baseline phase (unless ``baseline_duration_s`` is 0) and the poyo_rt phase; see the module
-    docstring. ``max_spikes`` defaults to 1.25 x the spikes a window holds at ``rate_hz`` (at least 8,192)."""
+    docstring. ``max_spikes`` defaults to 1.25 x the spikes a window holds at ``rate_hz`` (at least 8,192).
+    ``report_dir``: write each phase's engine latency log there (``e2e-CONFIG-PHASE.json``, per-stage
+    histograms and the last 4,096 ticks; ``poyo-rt report`` turns it into a report)."""
     from poyo_rt.config import config_from_dict
     from poyo_rt.stream import lsl
 
@@ -226,8 +233,9 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
     results = []
     try:
         for i, (label, dur) in enumerate(phases):
+            report_path = Path(report_dir) / f"e2e-{config}-{label}.json" if report_dir is not None else None
             results.append(_run_phase(label, i, model=model, cfg=cfg, duration_s=dur, phase=phase, pushed=pushed,
-                                      progress=progress))
+                                      progress=progress, report_path=report_path))
     finally:
         alive.clear()
         player.join(5)
