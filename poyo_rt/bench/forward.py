@@ -141,8 +141,9 @@ def run_forward_bench(
 ) -> list[dict]:
     """Time each config's forward: torch_brain eager, poyo_rt eager (exact and fused), and on CUDA the
     CUDA graphs of the exact forward, of the fused forward, of its Triton kernels (:mod:`poyo_rt.kernels`;
-    also in the residual layout ``TritonPOYO``'s "auto" does not pick) and (``compile_modes``) of the fused forward compiled by inductor in each mode; ``tf32`` adds the fused
-    and Triton graphs with TF32 matmuls, with their error.
+    also in the residual layout ``TritonPOYO``'s "auto" does not pick) and (``compile_modes``) of the fused
+    forward compiled by inductor in each mode; ``tf32`` adds the fused and Triton graphs with TF32 matmuls,
+    with their error.
     Each row reports the operators (CPU) or GPU kernels one call runs."""
     dev = torch.device(device)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)

@@ -832,8 +832,10 @@ class TritonPOYO:
     Args:
         precision: how ``tl.dot`` multiplies: ``"tf32x3"`` (default: three TF32 tensor-core products per
             fp32 product, fp32-level accuracy), ``"ieee"`` (fp32 on the CUDA cores: the slowest; its
-            register use on sm_90 is not checked, ``python -m poyo_rt.kernels.aot`` measures it) or ``"tf32"`` (one TF32 product:
-            the fastest, ~1e-3 relative error). The interpreter computes all three in fp32.
+            register use on sm_90 is not checked, ``python -m poyo_rt.kernels.aot`` measures it) or
+            ``"tf32"`` (one TF32 product: the fastest, ~1e-3 relative error). The interpreter computes all
+            three in fp32.
+        residuals: ``"auto"`` (default), ``"split"`` or ``"summed"``, see above.
     """
 
     def __init__(self, fused: FusedPOYO, *, precision: str = DEFAULT_PRECISION, residuals: str = "auto"):
