@@ -101,7 +101,7 @@ def test_forward_equals_fused_wide():
         assert _max_err(tp.TritonPOYO(fused)(packed), fused(packed)) <= TOL
 
 
-@pytest.mark.parametrize("name", ["small", "depth3_head8", "wide"])
+@pytest.mark.parametrize("name", ["small", "depth3_head8", "wide", "poyo_1.3M"])
 def test_forward_with_summed_residuals_equals_fused(name):
     """Residual sums done once by projection kernels (the layout wide models get) give the same forward."""
     fused = _fused(name, n_output=3, n_sessions=2)
@@ -324,12 +324,12 @@ def test_ffn_and_readout(name):
         assert _max_err(y, y_exact) <= TOL
 
 
-@pytest.mark.parametrize("name", ["depth3_head8", "cross2_head24", "wide"])
+@pytest.mark.parametrize("name", ["depth3_head8", "cross2_head24", "wide", "poyo_1.3M"])
 def test_summed_residual_kernels(name):
     """Summed residuals, kernel by kernel: the out-projection of the heads' outputs rotated back head by head
     (K chunks spanning several heads for H = 8, pairs of a head split across chunks never for H = 24),
     plus bias and a residual of own or gathered rows; the FFN's activations; its second matmul; the
-    readout of whole rows."""
+    readout of whole rows. poyo_1.3M: 128 rows, two row blocks of SUMMED_BLOCK_M."""
     fused = _fused(name, n_output=1)
     m, head_dim = fused.model, fused.head_dim
     attn, layer_ffn = m.proc_layers[0]
@@ -337,6 +337,7 @@ def test_summed_residual_kernels(name):
     n = cos.shape[0]
     gen = torch.Generator().manual_seed(4)
     rand = lambda *shape: torch.randn(shape, generator=gen).to(DEVICE)  # noqa: E731
+    assert n > tp.SUMMED_BLOCK_M or name != "poyo_1.3M"  # several row blocks
     heads, x = rand(n, attn.heads * head_dim), rand(n, m.dim) + 3.0
     table = rand(5, m.dim)
     rows = torch.arange(n, dtype=torch.float64) % 5
