@@ -4,13 +4,14 @@
 # tool's 600 s a command):
 #   1. GPU tests: CUDA graphs of the exact forward, of the fused forward (torch ops and Triton kernels) and
 #      of the compiled fused forward, each streamed against the CPU runner; no host sync in a replay;
-#   2. the Triton kernel tests compiled for the GPU (TRITON_INTERPRET=0), kernel by kernel and end to end;
-#   3. `poyo-rt bench forward` on CUDA, both configs: eager, CUDA graph (exact), fused graph, Triton graph (both
+#   2. `poyo-rt bench forward` on CUDA, both configs: eager, CUDA graph (exact), fused graph, Triton graph (both
 #      residual layouts; the JSON is written after each config),
 #      fused graph compiled by inductor (default mode), TF32 variants; kernel counts and errors per row;
-#   4. `poyo-rt bench e2e` on CUDA (LSL player process -> engine with CUDA graphs -> ZeroMQ), when the
+#   3. `poyo-rt bench e2e` on CUDA (LSL player process -> engine with CUDA graphs -> ZeroMQ), when the
 #      carried wheels of tools/gpu_wheels.sh are there (run that here first, then carry ".whl");
-#   5. with AUTOTUNE=1: poyo_1.3M compiled in max-autotune-no-cudagraphs mode (minutes of autotuning).
+#   4. with AUTOTUNE=1: poyo_1.3M compiled in max-autotune-no-cudagraphs mode (minutes of autotuning);
+#   5. the Triton kernel tests compiled for the GPU (TRITON_INTERPRET=0), kernel by kernel and end to end
+#      (last: many kernel variants to compile; the bench rows already give each Triton forward's error).
 # Run from the repo root: bash tools/gpu_check.sh  (JSON results go to $OUT when OUT is set)
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -35,13 +36,11 @@ fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}   # no install needed: torch, numpy, yaml, einops are there
 # torch_brain is not on the GPU machine: the parity suite runs in CI; here GPU vs eager vs CPU.
 step 150 "GPU tests" python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_static.py
-step 150 "Triton kernels compiled for the GPU" env TRITON_INTERPRET=0 python3 -m pytest -q -p no:cacheprovider \
-  tests/test_triton_kernels.py
 step 200 "forward bench: exact, fused, Triton (both residual layouts), compiled (default), TF32" python3 -m poyo_rt.cli bench forward \
   --device cuda --iters 300 --compile default --tf32 --json "$OUT/bench_gpu.json"
 if python3 -c "import pylsl, zmq" 2>/dev/null; then
   step 90 "end to end, 45 s" env LSLAPICFG=$PWD/poyo_rt/stream/loopback.cfg python3 -m poyo_rt.cli bench e2e \
-    --device cuda --duration 45 --baseline-duration 0 --json "$OUT/e2e_gpu.json"
+    --device cuda --duration 45 --baseline-duration 0 --json "$OUT/e2e_gpu.json" --report-dir "$OUT/e2e_logs"
 else
   echo "pylsl/pyzmq absent: e2e skipped (bash tools/gpu_wheels.sh here, then carry .whl)"
 fi
@@ -49,4 +48,7 @@ if [ "${AUTOTUNE:-0}" = 1 ]; then
   step 200 "forward bench: poyo_1.3M compiled max-autotune-no-cudagraphs" python3 -m poyo_rt.cli bench forward \
     --device cuda --iters 300 --config poyo_1.3M --compile max-autotune-no-cudagraphs --json "$OUT/bench_gpu_autotune.json"
 fi
+# last: every kernel variant the tests use compiles here first (many; the bench above compiled its own)
+step 200 "Triton kernels compiled for the GPU" env TRITON_INTERPRET=0 python3 -m pytest -q -p no:cacheprovider \
+  tests/test_triton_kernels.py
 echo "== done in $((SECONDS - T0)) s"
