@@ -90,6 +90,7 @@ FFN_BLOCK_F = 32  # FFN hidden units per program of _ffn_kernel
 MAX_WIDTH_BLOCK = 32  # model-width columns per step: K chunks, output column blocks (64 spills on sm_90)
 ENC_TARGET_PROGRAMS = 256  # encoder programs to aim at (an H100 has 132 SMs)
 COMBINE_BLOCK_S = 8  # encoder key splits _combine_proj_kernel loads at once
+PIECES_STEP = tl.constexpr(4)  # partial sums (State pieces, per-head projections) a kernel loads at once
 RESIDUAL_LAYOUTS = ("auto", "split", "summed")  # see TritonPOYO
 SPLIT_MAX_ROW_FLOATS = 4096  # "auto" keeps residual sums split while a row and its pieces fit in 16 KB
 # Summed residuals (wide models): 64 rows a program, so each program's weight tiles serve 4x the rows of the
@@ -180,11 +181,23 @@ def _load_state(base_ptr, base_rows, pieces_ptr, n_pieces, bias_ptr, offs_m, mas
     mask = mask_m[:, None] & mask_d[None, :]
     x = tl.load(base_ptr + base_rows[:, None] * dim + offs_d[None, :], mask=mask, other=0.0)
     if HAS_PIECES:
-        total = tl.zeros_like(x)
-        for c in range(n_pieces):
-            total += tl.load(pieces_ptr + (c * n_rows + offs_m[:, None]) * dim + offs_d[None, :], mask=mask, other=0.0)
-        x = x + (total + tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0)[None, :])
+        x = x + (_sum_pieces(pieces_ptr, n_pieces, offs_m, offs_d, mask, n_rows, dim)
+                 + tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0)[None, :])
     return x
+
+
+@triton.jit
+def _sum_pieces(pieces_ptr, n_pieces, offs_m, offs_d, mask, n_rows, dim):
+    """``sum_c pieces[c, offs_m, offs_d]`` (BM, BD) of a (C, n_rows, dim) tensor, PIECES_STEP pieces a load
+    (one memory round trip each, not one per piece: a loop of plain loads is not software-pipelined), in a
+    fixed order."""
+    total = tl.zeros([offs_m.shape[0], offs_d.shape[0]], tl.float32)
+    for c0 in range(0, n_pieces, PIECES_STEP):
+        offs_c = c0 + tl.arange(0, PIECES_STEP)
+        ptrs = pieces_ptr + ((offs_c[:, None, None] * n_rows + offs_m[None, :, None]) * dim + offs_d[None, None, :])
+        tile = tl.load(ptrs, mask=(offs_c < n_pieces)[:, None, None] & mask[None, :, :], other=0.0)
+        total += tl.sum(tile, axis=0)
+    return total
 
 
 @triton.jit
@@ -434,17 +447,18 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, wo_ptr, out_ptr, n_
 
 @triton.jit
 def _x1_chunk(x_ptr, x_rows, pieces_ptr, n_pieces, bias_ptr, proj_ptr, n_heads, bo_ptr, offs_m, mask_m, offs_k,
-              mask_k, n_rows, dim, HAS_PIECES: tl.constexpr, HAS_OUT_BIAS: tl.constexpr):
-    """Columns ``offs_k`` (BM, BK) of ``x1 = x + (sum_h P[h] + bo)`` (see :func:`_ffn_kernel`); 0 where masked."""
+              mask_k, n_rows, dim, HAS_PIECES: tl.constexpr, HAS_PROJ: tl.constexpr, HAS_OUT_BIAS: tl.constexpr):
+    """Columns ``offs_k`` (BM, BK) of ``x1 = x + (sum_h P[h] + bo)`` (see :func:`_ffn_kernel`); 0 where masked.
+    Without ``HAS_PROJ`` just the rows of x."""
     x = _load_state(x_ptr, x_rows, pieces_ptr, n_pieces, bias_ptr, offs_m, mask_m, offs_k, mask_k, n_rows, dim,
                     HAS_PIECES)
-    mask = mask_m[:, None] & mask_k[None, :]
-    proj = tl.zeros_like(x)
-    for head in range(n_heads):
-        proj += tl.load(proj_ptr + (head * n_rows + offs_m[:, None]) * dim + offs_k[None, :], mask=mask, other=0.0)
-    if HAS_OUT_BIAS:
-        proj += tl.load(bo_ptr + offs_k, mask=mask_k, other=0.0)[None, :]
-    return x + proj
+    if HAS_PROJ:
+        mask = mask_m[:, None] & mask_k[None, :]
+        proj = _sum_pieces(proj_ptr, n_heads, offs_m, offs_k, mask, n_rows, dim)
+        if HAS_OUT_BIAS:
+            proj += tl.load(bo_ptr + offs_k, mask=mask_k, other=0.0)[None, :]
+        x = x + proj
+    return x
 
 
 @triton.jit
@@ -461,7 +475,7 @@ def _ffn_kernel(x_ptr, x_rows_off, packed_ptr, pieces_ptr, n_pieces, bias_ptr, p
     rows, b1; W2 (dim, hidden). Writes x1 (N, dim) (the chunk-0 programs) and F (C, N, dim); the FFN
     output is ``sum_c F[c] + b2``. x1 is computed in column chunks of BLOCK_K twice (the LayerNorm
     statistics, then the K loop of W1); F is written in column blocks of BLOCK_K.
-    Without ``PROJECT_OUT`` (summed residuals: x is then whole rows, n_heads 0, no bias): the activations
+    Without ``PROJECT_OUT`` (summed residuals: x is then whole rows, no P, no bias): the activations
     ``GEGLU(LayerNorm(x) @ W1^T + b1)[:, chunk]`` into f (N, hidden), and no x1.
     Grid (cdiv(N, BLOCK_M), cdiv(hidden, BLOCK_F)).
     """
@@ -480,7 +494,7 @@ def _ffn_kernel(x_ptr, x_rows_off, packed_ptr, pieces_ptr, n_pieces, bias_ptr, p
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mask_k = offs_k < dim
         x = _x1_chunk(x_ptr, x_rows, pieces_ptr, n_pieces, bias_ptr, proj_ptr, n_heads, bo_ptr, offs_m, mask_m,
-                      offs_k, mask_k, n_rows, dim, HAS_PIECES, HAS_OUT_BIAS)
+                      offs_k, mask_k, n_rows, dim, HAS_PIECES, PROJECT_OUT, HAS_OUT_BIAS)
         if PROJECT_OUT:
             tl.store(x1_ptr + offs_m[:, None] * dim + offs_k[None, :], x,
                      mask=(offs_m < x1_rows)[:, None] & mask_k[None, :])
@@ -492,7 +506,7 @@ def _ffn_kernel(x_ptr, x_rows_off, packed_ptr, pieces_ptr, n_pieces, bias_ptr, p
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mask_k = offs_k < dim
         x = _x1_chunk(x_ptr, x_rows, pieces_ptr, n_pieces, bias_ptr, proj_ptr, n_heads, bo_ptr, offs_m, mask_m,
-                      offs_k, mask_k, n_rows, dim, HAS_PIECES, HAS_OUT_BIAS)
+                      offs_k, mask_k, n_rows, dim, HAS_PIECES, PROJECT_OUT, HAS_OUT_BIAS)
         xn = _normalize(x, mean, rstd, offs_k, mask_k, ln_w_ptr, ln_b_ptr)
         a += _linear_t(xn, w1_ptr, offs_f, mask_f, offs_k, mask_k, dim, PRECISION)
         g += _linear_t(xn, w1_ptr, hidden + offs_f, mask_f, offs_k, mask_k, dim, PRECISION)
