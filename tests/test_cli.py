@@ -84,9 +84,10 @@ def test_bench_e2e_quick_counts_every_spike(tmp_path):
         assert phase["ticks_received"] == phase["ticks_published"] > 0
         assert 0 < phase["receipt_us"]["median_us"] <= phase["receipt_us"]["p99_us"]
         assert phase["forward_us"]["n"] == phase["ticks_received"]
-        # receipt latency leaves out the ~25 ticks (0.5 s at 50 Hz) after the player pauses, whose newest spike
-        # only ages; forward and tick -> receipt keep every tick
-        assert phase["receipt_us"]["n"] == phase["receipt_ticks"] <= phase["ticks_received"] - 20
+        # receipt latency leaves out the ticks after the player pauses (0.5 s: at most ~25 at 50 Hz, fewer when the
+        # slow baseline forward skips ticks), whose newest spike only ages; forward and tick -> receipt keep all
+        assert phase["ticks_received"] - 27 <= phase["receipt_ticks"] < phase["ticks_received"]
+        assert phase["receipt_us"]["n"] == phase["receipt_ticks"]
         log = json.loads((tmp_path / "logs" / f"e2e-poyo_1.3M-{phase['path']}.json").read_text())
         assert log["meta"]["phase"] == phase["path"] and log["meta"]["ticks"] == phase["ticks_published"]
     html = tmp_path / "report.html"  # the engine's log of the poyo_rt phase, as `poyo-rt report` renders it
