@@ -91,9 +91,9 @@ def fused_inputs(fused: FusedPOYO, buf: StaticInputs) -> torch.Tensor:
     """The packed input of :class:`FusedPOYO` for the first window of ``buf`` (its times start at 0), on
     ``buf``'s device, padded like ``buf``."""
     mask = buf.input_mask[0].cpu().numpy()
-    packed = np.zeros(fused.layout(mask.shape[0]).size)
-    pack_window(packed, fused.layout(mask.shape[0]), {k: v.cpu() for k, v in buf.as_kwargs().items()}, fused.n_types,
-                tokens=mask)
+    layout = fused.layout(mask.shape[0])
+    packed = np.zeros(layout.size)
+    pack_window(packed, layout, {k: v.cpu() for k, v in buf.as_kwargs().items()}, fused.n_types, tokens=mask)
     return torch.from_numpy(packed).to(buf.input_mask.device)
 
 

@@ -201,6 +201,35 @@ def _sum_pieces(pieces_ptr, n_pieces, offs_m, offs_d, mask, n_rows, dim):
 
 
 @triton.jit
+def _ln_project_pair(x_ptr, base_rows, pieces_ptr, n_pieces, bias_ptr, offs_m, mask_m, n_rows, dim, ln_w_ptr, ln_b_ptr,
+                     w_ptr, w_rows, mask_h, eps, HAS_PIECES: tl.constexpr, BLOCK_M: tl.constexpr,
+                     BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr, PRECISION: tl.constexpr):
+    """``LayerNorm(x) @ W[w_rows]^T`` and ``... @ W[w_rows ^ 1]^T`` (BM, BH) each (the projection and its
+    pair-swapped twin, for a rotation), x the rows of a :class:`State` (see :func:`_load_state`) read in
+    column chunks of BLOCK_K twice: the LayerNorm statistics, then the projection's K loop."""
+    mean = tl.zeros([BLOCK_M], tl.float32)
+    m2 = tl.zeros([BLOCK_M], tl.float32)
+    for k0 in range(0, dim, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < dim
+        x = _load_state(x_ptr, base_rows, pieces_ptr, n_pieces, bias_ptr, offs_m, mask_m, offs_k, mask_k, n_rows,
+                        dim, HAS_PIECES)
+        mean, m2 = _stats_update(mean, m2, x, k0, mask_k)
+    rstd = 1.0 / tl.sqrt(m2 / dim + eps)
+    y = tl.zeros([BLOCK_M, BLOCK_H], tl.float32)
+    y_sw = tl.zeros([BLOCK_M, BLOCK_H], tl.float32)
+    for k0 in range(0, dim, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        mask_k = offs_k < dim
+        x = _load_state(x_ptr, base_rows, pieces_ptr, n_pieces, bias_ptr, offs_m, mask_m, offs_k, mask_k, n_rows,
+                        dim, HAS_PIECES)
+        xn = _normalize(x, mean, rstd, offs_k, mask_k, ln_w_ptr, ln_b_ptr)
+        y += _linear_t(xn, w_ptr, w_rows, mask_h, offs_k, mask_k, dim, PRECISION)
+        y_sw += _linear_t(xn, w_ptr, w_rows ^ 1, mask_h, offs_k, mask_k, dim, PRECISION)
+    return y, y_sw
+
+
+@triton.jit
 def _softmax_step(s, valid, m_i, l_i):
     """One online-softmax step on scores ``s`` (BM, BN) (``valid`` broadcasts to it): returns the new running
     max and sum, the weights ``p`` (BM, BN) of this block and the factor ``alpha`` (BM,) that rescales the
@@ -236,26 +265,9 @@ def _ln_proj_rotate_kernel(x_ptr, pieces_ptr, n_pieces, bias_ptr, ln_w_ptr, ln_b
     group = tl.program_id(1)
     offs_h = tl.arange(0, BLOCK_H)
     mask_m, mask_h = offs_m < n_rows, offs_h < head_dim
-    mean = tl.zeros([BLOCK_M], tl.float32)
-    m2 = tl.zeros([BLOCK_M], tl.float32)
-    for k0 in range(0, dim, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        mask_k = offs_k < dim
-        x = _load_state(x_ptr, offs_m, pieces_ptr, n_pieces, bias_ptr, offs_m, mask_m, offs_k, mask_k, n_rows, dim,
-                        HAS_PIECES)
-        mean, m2 = _stats_update(mean, m2, x, k0, mask_k)
-    rstd = 1.0 / tl.sqrt(m2 / dim + eps)
-    w_rows = group * head_dim + offs_h
-    y = tl.zeros([BLOCK_M, BLOCK_H], tl.float32)
-    y_sw = tl.zeros([BLOCK_M, BLOCK_H], tl.float32)  # the projection on the weight rows c ^ 1
-    for k0 in range(0, dim, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        mask_k = offs_k < dim
-        x = _load_state(x_ptr, offs_m, pieces_ptr, n_pieces, bias_ptr, offs_m, mask_m, offs_k, mask_k, n_rows, dim,
-                        HAS_PIECES)
-        xn = _normalize(x, mean, rstd, offs_k, mask_k, ln_w_ptr, ln_b_ptr)
-        y += _linear_t(xn, w_ptr, w_rows, mask_h, offs_k, mask_k, dim, PRECISION)
-        y_sw += _linear_t(xn, w_ptr, w_rows ^ 1, mask_h, offs_k, mask_k, dim, PRECISION)
+    y, y_sw = _ln_project_pair(x_ptr, offs_m, pieces_ptr, n_pieces, bias_ptr, offs_m, mask_m, n_rows, dim, ln_w_ptr,
+                               ln_b_ptr, w_ptr, group * head_dim + offs_h, mask_h, eps, HAS_PIECES, BLOCK_M, BLOCK_K,
+                               BLOCK_H, PRECISION)
     cos, sin = _angles_from_table(cos_ptr, sin_ptr, offs_m, mask_m, offs_h, mask_h, head_dim)
     rotated = group < n_rot_groups
     cos = tl.where(rotated, cos, 1.0)
@@ -388,26 +400,9 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, wo_ptr, out_ptr, n_
     mask_m, mask_h = offs_m < n_q, offs_h < head_dim
     if Q_FROM_EMB:
         rows = tl.load(packed_ptr + rows_off + offs_m, mask=mask_m, other=0.0).to(tl.int64)
-        mean = tl.zeros([BLOCK_M], tl.float32)
-        m2 = tl.zeros([BLOCK_M], tl.float32)
-        for k0 in range(0, dim, BLOCK_K):
-            offs_k = k0 + tl.arange(0, BLOCK_K)
-            mask_k = offs_k < dim
-            x = tl.load(emb_ptr + rows[:, None] * dim + offs_k[None, :], mask=mask_m[:, None] & mask_k[None, :],
-                        other=0.0)
-            mean, m2 = _stats_update(mean, m2, x, k0, mask_k)
-        rstd = 1.0 / tl.sqrt(m2 / dim + eps)
-        w_rows = head * head_dim + offs_h
-        y = tl.zeros([BLOCK_M, BLOCK_H], tl.float32)
-        y_sw = tl.zeros([BLOCK_M, BLOCK_H], tl.float32)
-        for k0 in range(0, dim, BLOCK_K):
-            offs_k = k0 + tl.arange(0, BLOCK_K)
-            mask_k = offs_k < dim
-            x = tl.load(emb_ptr + rows[:, None] * dim + offs_k[None, :], mask=mask_m[:, None] & mask_k[None, :],
-                        other=0.0)
-            xn = _normalize(x, mean, rstd, offs_k, mask_k, ln_w_ptr, ln_b_ptr)
-            y += _linear_t(xn, wq_ptr, w_rows, mask_h, offs_k, mask_k, dim, PRECISION)
-            y_sw += _linear_t(xn, wq_ptr, w_rows ^ 1, mask_h, offs_k, mask_k, dim, PRECISION)
+        y, y_sw = _ln_project_pair(emb_ptr, rows, emb_ptr, 0, emb_ptr, offs_m, mask_m, n_q, dim, ln_w_ptr, ln_b_ptr,
+                                   wq_ptr, head * head_dim + offs_h, mask_h, eps, False, BLOCK_M, BLOCK_K, BLOCK_H,
+                                   PRECISION)
         times = tl.load(packed_ptr + times_off + offs_m, mask=mask_m, other=0.0)
         cos, sin = _angles_from_times(times, omega_ptr, offs_h, mask_h)
         q = _rotate(y, y_sw, cos, sin, offs_h)
