@@ -191,7 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     packed = fused_inputs(fused, bench_inputs(model, n_spikes=2000, device=torch.device("cpu")))
     layouts = ("split", "summed") if args.residuals == "both" else (args.residuals,)
     reports = check(fused, packed, arch=args.arch, residuals=layouts)
-    print(f"{args.config}: {len(reports)} distinct kernel launches compiled for sm_{args.arch}")
+    import triton
+
+    print(f"{args.config}: {len(reports)} distinct kernel launches compiled for sm_{args.arch} "
+          f"by triton {triton.__version__}")
     print(format_reports(reports))
     return 0 if all(r["ok"] for r in reports) else 1
 

@@ -90,6 +90,7 @@ FFN_BLOCK_F = 32  # FFN hidden units per program of _ffn_kernel
 MAX_WIDTH_BLOCK = 32  # model-width columns per step: K chunks, output column blocks (64 spills on sm_90)
 ENC_TARGET_PROGRAMS = 256  # encoder programs to aim at (an H100 has 132 SMs)
 COMBINE_BLOCK_S = 8  # encoder key splits _combine_proj_kernel loads at once
+COMBINE_NUM_WARPS = 8  # its (8 splits, 16 rows, 64) tile on 4 warps spilled 8 B under triton 3.6's compiler
 PIECES_STEP = tl.constexpr(4)  # partial sums (State pieces, per-head projections) a kernel loads at once
 RESIDUAL_LAYOUTS = ("auto", "split", "summed")  # see TritonPOYO
 SPLIT_MAX_ROW_FLOATS = 4096  # "auto" keeps residual sums split while a row and its pieces fit in 16 KB
@@ -689,7 +690,7 @@ def combine_proj(parts: Partials, cos: Tensor, sin: Tensor, wo: Tensor | None, *
     _combine_proj_kernel[(triton.cdiv(n_rows, ROW_BLOCK_M), n_heads, n_col_blocks)](
         *parts, parts.acc.shape[0], cos, sin, parts.acc if wo is None else wo, out, n_rows, dim, head_dim,
         PROJECT=wo is not None, BLOCK_M=ROW_BLOCK_M, BLOCK_C=block_c, BLOCK_H=_block(head_dim),
-        BLOCK_S=COMBINE_BLOCK_S, PRECISION=_precision(precision))
+        BLOCK_S=COMBINE_BLOCK_S, PRECISION=_precision(precision), num_warps=COMBINE_NUM_WARPS)
     return out
 
 
