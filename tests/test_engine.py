@@ -160,6 +160,9 @@ def test_streaming_equals_offline_over_a_minute(model, stream_name, source_id):
     assert counters.get("stale_spike", 0) == 0 and counters.get("token_overflow", 0) == 0
     summary = decoder.engine.summary()
     assert summary["stages"]["forward"]["count"] == ticks
+    # between ticks the engine prepared the next tick's encoder attention; the equality above covers its use
+    cache = decoder.engine.runner.kv_cache
+    assert cache.counters["prepared_used"] > 0.8 * ticks, cache.counters
     # the loop ran with the process's objects frozen out of the collector's reach
     assert gc.get_freeze_count() > 10_000 and set(summary["gc"]) == {"collections_by_generation", "max_pause_us"}
 

@@ -33,8 +33,9 @@ def reference(theirs, views: dict[str, torch.Tensor]) -> np.ndarray:
         return theirs(**tb_kwargs(batch)).numpy()
 
 
+@pytest.mark.parametrize("ahead", [False, True], ids=["at-tick", "prepared-ahead"])
 @pytest.mark.parametrize("name", ["cross2_head24", "depth3_head8", "poyo_1.3M"])
-def test_cache_equals_torch_brain_over_a_stream(name):
+def test_cache_equals_torch_brain_over_a_stream(name, ahead):
     ours, theirs = make_pair(CONFIGS[name], n_units=24, n_sessions=2)
     assert theirs is not None, "torch_brain is the reference here (pip install -e '.[test]')"
     rng = np.random.default_rng(11)
@@ -47,7 +48,7 @@ def test_cache_equals_torch_brain_over_a_stream(name):
     buf = SpikeBuffer(capacity=8192, n_units=len(unit_ids), unit_map=vocab)
     cache = EncoderKVCache(ours, tok.n_in, tok.latent_index)
     rates = rng.uniform(5, 40, len(unit_ids))
-    n_rebase = n_overflow = incremental_ticks = 0
+    n_rebase = n_overflow = incremental_ticks = n_duplicates = 0
     t_prev = T0
     for k in range(1, 301):  # 6 s at 50 Hz
         t_end = T0 + k * 0.02
@@ -55,11 +56,16 @@ def test_cache_equals_torch_brain_over_a_stream(name):
         counts = rng.poisson(rates * 0.02 * gain)
         u = np.repeat(np.arange(len(unit_ids)), counts)
         t = np.sort(rng.uniform(t_prev, t_end, len(u)))
+        if ahead:  # stamped per 5 ms chunk, as some sources do: a unit can have two spikes at one time
+            t = t_prev + np.floor((t - t_prev) / 0.005) * 0.005
         buf.append(t, rng.permutation(u))
         t_prev = t_end
         if k == 220:
             tok.reset()  # e.g. the stream restarted: origin and slots start over
         info = tok.update(t_end, buf)
+        spikes = slice(tok.n_start_end, info.n_input_tokens)
+        pairs = np.stack([tok.input_timestamps[0, spikes], tok.input_unit_index[0, spikes]], axis=1)
+        n_duplicates += pairs.shape[0] - np.unique(pairs, axis=0).shape[0]
         n_rebase += info.rebased
         n_overflow += info.overflow
         recomputed = cache.update(tok.input_unit_index[0], tok.input_token_type[0], tok.input_timestamps[0],
@@ -71,11 +77,22 @@ def test_cache_equals_torch_brain_over_a_stream(name):
             assert recomputed <= info.n_new + info.n_expired + tok.n_start_end
             incremental_ticks += 1
         views = tick_views(tok, info.n_input_tokens)
+        used = cache.counters["prepared_used"]
         got = cache.forward(views["latent_timestamps"], views["output_session_index"], views["output_timestamps"])
+        if ahead:  # the prepared part is used unless the origin moved (other latent times) or overflow
+            # dropped spikes it covered; then the whole attention runs
+            assert (cache.counters["prepared_used"] > used) == (not info.rebased and not info.overflow), k
         want = reference(theirs, views)
         assert got.shape == (1, 3, 2)
         assert np.abs(got.numpy() - want).max() <= TOL, k
+        if ahead:  # between ticks: the next tick's encoder attention over the spikes that stay
+            cache.prepare(tok.latent_timestamps_at(T0 + (k + 1) * 0.02))
     assert n_rebase >= 2 and n_overflow >= 1 and incremental_ticks > 150
+    if ahead:
+        assert cache.counters["prepared_used"] > 200, cache.counters
+        assert n_duplicates > 50  # the multiset of tokens is matched, copies included
+    else:
+        assert cache.counters["prepared_used"] == cache.counters["prepared"] == 0
     assert cache.counters["recomputed"] < 0.5 * cache.counters["ticks"] * tok.n_start_end + 0.5 * 400 * 300
 
 

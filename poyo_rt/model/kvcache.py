@@ -22,6 +22,14 @@ runs it (:meth:`FusedPOYO.process_and_decode <poyo_rt.model.fused.FusedPOYO.proc
 constant latent rotation tables, one rotation of q, k and v together). What it skips each tick: the embedding gathers, the LayerNorm and
 the ``to_kv`` projection of every token, and the rotation of every key and value.
 
+**Ahead of the tick** (:meth:`EncoderKVCache.prepare`): with a fixed tick rate the next window's end, and so
+its latent times, are known a tick ahead. ``prepare`` runs, in the idle part of the period, the encoder
+attention of the next latents over the spikes already cached that will still be in the next window, and
+keeps its output with its log-sum-exp. At the tick, :meth:`forward` matches the window's tokens against that
+set (as a set: slots move under swap-remove) and attends only to the rest (new and late spikes, START/END
+tokens), then merges the two partial softmaxes (exact up to rounding). A mismatch (other latent times, a
+rebase, a prepared spike gone by overflow) falls back to the whole attention; ``counters`` count both.
+
 Correct by construction for any change of the arrays (the comparison, not the tokenizer's
 bookkeeping, decides what is recomputed); equal to the exact forward up to float32 rounding
 (``tests/test_kvcache.py``: <= 1e-5 over a stream with rebases, overflow and resets). Batch 1,
@@ -30,14 +38,16 @@ inference only; after the model's weights change, build a new cache.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 from torch import Tensor
 
-from poyo_rt.model.attention import attend
 from poyo_rt.model.fused import FusedPOYO
 from poyo_rt.model.poyo import POYO
 from poyo_rt.model.rotary import apply_rotation
+from poyo_rt.model.tokens import TokenType
 
 __all__ = ["EncoderKVCache"]
 
@@ -78,7 +88,8 @@ class EncoderKVCache:
         self._n_types = int(model.token_type_emb.weight.shape[0])
         self._table = torch.empty((0, self._n_types, 2 * self.inner), device=device)
         self.n = 0  # real tokens of the current tick (slots [0, n))
-        self.counters = {"recomputed": 0, "ticks": 0}
+        self.counters = {"recomputed": 0, "ticks": 0, "prepared": 0, "prepared_used": 0}
+        self._ahead: _Ahead | None = None  # the next tick's encoder attention over cached spikes (prepare)
         self._tail = FusedPOYO(model, n_output=1, encoder=False)  # processor + decoder, any N_out
         self._latent_t0 = float(model.latent_tokens()[1][0])  # first latent's time in a window starting at 0
 
@@ -122,19 +133,78 @@ class EncoderKVCache:
         with torch.inference_mode():
             return self._forward(latent_timestamps, output_session_index, output_timestamps)
 
+    def prepare(self, latent_timestamps: Tensor | np.ndarray) -> int:
+        """Ahead of the next tick, whose latent times (1, N_lat) s are given: its encoder attention over the
+        cached spikes that will still be in its window (time >= its start). Returns how many spikes that
+        covered (0: nothing prepared). :meth:`forward` uses it when its latent times are these exactly."""
+        self._ahead = None
+        lat = torch.as_tensor(latent_timestamps, dtype=torch.float64).reshape(1, -1)
+        n = self.n
+        if n == 0 or not _HAS_LSE_KERNEL:
+            return 0
+        start = float(lat[0, 0]) - self._latent_t0  # next window start (a spike within rounding of it: left out)
+        keep = np.flatnonzero((self._time[:n] >= start) & (self._type[:n] == _SPIKE))
+        if keep.shape[0] == 0:
+            return 0
+        keys = np.sort(self._token_keys(keep))
+        with torch.inference_mode():
+            pos = self.model.rotary_emb.rotation(lat)
+            q = apply_rotation(self._q, pos, 1)
+            slots = torch.from_numpy(keep)
+            out, lse = _attention_lse(q, self.k[:, :, slots], self.v[:, :, slots])
+        self._ahead = _Ahead(lat.numpy().copy(), keys, out, lse)
+        self.counters["prepared"] += 1
+        return int(keep.shape[0])
+
+    def _encoder_attention(self, q: Tensor, latent_timestamps: Tensor) -> Tensor:
+        """softmax(q k^T / sqrt(H)) v over slots [0, n): (1, h, N_lat, H), from :meth:`prepare`'s part
+        when it matches this tick (only the tokens it did not cover are attended here), else in full."""
+        n, ahead = self.n, self._ahead
+        self._ahead = None
+        if ahead is not None and np.array_equal(ahead.latent_timestamps, latent_timestamps.numpy()):
+            keys = self._token_keys(np.arange(n))
+            at = np.minimum(np.searchsorted(ahead.keys, keys), ahead.keys.shape[0] - 1)
+            found = ahead.keys[at] == keys
+            matched = at[found]
+            if matched.shape[0] == ahead.keys.shape[0]:  # all prepared tokens are here (else one left: in full)
+                self.counters["prepared_used"] += 1
+                rest = np.flatnonzero(~found)
+                if rest.shape[0] == 0:
+                    return ahead.out
+                slots = torch.from_numpy(rest)
+                out, lse = _attention_lse(q, self.k[:, :, slots], self.v[:, :, slots])
+                return _merge(ahead.out, ahead.lse, out, lse)
+        return torch.nn.functional.scaled_dot_product_attention(q, self.k[:, :, :n], self.v[:, :, :n])
+
     def _forward(self, latent_timestamps: Tensor, output_session_index: Tensor, output_timestamps: Tensor) -> Tensor:
         model, enc = self.model, self.model.enc_atn
         latent_pos = model.rotary_emb.rotation(latent_timestamps)  # (1, N_lat, D)
         q = apply_rotation(self._q, latent_pos, 1)
-        n = self.n
-        out = attend(q, self.k[:, :, :n], self.v[:, :, :n], q_pos_emb=latent_pos, attn_mask=None,
-                     dropout_p=0.0, rotate_value=enc.rotate_value)  # (1, N_lat, h*H)
-        latents = self._latents + enc.to_out(out)
+        out = self._encoder_attention(q, latent_timestamps)  # (1, h, N_lat, H)
+        if enc.rotate_value:
+            out = apply_rotation(out, latent_pos.inverse(), 1)
+        latents = self._latents + enc.to_out(out.transpose(1, 2).flatten(-2))
         window_start = latent_timestamps[0, 0] - self._latent_t0
         out_times = output_timestamps[0].to(torch.float64) - window_start
         return self._tail.process_and_decode(latents[0], output_session_index[0], out_times)[None]
 
     # ------------------------------------------------------------------ private
+    def _token_keys(self, slots: np.ndarray) -> np.ndarray:
+        """One key per token of ``slots``, equal for equal tokens only, unique within the call: the
+        multiset of (time, unit, type) as complex128 ``time + 1j * (unit * n_types + type + span * r)``,
+        r = 0, 1, ... numbering the copies of a token (chunk-stamped streams give a unit two spikes at one
+        time); numpy orders complex numbers by real, then imaginary part."""
+        keys = self._time[slots] + 1j * (self._unit[slots] * self._n_types + self._type[slots]).astype(np.float64)
+        order = np.argsort(keys, kind="stable")
+        ordered = keys[order]
+        new_run = np.ones(ordered.shape[0], dtype=bool)
+        new_run[1:] = ordered[1:] != ordered[:-1]
+        if not new_run.all():
+            starts = np.flatnonzero(new_run)
+            copy = np.arange(ordered.shape[0]) - np.repeat(starts, np.diff(np.append(starts, ordered.shape[0])))
+            keys[order] = ordered + 1j * float(self._n_vocab * self._n_types) * copy
+        return keys
+
     def _rows(self, units: np.ndarray) -> np.ndarray:
         """Table rows of ``units`` (vocabulary indices), computing the rows of units not seen before."""
         if units.shape[0] and (units.min() < 0 or units.max() >= self._n_vocab):
@@ -171,3 +241,30 @@ class EncoderKVCache:
         self._unit[idx] = units
         self._type[idx] = types
         self._time[idx] = times
+
+
+_SPIKE = int(TokenType.DEFAULT)
+# the CPU flash-attention kernel that also returns the log-sum-exp (torch >= 2.2); without it, no prepare
+_HAS_LSE_KERNEL = hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu")
+
+
+class _Ahead(NamedTuple):
+    """What :meth:`EncoderKVCache.prepare` computed for the next tick."""
+
+    latent_timestamps: np.ndarray  # (1, N_lat) float64 s: the tick it was made for
+    keys: np.ndarray  # (m,) complex128, sorted: the spikes it covered (EncoderKVCache._token_keys)
+    out: Tensor  # (1, h, N_lat, H) their attention output
+    lse: Tensor  # (1, h, N_lat) its log-sum-exp
+
+
+def _attention_lse(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """``softmax(q k^T / sqrt(H)) v`` (B, h, N_q, H) and its log-sum-exp (B, h, N_q) (CPU flash kernel)."""
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v)
+    return out, lse
+
+
+def _merge(out_a: Tensor, lse_a: Tensor, out_b: Tensor, lse_b: Tensor) -> Tensor:
+    """The attention over two disjoint key sets from each one's output and log-sum-exp."""
+    m = torch.maximum(lse_a, lse_b)
+    wa, wb = torch.exp(lse_a - m), torch.exp(lse_b - m)
+    return (out_a * wa[..., None] + out_b * wb[..., None]) / (wa + wb)[..., None]

@@ -284,6 +284,14 @@ class Engine:
         self.gc = watch.as_dict()
         return self.summary()
 
+    def _prepare(self, next_deadline: float) -> None:
+        """In the idle part of the period, what the next tick's forward can do before its spikes arrive
+        (:meth:`Runner.prepare`); skipped when that tick is already due (it would only delay it)."""
+        prepare = getattr(self.runner, "prepare", None)
+        if prepare is None or self.clock() >= next_deadline or not math.isfinite(self.tokenizer.origin_s):
+            return
+        prepare(self.tokenizer.latent_timestamps_at(next_deadline - self.settings.input_delay_s))
+
     def _loop(self, duration_s: float | None, max_ticks: int | None) -> None:
         s = self.settings
         t_start = self.clock()
@@ -302,6 +310,7 @@ class Engine:
                     k += missed
                     deadline = t_start + k * s.period_s
                 self.tick(deadline)
+                self._prepare(t_start + (k + 1) * s.period_s)
             else:
                 before = self.buffer.next_seq
                 times, units = self.source.pull()

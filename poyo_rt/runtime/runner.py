@@ -300,6 +300,13 @@ class Runner:
         t2 = time.perf_counter_ns()
         return ForwardResult(values=values, n_input=n, h2d_us=0.0, forward_us=(t1 - t0) / 1e3, d2h_us=(t2 - t1) / 1e3)
 
+    def prepare(self, latent_timestamps: np.ndarray) -> None:
+        """Between ticks: the part of the next tick's forward that its new spikes cannot change, for the
+        next latent times (1, N_lat) s (``IncrementalTokenizer.latent_timestamps_at``). CPU key/value cache
+        only (:meth:`EncoderKVCache.prepare`); elsewhere nothing."""
+        if self.kv_cache is not None:
+            self.kv_cache.prepare(latent_timestamps)
+
     def run(self, arrays: dict[str, np.ndarray], n_tokens: int) -> ForwardResult:
         """Decode one tick from the tokenizer's arrays (``IncrementalTokenizer.arrays()``), whose
         real tokens are compact in slots ``[0, n_tokens)``."""

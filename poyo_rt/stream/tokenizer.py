@@ -360,6 +360,13 @@ class IncrementalTokenizer:
             n_new, n_expired, n_over, n_stale, newest, rebased,
         )
 
+    def latent_timestamps_at(self, t_end_s: float) -> np.ndarray:
+        """The latent times (1, N_lat) that :meth:`update` will write for a window ending at ``t_end_s``
+        (LSL s) unless it moves the origin first: the same float64 arithmetic, bit for bit. Lets a runner
+        prepare the next tick's work ahead of it (NaN before the first tick)."""
+        ws_rel = (float(t_end_s) - self.window_s) - self.origin_s
+        return (self._latent_offsets + ws_rel)[None, :]
+
     # ----------------------------------------------------------------- private
     def _check_buffer(self, buffer: SpikeBuffer) -> None:
         """Once per buffer object: its units are ours and it drops our unmapped units."""
