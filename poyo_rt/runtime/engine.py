@@ -181,6 +181,7 @@ class Engine:
         self.reporter = PeriodicReporter(self.stats, settings.log_every_s, clock=clock) if settings.log_every_s > 0 else None
         self.ticks = 0
         self.skipped_ticks = 0
+        self._prepare_s = 0.0  # how long the last Runner.prepare took (s, LSL clock)
         self.last_pulls = 0  #: inlet pulls the last tick needed to drain the backlog
         self.gc: dict | None = None  #: garbage collections during the last run() (GcWatch.as_dict)
         self._stop = threading.Event()
@@ -286,11 +287,16 @@ class Engine:
 
     def _prepare(self, next_deadline: float) -> None:
         """In the idle part of the period, what the next tick's forward can do before its spikes arrive
-        (:meth:`Runner.prepare`); skipped when that tick is already due (it would only delay it)."""
+        (:meth:`Runner.prepare`); skipped when less than twice the last preparation's time is left before
+        that tick (it would delay the tick more than it saves)."""
         prepare = getattr(self.runner, "prepare", None)
-        if prepare is None or self.clock() >= next_deadline or not math.isfinite(self.tokenizer.origin_s):
+        now = self.clock()
+        if prepare is None or not math.isfinite(self.tokenizer.origin_s):
+            return
+        if next_deadline - now < 2.0 * self._prepare_s:
             return
         prepare(self.tokenizer.latent_timestamps_at(next_deadline - self.settings.input_delay_s))
+        self._prepare_s = self.clock() - now
 
     def _loop(self, duration_s: float | None, max_ticks: int | None) -> None:
         s = self.settings
