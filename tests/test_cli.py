@@ -45,7 +45,10 @@ def test_bench_quick_json(tmp_path):
     assert result["flop_bound_ms"] == pytest.approx(result["gflop_per_forward"] / result["matmul_gflops"] * 1e3)
     # per tick of a stream: the kv-cache path decodes what torch_brain decodes, recomputing a fraction of the tokens
     (stream,) = payload["stream"]
-    assert [t["name"] for t in stream["timings"]] == ["torch_brain eager", "poyo_rt exact", "poyo_rt kv-cache"]
+    assert [t["name"] for t in stream["timings"]] == ["torch_brain eager", "poyo_rt exact", "poyo_rt kv-cache",
+                                                      "poyo_rt kv-cache ahead"]
+    # the next tick's encoder attention prepared between ticks: used by every tick but the first
+    assert stream["ahead_used_ticks"] == stream["ahead_ticks"] - 1 > 0 and stream["ahead_prepare_us"]["median_us"] > 0
     assert stream["reference"] == "torch_brain eager"
     assert max(stream["max_abs_diff_vs_reference"].values()) <= 1e-5
     assert 0 < stream["mean_recomputed_per_tick"] < 0.5 * stream["mean_input_tokens"]
