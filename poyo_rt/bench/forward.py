@@ -291,11 +291,6 @@ def format_forward_table(results: list[dict]) -> str:
             lines.append(f"{'':<15} max |poyo_rt - torch_brain| = {res['max_abs_diff_vs_torch_brain']:.2e}")
         if res.get("bf16_max_rel_err_vs_fp32") is not None:
             lines.append(f"{'':<15} bf16 (opt-in) max |bf16 - fp32| / max |fp32| = {res['bf16_max_rel_err_vs_fp32']:.1e}")
-        if "ahead_prepare_us" in res:
-            prepared_ms = res["ahead_prepare_us"]["median_us"] / 1e3
-            lines.append(f"{'':<15} kv-cache ahead: prepared between ticks in {prepared_ms:.3f} ms median (off the "
-                         f"tick's path), used by {res['ahead_used_ticks']} of "
-                         f"{res['ahead_ticks']} ticks")
         best = min(t["median_us"] for t in res["timings"]) / 1e3
         lines.append(f"{'':<15} {res['gflop_per_forward']:.3f} GFLOP a forward; fp32 matmul here "
                      f"{res['matmul_gflops']:.0f} GFLOP/s -> {res['flop_bound_ms']:.2f} ms at that rate "
@@ -313,7 +308,7 @@ def run_stream_bench(
     reported apart), all on the same tick's tokens, in rotating order.
 
     Poisson spikes at ``rate_hz`` over ``n_units`` units feed the incremental tokenizer at ``tick_hz``;
-    each tick the three paths decode the same window (torch_brain and exact on the tokenizer's arrays
+    each tick the paths decode the same window (torch_brain and exact on the tokenizer's arrays
     trimmed to the real tokens and masked; the cache updating only what changed).
     """
     from poyo_rt.bench.common import poisson_spikes
