@@ -87,6 +87,9 @@ class TorchBrainRunner:
         self.twin = twin.eval()
         self.device = torch.device("cpu")
 
+    def prepare(self, latent_timestamps: np.ndarray) -> None:
+        """Nothing to prepare between ticks: torch_brain's forward runs whole at the tick."""
+
     def run(self, arrays: dict[str, np.ndarray], n_tokens: int) -> ForwardResult:
         n = min(-(-max(n_tokens, 1) // 8) * 8, arrays["input_mask"].shape[1])
         kw = torch_brain_kwargs(trimmed_views(arrays, n))

@@ -46,7 +46,7 @@ from torch import Tensor
 
 from poyo_rt.model.fused import FusedPOYO
 from poyo_rt.model.poyo import POYO
-from poyo_rt.model.rotary import apply_rotation
+from poyo_rt.model.rotary import Rotation, apply_rotation
 from poyo_rt.model.tokens import TokenType
 
 __all__ = ["EncoderKVCache"]
@@ -152,21 +152,20 @@ class EncoderKVCache:
             q = apply_rotation(self._q, pos, 1)
             slots = torch.from_numpy(keep)
             out, lse = _attention_lse(q, self.k[:, :, slots], self.v[:, :, slots])
-        self._ahead = _Ahead(lat.numpy().copy(), keys, out, lse)
+        self._ahead = _Ahead(lat.numpy().copy(), pos, q, keys, out, lse)
         self.counters["prepared"] += 1
         return int(keep.shape[0])
 
-    def _encoder_attention(self, q: Tensor, latent_timestamps: Tensor) -> Tensor:
+    def _encoder_attention(self, q: Tensor, ahead: "_Ahead | None") -> Tensor:
         """softmax(q k^T / sqrt(H)) v over slots [0, n): (1, h, N_lat, H), from :meth:`prepare`'s part
-        when it matches this tick (only the tokens it did not cover are attended here), else in full."""
-        n, ahead = self.n, self._ahead
-        self._ahead = None
-        if ahead is not None and np.array_equal(ahead.latent_timestamps, latent_timestamps.numpy()):
+        (``ahead``, made for this tick's latent times) when every token it covered is still here (only the
+        others are attended now), else in full."""
+        n = self.n
+        if ahead is not None:
             keys = self._token_keys(np.arange(n))
             at = np.minimum(np.searchsorted(ahead.keys, keys), ahead.keys.shape[0] - 1)
             found = ahead.keys[at] == keys
-            matched = at[found]
-            if matched.shape[0] == ahead.keys.shape[0]:  # all prepared tokens are here (else one left: in full)
+            if int(found.sum()) == ahead.keys.shape[0]:  # all prepared tokens are here (else one left: in full)
                 self.counters["prepared_used"] += 1
                 rest = np.flatnonzero(~found)
                 if rest.shape[0] == 0:
@@ -178,9 +177,14 @@ class EncoderKVCache:
 
     def _forward(self, latent_timestamps: Tensor, output_session_index: Tensor, output_timestamps: Tensor) -> Tensor:
         model, enc = self.model, self.model.enc_atn
-        latent_pos = model.rotary_emb.rotation(latent_timestamps)  # (1, N_lat, D)
-        q = apply_rotation(self._q, latent_pos, 1)
-        out = self._encoder_attention(q, latent_timestamps)  # (1, h, N_lat, H)
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and np.array_equal(ahead.latent_timestamps, latent_timestamps.numpy()):
+            latent_pos, q = ahead.latent_pos, ahead.q  # rotated when it was prepared
+        else:
+            ahead = None
+            latent_pos = model.rotary_emb.rotation(latent_timestamps)  # (1, N_lat, D)
+            q = apply_rotation(self._q, latent_pos, 1)
+        out = self._encoder_attention(q, ahead)  # (1, h, N_lat, H)
         if enc.rotate_value:
             out = apply_rotation(out, latent_pos.inverse(), 1)
         latents = self._latents + enc.to_out(out.transpose(1, 2).flatten(-2))
@@ -252,6 +256,8 @@ class _Ahead(NamedTuple):
     """What :meth:`EncoderKVCache.prepare` computed for the next tick."""
 
     latent_timestamps: np.ndarray  # (1, N_lat) float64 s: the tick it was made for
+    latent_pos: Rotation  # their rotation
+    q: Tensor  # (1, h, N_lat, H) the encoder's queries, rotated
     keys: np.ndarray  # (m,) complex128, sorted: the spikes it covered (EncoderKVCache._token_keys)
     out: Tensor  # (1, h, N_lat, H) their attention output
     lse: Tensor  # (1, h, N_lat) its log-sum-exp

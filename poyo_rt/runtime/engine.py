@@ -289,13 +289,10 @@ class Engine:
         """In the idle part of the period, what the next tick's forward can do before its spikes arrive
         (:meth:`Runner.prepare`); skipped when less than twice the last preparation's time is left before
         that tick (it would delay the tick more than it saves)."""
-        prepare = getattr(self.runner, "prepare", None)
         now = self.clock()
-        if prepare is None or not math.isfinite(self.tokenizer.origin_s):
+        if not math.isfinite(self.tokenizer.origin_s) or next_deadline - now < 2.0 * self._prepare_s:
             return
-        if next_deadline - now < 2.0 * self._prepare_s:
-            return
-        prepare(self.tokenizer.latent_timestamps_at(next_deadline - self.settings.input_delay_s))
+        self.runner.prepare(self.tokenizer.latent_timestamps_at(next_deadline - self.settings.input_delay_s))
         self._prepare_s = self.clock() - now
 
     def _loop(self, duration_s: float | None, max_ticks: int | None) -> None:
