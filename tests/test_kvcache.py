@@ -33,7 +33,8 @@ def reference(theirs, views: dict[str, torch.Tensor]) -> np.ndarray:
         return theirs(**tb_kwargs(batch)).numpy()
 
 
-@pytest.mark.parametrize("ahead", [False, True], ids=["at-tick", "prepared-ahead"])
+@pytest.mark.parametrize("ahead", [None, "spikes", "spikes+start/end"],
+                         ids=["at-tick", "prepared-spikes", "prepared-spikes-start-end"])
 @pytest.mark.parametrize("name", ["cross2_head24", "depth3_head8", "poyo_1.3M"])
 def test_cache_equals_torch_brain_over_a_stream(name, ahead):
     ours, theirs = make_pair(CONFIGS[name], n_units=24, n_sessions=2)
@@ -81,12 +82,18 @@ def test_cache_equals_torch_brain_over_a_stream(name, ahead):
         got = cache.forward(views["latent_timestamps"], views["output_session_index"], views["output_timestamps"])
         if ahead:  # the prepared part is used unless the origin moved (other latent times) or overflow
             # dropped spikes it covered; then the whole attention runs
-            assert (cache.counters["prepared_used"] > used) == (not info.rebased and not info.overflow), k
+            used_now = cache.counters["prepared_used"] > used
+            assert used_now == (not info.rebased and not info.overflow), k
+            # with it, only this tick's new spikes are attended (and the START/END tokens unless prepared
+            # too); spikes moved to other slots by swap-remove were prepared, and found again
+            at_tick = info.n_new + (tok.n_start_end if ahead == "spikes" else 0)
+            assert cache.last_attended == (at_tick if used_now else info.n_input_tokens), k
         want = reference(theirs, views)
         assert got.shape == (1, 3, 2)
         assert np.abs(got.numpy() - want).max() <= TOL, k
         if ahead:  # between ticks: the next tick's encoder attention over the spikes that stay
-            cache.prepare(tok.latent_timestamps_at(T0 + (k + 1) * 0.02))
+            nxt = tok.window_times_at(T0 + (k + 1) * 0.02)
+            cache.prepare(*(nxt if ahead == "spikes+start/end" else nxt[:1]))
     assert n_rebase >= 2 and n_overflow >= 1 and incremental_ticks > 150
     if ahead:
         assert cache.counters["prepared_used"] > 200, cache.counters

@@ -5,8 +5,8 @@
     python tools/profile_ahead.py                  # poyo_1.3M, 1 thread, 200 ticks
     python tools/profile_ahead.py --threads 2
 
-Stages: the window's token keys, matching them against the prepared set, gathering the rest's keys/values,
-the rest's attention, the merge; then the whole cached forward with and without the preparation, on the
+Stages: matching the window's tokens against the prepared set (the slots left to attend), gathering
+their keys/values, their attention, the merge; then the whole cached forward with and without the preparation, on the
 same ticks (two caches, alternating order).
 """
 
@@ -61,11 +61,8 @@ with torch.inference_mode():
                   info.n_input_tokens)
         prepared = ahead._ahead
         if prepared is not None:  # the prepared path's stages, as EncoderKVCache._encoder_attention runs them
-            ahead.update(*tokens)
-            keys = timed("token keys", lambda: ahead._token_keys(np.arange(ahead.n)), k)
-            found = timed("matching", lambda: prepared.keys[np.minimum(np.searchsorted(prepared.keys, keys),
-                                                                       prepared.keys.shape[0] - 1)] == keys, k)
-            rest = torch.from_numpy(np.flatnonzero(~found))
+            ahead.update(*tokens)  # (the forward below updates again: nothing left to change then)
+            rest = torch.from_numpy(timed("matching (the rest's slots)", lambda: ahead._unprepared_slots(prepared), k))
             kv = timed("gather the rest", lambda: (ahead.k[:, :, rest], ahead.v[:, :, rest]), k)
             part = timed("attention over the rest", lambda: _attention_lse(prepared.q, *kv), k)
             timed("merge", lambda: _merge(prepared.out, prepared.lse, *part), k)
@@ -76,7 +73,7 @@ with torch.inference_mode():
             timed(label, lambda: (cache.update(*tokens), cache.forward(v["latent_timestamps"], v["output_session_index"],
                                                                         v["output_timestamps"])), k)
         t_next = t0 + model.sequence_length + (k + 1) / 50  # as the next tick computes it: the same bits
-        timed("prepare (between ticks)", lambda: ahead.prepare(tok.latent_timestamps_at(t_next)), k)
+        timed("prepare (between ticks)", lambda: ahead.prepare(*tok.window_times_at(t_next)), k)
 print(f"{args.config}, {args.threads} thread(s), medians over {args.ticks - warmup} ticks; the prepared part "
       f"used by {ahead.counters['prepared_used']} of {args.ticks} ticks:")
 for stage, values in spent.items():

@@ -40,6 +40,7 @@ import torch
 from poyo_rt.bench.common import percentiles_us
 from poyo_rt.bench.forward import BENCH_CONFIGS, build_model, torch_brain_kwargs, torch_brain_twin
 from poyo_rt.runtime.runner import ForwardResult, trimmed_views
+from poyo_rt.stream.tokenizer import WindowTimes
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ class TorchBrainRunner:
         self.twin = twin.eval()
         self.device = torch.device("cpu")
 
-    def prepare(self, latent_timestamps: np.ndarray) -> None:
+    def prepare(self, window: WindowTimes) -> None:
         """Nothing to prepare between ticks: torch_brain's forward runs whole at the tick."""
 
     def run(self, arrays: dict[str, np.ndarray], n_tokens: int) -> ForwardResult:

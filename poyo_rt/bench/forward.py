@@ -373,7 +373,7 @@ def run_stream_bench(
                     outs[label] = paths[label]()
                     took[label] = (time.perf_counter_ns() - a) / 1e3
                 a = time.perf_counter_ns()  # between ticks: the next tick's encoder attention, prepared
-                ahead.prepare(tok.latent_timestamps_at(t0 + window + (k + 1) / tick_hz))
+                ahead.prepare(*tok.window_times_at(t0 + window + (k + 1) / tick_hz))
                 if k >= warmup_ticks:
                     prepare_us.append((time.perf_counter_ns() - a) / 1e3)
                 ref = outs.get("torch_brain eager", outs["poyo_rt exact"])

@@ -88,6 +88,8 @@ class EncoderKVCache:
         self._n_types = int(model.token_type_emb.weight.shape[0])
         self._table = torch.empty((0, self._n_types, 2 * self.inner), device=device)
         self.n = 0  # real tokens of the current tick (slots [0, n))
+        self.last_attended = 0  # input tokens the last forward attended at the tick (all n without a preparation)
+        self._dirty = np.zeros(self.capacity, dtype=bool)  # slots rewritten since the last prepare
         self.counters = {"recomputed": 0, "ticks": 0, "prepared": 0, "prepared_used": 0}
         self._ahead: _Ahead | None = None  # the next tick's encoder attention over cached spikes (prepare)
         self._tail = FusedPOYO(model, n_output=1, encoder=False)  # processor + decoder, any N_out
@@ -133,47 +135,85 @@ class EncoderKVCache:
         with torch.inference_mode():
             return self._forward(latent_timestamps, output_session_index, output_timestamps)
 
-    def prepare(self, latent_timestamps: Tensor | np.ndarray) -> int:
+    def prepare(self, latent_timestamps: Tensor | np.ndarray, start_s: float | None = None,
+                end_s: float | None = None) -> int:
         """Ahead of the next tick, whose latent times (1, N_lat) s are given: its encoder attention over the
-        cached spikes that will still be in its window (time >= its start). Returns how many spikes that
-        covered (0: nothing prepared). :meth:`forward` uses it when its latent times are these exactly."""
+        cached spikes that will still be in its window (time >= its start) and, when the next window's start
+        and end (s, the exact values the tokenizer will write) are given, over its START/END tokens (the
+        current ones re-timed). Returns how many tokens that covered (0: nothing prepared).
+        :meth:`forward` uses it when its latent times are these exactly."""
         self._ahead = None
+        self._dirty[:] = False
         lat = torch.as_tensor(latent_timestamps, dtype=torch.float64).reshape(1, -1)
         n = self.n
         if n == 0 or not _HAS_LSE_KERNEL:
             return 0
-        start = float(lat[0, 0]) - self._latent_t0  # next window start (a spike within rounding of it: left out)
+        # the next window's start (given, or from the latents; a spike within rounding of it: left out)
+        start = float(lat[0, 0]) - self._latent_t0 if start_s is None else float(start_s)
         keep = np.flatnonzero((self._time[:n] >= start) & (self._type[:n] == _SPIKE))
-        if keep.shape[0] == 0:
-            return 0
-        keys = np.sort(self._token_keys(keep))
+        covered = np.zeros(self.capacity, dtype=bool)
+        covered[keep] = True
+        keys = np.empty(self.capacity, dtype=np.complex128)
+        keys[keep] = _base_keys(self._time[keep], self._unit[keep], self._type[keep], self._n_types)
+        slots = torch.from_numpy(keep)
         with torch.inference_mode():
+            k, v = self.k[:, :, slots], self.v[:, :, slots]
+            se_keys = np.empty(0, dtype=np.complex128)
+            if start_s is not None and end_s is not None:  # START/END tokens: same units, the next times
+                se = np.flatnonzero(self._type[:n] != _SPIKE)
+                units, types = self._unit[se], self._type[se]
+                times = np.where(types == _START, float(start_s), float(end_s))
+                se_keys = np.sort(_number_copies(_base_keys(times, units, types, self._n_types)))
+                se_k, se_v = self._rotated_kv(units, types, times)
+                k, v = torch.cat((k, se_k), dim=2), torch.cat((v, se_v), dim=2)
+            if k.shape[2] == 0:
+                return 0
             pos = self.model.rotary_emb.rotation(lat)
             q = apply_rotation(self._q, pos, 1)
-            slots = torch.from_numpy(keep)
-            out, lse = _attention_lse(q, self.k[:, :, slots], self.v[:, :, slots])
-        self._ahead = _Ahead(lat.numpy().copy(), pos, q, keys, out, lse)
+            out, lse = _attention_lse(q, k, v)
+        self._ahead = _Ahead(lat.numpy().copy(), pos, q, covered, keys, se_keys, out, lse)
         self.counters["prepared"] += 1
-        return int(keep.shape[0])
+        return int(k.shape[2])
 
     def _encoder_attention(self, q: Tensor, ahead: "_Ahead | None") -> Tensor:
         """softmax(q k^T / sqrt(H)) v over slots [0, n): (1, h, N_lat, H), from :meth:`prepare`'s part
         (``ahead``, made for this tick's latent times) when every token it covered is still here (only the
-        others are attended now), else in full."""
+        others are attended now), else in full. Sets :attr:`last_attended`."""
+        rest = None if ahead is None else self._unprepared_slots(ahead)
+        if rest is None:
+            self.last_attended = self.n
+            return torch.nn.functional.scaled_dot_product_attention(q, self.k[:, :, :self.n], self.v[:, :, :self.n])
+        self.counters["prepared_used"] += 1
+        self.last_attended = int(rest.shape[0])
+        if rest.shape[0] == 0:
+            return ahead.out
+        slots = torch.from_numpy(rest)
+        out, lse = _attention_lse(q, self.k[:, :, slots], self.v[:, :, slots])
+        return _merge(ahead.out, ahead.lse, out, lse)
+
+    def _unprepared_slots(self, ahead: "_Ahead") -> np.ndarray | None:
+        """The slots of [0, n) whose tokens ``ahead`` did not cover, or None when a token it covered is gone.
+
+        The prepared tokens are matched as a multiset: one still in its slot (not rewritten since
+        :meth:`prepare`) pairs with itself; each of the others (moved by swap-remove, START/END re-timed)
+        must be found, by key, among this tick's remaining tokens: O(tokens that changed), not O(n)."""
         n = self.n
-        if ahead is not None:
-            keys = self._token_keys(np.arange(n))
-            at = np.minimum(np.searchsorted(ahead.keys, keys), ahead.keys.shape[0] - 1)
-            found = ahead.keys[at] == keys
-            if int(found.sum()) == ahead.keys.shape[0]:  # all prepared tokens are here (else one left: in full)
-                self.counters["prepared_used"] += 1
-                rest = np.flatnonzero(~found)
-                if rest.shape[0] == 0:
-                    return ahead.out
-                slots = torch.from_numpy(rest)
-                out, lse = _attention_lse(q, self.k[:, :, slots], self.v[:, :, slots])
-                return _merge(ahead.out, ahead.lse, out, lse)
-        return torch.nn.functional.scaled_dot_product_attention(q, self.k[:, :, :n], self.v[:, :, :n])
+        in_place = ahead.covered[:n] & ~self._dirty[:n]  # prepared tokens still in their slot
+        others = np.flatnonzero(~in_place)  # this tick's tokens not paired that way
+        moved = ahead.covered.copy()
+        moved[:n] &= self._dirty[:n]  # prepared spikes whose slot was rewritten or is now past n
+        # START/END and spike keys differ in type, so the two prepared sets are matched apart (copies numbered
+        # within each); the START/END keys were numbered and sorted at preparation
+        here = _number_copies(_base_keys(self._time[others], self._unit[others], self._type[others], self._n_types))
+        found = _found_in(ahead.se_keys, here)
+        n_lost = ahead.se_keys.shape[0]
+        if moved.any():
+            lost = np.sort(_number_copies(ahead.keys[moved]))
+            found |= _found_in(lost, here)
+            n_lost += lost.shape[0]
+        if int(found.sum()) < n_lost:  # keys are unique after numbering: one match per prepared token
+            return None
+        return others[~found]
 
     def _forward(self, latent_timestamps: Tensor, output_session_index: Tensor, output_timestamps: Tensor) -> Tensor:
         model, enc = self.model, self.model.enc_atn
@@ -193,22 +233,6 @@ class EncoderKVCache:
         return self._tail.process_and_decode(latents[0], output_session_index[0], out_times)[None]
 
     # ------------------------------------------------------------------ private
-    def _token_keys(self, slots: np.ndarray) -> np.ndarray:
-        """One key per token of ``slots``, equal for equal tokens only, unique within the call: the
-        multiset of (time, unit, type) as complex128 ``time + 1j * (unit * n_types + type + span * r)``,
-        r = 0, 1, ... numbering the copies of a token (chunk-stamped streams give a unit two spikes at one
-        time); numpy orders complex numbers by real, then imaginary part."""
-        keys = self._time[slots] + 1j * (self._unit[slots] * self._n_types + self._type[slots]).astype(np.float64)
-        order = np.argsort(keys, kind="stable")
-        ordered = keys[order]
-        new_run = np.ones(ordered.shape[0], dtype=bool)
-        new_run[1:] = ordered[1:] != ordered[:-1]
-        if not new_run.all():
-            starts = np.flatnonzero(new_run)
-            copy = np.arange(ordered.shape[0]) - np.repeat(starts, np.diff(np.append(starts, ordered.shape[0])))
-            keys[order] = ordered + 1j * float(self._n_vocab * self._n_types) * copy
-        return keys
-
     def _rows(self, units: np.ndarray) -> np.ndarray:
         """Table rows of ``units`` (vocabulary indices), computing the rows of units not seen before."""
         if units.shape[0] and (units.min() < 0 or units.max() >= self._n_vocab):
@@ -227,27 +251,33 @@ class EncoderKVCache:
             rows = self._row_of_unit[units]
         return rows
 
-    def _fill(self, idx: np.ndarray, units: np.ndarray, types: np.ndarray, times: np.ndarray) -> None:
-        """Recompute the rotated k, v of slots ``idx`` from the table: O(len(idx))."""
-        if types.min() < 0 or types.max() >= self._n_types:
+    def _rotated_kv(self, units: np.ndarray, types: np.ndarray, times: np.ndarray) -> tuple[Tensor, Tensor]:
+        """Rotated keys and values (1, h, m, H) of m tokens, from the table."""
+        if types.shape[0] and (types.min() < 0 or types.max() >= self._n_types):
             raise IndexError(f"token type out of [0, {self._n_types})")
         rows = self._rows(units)
-        m = idx.shape[0]
+        m = rows.shape[0]
         with torch.inference_mode():
             kv = self._table[torch.from_numpy(rows).to(self.device), torch.from_numpy(types).to(self.device)]
             kv = kv.view(m, 2, self.heads, self.head_dim)  # (m, k|v, h, H)
             rot = self.model.rotary_emb.rotation(torch.from_numpy(times).to(self.device))  # (m, D)
             k = apply_rotation(kv[:, 0], rot, 1)  # (m, h, H)
             v = apply_rotation(kv[:, 1], rot, 1) if self.model.enc_atn.rotate_value else kv[:, 1]
+        return k.transpose(0, 1)[None], v.transpose(0, 1)[None]
+
+    def _fill(self, idx: np.ndarray, units: np.ndarray, types: np.ndarray, times: np.ndarray) -> None:
+        """Recompute the rotated k, v of slots ``idx`` from the table: O(len(idx))."""
+        k, v = self._rotated_kv(units, types, times)
+        with torch.inference_mode():
             slots = torch.from_numpy(idx).to(self.device)
-            self.k[0].index_copy_(1, slots, k.transpose(0, 1))
-            self.v[0].index_copy_(1, slots, v.transpose(0, 1))
+            self.k[0].index_copy_(1, slots, k[0])
+            self.v[0].index_copy_(1, slots, v[0])
         self._unit[idx] = units
         self._type[idx] = types
         self._time[idx] = times
+        self._dirty[idx] = True
 
-
-_SPIKE = int(TokenType.DEFAULT)
+_SPIKE, _START = int(TokenType.DEFAULT), int(TokenType.START_OF_SEQUENCE)
 # the CPU flash-attention kernel that also returns the log-sum-exp (torch >= 2.2); without it, no prepare
 _HAS_LSE_KERNEL = hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu")
 
@@ -258,9 +288,40 @@ class _Ahead(NamedTuple):
     latent_timestamps: np.ndarray  # (1, N_lat) float64 s: the tick it was made for
     latent_pos: Rotation  # their rotation
     q: Tensor  # (1, h, N_lat, H) the encoder's queries, rotated
-    keys: np.ndarray  # (m,) complex128, sorted: the spikes it covered (EncoderKVCache._token_keys)
+    covered: np.ndarray  # (capacity,) bool: the slots whose spikes it covered
+    keys: np.ndarray  # (capacity,) complex128: their keys (_base_keys; meaningful where covered)
+    se_keys: np.ndarray  # (2U,) complex128, copies numbered, sorted: the next START/END tokens it covered
     out: Tensor  # (1, h, N_lat, H) their attention output
     lse: Tensor  # (1, h, N_lat) its log-sum-exp
+
+
+def _base_keys(times: np.ndarray, units: np.ndarray, types: np.ndarray, n_types: int) -> np.ndarray:
+    """One complex128 key per token, equal for equal (time, unit, type): ``time + 1j * (unit * n_types + type)``
+    (numpy orders complex numbers by real, then imaginary part)."""
+    return times + 1j * (units * n_types + types).astype(np.float64)
+
+
+def _number_copies(keys: np.ndarray) -> np.ndarray:
+    """``keys`` made unique by numbering the copies of each value (chunk-stamped streams give a unit two
+    spikes at one time): copy r gets ``1j * 2**32 * r`` added (the base keys' imaginary parts are far below)."""
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    new_run = np.ones(ordered.shape[0], dtype=bool)
+    new_run[1:] = ordered[1:] != ordered[:-1]
+    if new_run.all():
+        return keys
+    starts = np.flatnonzero(new_run)
+    copy = np.arange(ordered.shape[0]) - np.repeat(starts, np.diff(np.append(starts, ordered.shape[0])))
+    out = keys.copy()
+    out[order] = ordered + 1j * float(2**32) * copy
+    return out
+
+
+def _found_in(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """Which of ``keys`` are in ``sorted_keys`` (sorted, complex128): (len(keys),) bool."""
+    if sorted_keys.shape[0] == 0:
+        return np.zeros(keys.shape[0], dtype=bool)
+    return sorted_keys[np.minimum(np.searchsorted(sorted_keys, keys), sorted_keys.shape[0] - 1)] == keys
 
 
 def _attention_lse(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
@@ -270,7 +331,6 @@ def _attention_lse(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _merge(out_a: Tensor, lse_a: Tensor, out_b: Tensor, lse_b: Tensor) -> Tensor:
-    """The attention over two disjoint key sets from each one's output and log-sum-exp."""
-    m = torch.maximum(lse_a, lse_b)
-    wa, wb = torch.exp(lse_a - m), torch.exp(lse_b - m)
-    return (out_a * wa[..., None] + out_b * wb[..., None]) / (wa + wb)[..., None]
+    """The attention over two disjoint key sets from each one's output and log-sum-exp: the outputs
+    weighted by their softmax mass, ``a`` with ``exp(lse_a) / (exp(lse_a) + exp(lse_b)) = sigmoid(lse_a - lse_b)``."""
+    return torch.lerp(out_b, out_a, torch.sigmoid(lse_a - lse_b).unsqueeze(-1))

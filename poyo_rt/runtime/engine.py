@@ -292,7 +292,7 @@ class Engine:
         now = self.clock()
         if not math.isfinite(self.tokenizer.origin_s) or next_deadline - now < 2.0 * self._prepare_s:
             return
-        self.runner.prepare(self.tokenizer.latent_timestamps_at(next_deadline - self.settings.input_delay_s))
+        self.runner.prepare(self.tokenizer.window_times_at(next_deadline - self.settings.input_delay_s))
         self._prepare_s = self.clock() - now
 
     def _loop(self, duration_s: float | None, max_ticks: int | None) -> None:

@@ -34,6 +34,7 @@ from poyo_rt.model.fused import FusedPOYO, PackedLayout, pack_window
 from poyo_rt.model.kvcache import EncoderKVCache
 from poyo_rt.model.poyo import POYO
 from poyo_rt.model.static import StaticInputs, allocate_static_inputs, static_forward
+from poyo_rt.stream.tokenizer import WindowTimes
 
 log = logging.getLogger(__name__)
 
@@ -300,12 +301,13 @@ class Runner:
         t2 = time.perf_counter_ns()
         return ForwardResult(values=values, n_input=n, h2d_us=0.0, forward_us=(t1 - t0) / 1e3, d2h_us=(t2 - t1) / 1e3)
 
-    def prepare(self, latent_timestamps: np.ndarray) -> None:
+    def prepare(self, window: WindowTimes) -> None:
         """Between ticks: the part of the next tick's forward that its new spikes cannot change, for the
-        next latent times (1, N_lat) s (``IncrementalTokenizer.latent_timestamps_at``). CPU key/value cache
-        only (:meth:`EncoderKVCache.prepare`); elsewhere nothing."""
+        next window's times (``IncrementalTokenizer.window_times_at``). CPU key/value cache only
+        (:meth:`EncoderKVCache.prepare`: the encoder attention over the spikes that stay and the START/END
+        tokens); elsewhere nothing."""
         if self.kv_cache is not None:
-            self.kv_cache.prepare(latent_timestamps)
+            self.kv_cache.prepare(window.latent_timestamps, window.start_s, window.end_s)
 
     def run(self, arrays: dict[str, np.ndarray], n_tokens: int) -> ForwardResult:
         """Decode one tick from the tokenizer's arrays (``IncrementalTokenizer.arrays()``), whose

@@ -48,7 +48,7 @@ import numpy as np
 from poyo_rt.model.tokens import TokenType, create_linspace_latent_tokens, create_start_end_unit_tokens
 from poyo_rt.stream.buffer import SpikeBuffer
 
-__all__ = ["IncrementalTokenizer", "TickTokens", "bucket_for", "output_offsets"]
+__all__ = ["IncrementalTokenizer", "TickTokens", "WindowTimes", "bucket_for", "output_offsets"]
 
 logger = logging.getLogger(__name__)
 
@@ -139,6 +139,15 @@ class TickTokens(NamedTuple):
     @property
     def overflow(self) -> bool:
         return self.n_token_overflow > 0
+
+
+class WindowTimes(NamedTuple):
+    """A window's model times, seconds relative to the tokenizer's origin
+    (:meth:`IncrementalTokenizer.window_times_at`)."""
+
+    latent_timestamps: np.ndarray  # (1, N_lat)
+    start_s: float  # the START tokens' time: the window start
+    end_s: float  # the END tokens' time: the window end
 
 
 class IncrementalTokenizer:
@@ -360,12 +369,12 @@ class IncrementalTokenizer:
             n_new, n_expired, n_over, n_stale, newest, rebased,
         )
 
-    def latent_timestamps_at(self, t_end_s: float) -> np.ndarray:
-        """The latent times (1, N_lat) that :meth:`update` will write for a window ending at ``t_end_s``
-        (LSL s) unless it moves the origin first: the same float64 arithmetic, bit for bit. Lets a runner
-        prepare the next tick's work ahead of it (NaN before the first tick)."""
+    def window_times_at(self, t_end_s: float) -> "WindowTimes":
+        """The times :meth:`update` will write for a window ending at ``t_end_s`` (LSL s) unless it moves the
+        origin first, with the same float64 arithmetic, bit for bit: latent times and the START/END tokens'
+        times. Lets a runner prepare the next tick's work ahead of it (NaN before the first tick)."""
         ws_rel = (float(t_end_s) - self.window_s) - self.origin_s
-        return (self._latent_offsets + ws_rel)[None, :]
+        return WindowTimes((self._latent_offsets + ws_rel)[None, :], ws_rel, ws_rel + self.window_s)
 
     # ----------------------------------------------------------------- private
     def _check_buffer(self, buffer: SpikeBuffer) -> None:
