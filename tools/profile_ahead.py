@@ -5,9 +5,10 @@
     python tools/profile_ahead.py                  # poyo_1.3M, 1 thread, 200 ticks
     python tools/profile_ahead.py --threads 2
 
-Stages: matching the window's tokens against the prepared set (the slots left to attend), gathering
-their keys/values, their attention, the merge; then the whole cached forward with and without the preparation, on the
-same ticks (two caches, alternating order).
+Rows: the whole cached forward (update + forward) with and without the preparation, on the same ticks (two
+caches, alternating order), and the update (recomputing the rewritten slots) of each; then the prepared path's
+stages, repeated on the state its forward saw: matching the window's tokens against the prepared set (the
+slots left to attend), gathering their keys/values, their attention, the merge; the preparation itself.
 """
 
 import argparse
@@ -60,18 +61,19 @@ with torch.inference_mode():
         tokens = (arrays["input_unit_index"][0], arrays["input_token_type"][0], arrays["input_timestamps"][0],
                   info.n_input_tokens)
         prepared = ahead._ahead
-        if prepared is not None:  # the prepared path's stages, as EncoderKVCache._encoder_attention runs them
-            ahead.update(*tokens)  # (the forward below updates again: nothing left to change then)
+        forwards = [("forward, cache", plain), ("forward, cache + prepared", ahead)]
+        for label, cache in forwards if k % 2 else forwards[::-1]:  # each: update, then forward
+            update = "update, cache" + (" + prepared" if cache is ahead else "")
+            timed(label, lambda: (timed(update, lambda: cache.update(*tokens), k),
+                                  cache.forward(v["latent_timestamps"], v["output_session_index"],
+                                                v["output_timestamps"])), k)
+        if prepared is not None:  # the prepared path's stages again, on the state its forward saw
             rest = torch.from_numpy(timed("matching (the rest's slots)", lambda: ahead._unprepared_slots(prepared), k))
             kv = timed("gather the rest", lambda: (ahead.k[:, :, rest], ahead.v[:, :, rest]), k)
             part = timed("attention over the rest", lambda: _attention_lse(prepared.q, *kv), k)
             timed("merge", lambda: _merge(prepared.out, prepared.lse, *part), k)
             if k >= warmup:
                 spent.setdefault("tokens in the rest", []).append(rest.shape[0])
-        forwards = [("forward, cache", plain), ("forward, cache + prepared", ahead)]
-        for label, cache in forwards if k % 2 else forwards[::-1]:
-            timed(label, lambda: (cache.update(*tokens), cache.forward(v["latent_timestamps"], v["output_session_index"],
-                                                                        v["output_timestamps"])), k)
         t_next = t0 + model.sequence_length + (k + 1) / 50  # as the next tick computes it: the same bits
         timed("prepare (between ticks)", lambda: ahead.prepare(*tok.window_times_at(t_next)), k)
 print(f"{args.config}, {args.threads} thread(s), medians over {args.ticks - warmup} ticks; the prepared part "

@@ -37,14 +37,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from poyo_rt.model.poyo import POYO
-from poyo_rt.model.rotary import rotary_angles
+from poyo_rt.model.rotary import cis, rotary_angles
 
 __all__ = ["FusedPOYO", "PackedLayout", "pack_inputs", "pack_window", "table_rows"]
-
-
-def _cis(angles: Tensor) -> Tensor:
-    """``cos + i sin`` (complex64) of float64 angles: rounded once, as the exact model rounds them."""
-    return torch.polar(torch.ones_like(angles), angles).to(torch.complex64)
 
 
 def _as_pairs(x: Tensor) -> Tensor:
@@ -76,7 +71,7 @@ class Rotary:
         float64, cos/sin rounded to float32 once."""
         angles = times[:, None] * omega
         if self.complex:
-            return _cis(angles)
+            return cis(angles)
         return self._real_table(angles.cos().float(), angles.sin().float())
 
     def apply(self, x: Tensor, table: Tensor, dim: int) -> Tensor:
@@ -197,7 +192,7 @@ class FusedPOYO(nn.Module):
         device = model.rotary_emb.omega.device
         with torch.inference_mode():
             omega = model.rotary_emb.omega.to(torch.float64)
-            latent_cis = _cis(rotary_angles(torch.from_numpy(latent_times).to(device), omega))  # (N_lat, H/2)
+            latent_cis = cis(rotary_angles(torch.from_numpy(latent_times).to(device), omega))  # (N_lat, H/2)
             constants = {"omega": omega, "latent_rot": self.rotary.table(latent_cis),
                          "latent_unrot": self.rotary.table(latent_cis.conj())}
             if encoder:  # without it, only process_and_decode runs (the CPU key/value cache's tail)

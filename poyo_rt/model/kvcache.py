@@ -22,13 +22,15 @@ runs it (:meth:`FusedPOYO.process_and_decode <poyo_rt.model.fused.FusedPOYO.proc
 constant latent rotation tables, one rotation of q, k and v together). What it skips each tick: the embedding gathers, the LayerNorm and
 the ``to_kv`` projection of every token, and the rotation of every key and value.
 
-**Ahead of the tick** (:meth:`EncoderKVCache.prepare`): with a fixed tick rate the next window's end, and so
-its latent times, are known a tick ahead. ``prepare`` runs, in the idle part of the period, the encoder
-attention of the next latents over the spikes already cached that will still be in the next window, and
-keeps its output with its log-sum-exp. At the tick, :meth:`forward` matches the window's tokens against that
-set (as a set: slots move under swap-remove) and attends only to the rest (new and late spikes, START/END
-tokens), then merges the two partial softmaxes (exact up to rounding). A mismatch (other latent times, a
-rebase, a prepared spike gone by overflow) falls back to the whole attention; ``counters`` count both.
+**Ahead of the tick** (:meth:`EncoderKVCache.prepare`): with a fixed tick rate the next window's start and
+end, and so its latent times, are known a tick ahead. ``prepare`` runs, in the idle part of the period, the
+encoder attention of the next latents over the spikes already cached that will still be in the next window
+and over the START/END tokens (advanced to the next window's times in their slots), and keeps its output
+with its log-sum-exp. At the tick, :meth:`forward` matches the window's tokens against that set (a
+prepared token still in its slot pairs with itself; one moved by swap-remove is found by key) and attends
+only to the rest (the new spikes), then merges the two partial softmaxes (exact up to rounding). A mismatch
+(other latent times, a rebase, a prepared spike gone by overflow) falls back to the whole attention;
+``counters`` count both.
 
 Correct by construction for any change of the arrays (the comparison, not the tokenizer's
 bookkeeping, decides what is recomputed); equal to the exact forward up to float32 rounding
@@ -138,42 +140,45 @@ class EncoderKVCache:
     def prepare(self, latent_timestamps: Tensor | np.ndarray, start_s: float | None = None,
                 end_s: float | None = None) -> int:
         """Ahead of the next tick, whose latent times (1, N_lat) s are given: its encoder attention over the
-        cached spikes that will still be in its window (time >= its start) and, when the next window's start
-        and end (s, the exact values the tokenizer will write) are given, over its START/END tokens (the
-        current ones re-timed). Returns how many tokens that covered (0: nothing prepared).
-        :meth:`forward` uses it when its latent times are these exactly."""
+        cached spikes that will still be in its window (time >= its start). Returns how many tokens that
+        covered (0: nothing prepared). :meth:`forward` uses it when its latent times are these exactly.
+
+        With the next window's start and end (s, the exact values the tokenizer will write), the START/END
+        tokens are advanced to them here, in their slots, and covered too: the next :meth:`update` then
+        finds them current and the tick recomputes and attends only its new spikes. Call :meth:`update`
+        before the next :meth:`forward` (as every tick does)."""
         self._ahead = None
-        self._dirty[:] = False
         lat = torch.as_tensor(latent_timestamps, dtype=torch.float64).reshape(1, -1)
         n = self.n
         if n == 0 or not _HAS_LSE_KERNEL:
+            self._dirty[:] = False
             return 0
         # the next window's start (given, or from the latents; a spike within rounding of it: left out)
         start = float(lat[0, 0]) - self._latent_t0 if start_s is None else float(start_s)
-        keep = np.flatnonzero((self._time[:n] >= start) & (self._type[:n] == _SPIKE))
+        spike = self._type[:n] == _SPIKE
+        if start_s is not None and end_s is not None:  # START/END tokens: same units, the next times
+            se = np.flatnonzero(~spike)
+            if se.shape[0]:
+                types = self._type[se]
+                self._fill(se, self._unit[se], types, np.where(types == _START, float(start_s), float(end_s)))
+            keep = np.flatnonzero(~spike | (self._time[:n] >= start))
+        else:
+            keep = np.flatnonzero(spike & (self._time[:n] >= start))
+        self._dirty[:] = False
+        if keep.shape[0] == 0:
+            return 0
         covered = np.zeros(self.capacity, dtype=bool)
         covered[keep] = True
         keys = np.empty(self.capacity, dtype=np.complex128)
         keys[keep] = _base_keys(self._time[keep], self._unit[keep], self._type[keep], self._n_types)
         slots = torch.from_numpy(keep)
         with torch.inference_mode():
-            k, v = self.k[:, :, slots], self.v[:, :, slots]
-            se_keys = np.empty(0, dtype=np.complex128)
-            if start_s is not None and end_s is not None:  # START/END tokens: same units, the next times
-                se = np.flatnonzero(self._type[:n] != _SPIKE)
-                units, types = self._unit[se], self._type[se]
-                times = np.where(types == _START, float(start_s), float(end_s))
-                se_keys = np.sort(_number_copies(_base_keys(times, units, types, self._n_types)))
-                se_k, se_v = self._rotated_kv(units, types, times)
-                k, v = torch.cat((k, se_k), dim=2), torch.cat((v, se_v), dim=2)
-            if k.shape[2] == 0:
-                return 0
             pos = self.model.rotary_emb.rotation(lat)
             q = apply_rotation(self._q, pos, 1)
-            out, lse = _attention_lse(q, k, v)
-        self._ahead = _Ahead(lat.numpy().copy(), pos, q, covered, keys, se_keys, out, lse)
+            out, lse = _attention_lse(q, self.k.index_select(2, slots), self.v.index_select(2, slots))
+        self._ahead = _Ahead(lat.numpy().copy(), pos, q, covered, keys, out, lse)
         self.counters["prepared"] += 1
-        return int(k.shape[2])
+        return int(keep.shape[0])
 
     def _encoder_attention(self, q: Tensor, ahead: "_Ahead | None") -> Tensor:
         """softmax(q k^T / sqrt(H)) v over slots [0, n): (1, h, N_lat, H), from :meth:`prepare`'s part
@@ -188,30 +193,26 @@ class EncoderKVCache:
         if rest.shape[0] == 0:
             return ahead.out
         slots = torch.from_numpy(rest)
-        out, lse = _attention_lse(q, self.k[:, :, slots], self.v[:, :, slots])
+        out, lse = _attention_lse(q, self.k.index_select(2, slots), self.v.index_select(2, slots))
         return _merge(ahead.out, ahead.lse, out, lse)
 
     def _unprepared_slots(self, ahead: "_Ahead") -> np.ndarray | None:
         """The slots of [0, n) whose tokens ``ahead`` did not cover, or None when a token it covered is gone.
 
         The prepared tokens are matched as a multiset: one still in its slot (not rewritten since
-        :meth:`prepare`) pairs with itself; each of the others (moved by swap-remove, START/END re-timed)
-        must be found, by key, among this tick's remaining tokens: O(tokens that changed), not O(n)."""
+        :meth:`prepare`) pairs with itself; each of the others (moved by swap-remove)
+        must be found, by key, among this tick's remaining tokens: O(slots rewritten), not O(n)."""
         n = self.n
         in_place = ahead.covered[:n] & ~self._dirty[:n]  # prepared tokens still in their slot
         others = np.flatnonzero(~in_place)  # this tick's tokens not paired that way
         moved = ahead.covered.copy()
-        moved[:n] &= self._dirty[:n]  # prepared spikes whose slot was rewritten or is now past n
-        # START/END and spike keys differ in type, so the two prepared sets are matched apart (copies numbered
-        # within each); the START/END keys were numbered and sorted at preparation
+        moved[:n] &= self._dirty[:n]  # prepared tokens whose slot was rewritten or is now past n
+        if not moved.any():
+            return others
+        lost = np.sort(_number_copies(ahead.keys[moved]))
         here = _number_copies(_base_keys(self._time[others], self._unit[others], self._type[others], self._n_types))
-        found = _found_in(ahead.se_keys, here)
-        n_lost = ahead.se_keys.shape[0]
-        if moved.any():
-            lost = np.sort(_number_copies(ahead.keys[moved]))
-            found |= _found_in(lost, here)
-            n_lost += lost.shape[0]
-        if int(found.sum()) < n_lost:  # keys are unique after numbering: one match per prepared token
+        found = lost[np.minimum(np.searchsorted(lost, here), lost.shape[0] - 1)] == here
+        if int(found.sum()) < lost.shape[0]:  # keys are unique after numbering: one match per prepared token
             return None
         return others[~found]
 
@@ -258,8 +259,8 @@ class EncoderKVCache:
         rows = self._rows(units)
         m = rows.shape[0]
         with torch.inference_mode():
-            kv = self._table[torch.from_numpy(rows).to(self.device), torch.from_numpy(types).to(self.device)]
-            kv = kv.view(m, 2, self.heads, self.head_dim)  # (m, k|v, h, H)
+            flat = torch.from_numpy(rows * self._n_types + types).to(self.device)  # rows of the (unit, type) table
+            kv = self._table.flatten(0, 1).index_select(0, flat).view(m, 2, self.heads, self.head_dim)  # (m, k|v, h, H)
             rot = self.model.rotary_emb.rotation(torch.from_numpy(times).to(self.device))  # (m, D)
             k = apply_rotation(kv[:, 0], rot, 1)  # (m, h, H)
             v = apply_rotation(kv[:, 1], rot, 1) if self.model.enc_atn.rotate_value else kv[:, 1]
@@ -288,9 +289,8 @@ class _Ahead(NamedTuple):
     latent_timestamps: np.ndarray  # (1, N_lat) float64 s: the tick it was made for
     latent_pos: Rotation  # their rotation
     q: Tensor  # (1, h, N_lat, H) the encoder's queries, rotated
-    covered: np.ndarray  # (capacity,) bool: the slots whose spikes it covered
+    covered: np.ndarray  # (capacity,) bool: the slots whose tokens it covered
     keys: np.ndarray  # (capacity,) complex128: their keys (_base_keys; meaningful where covered)
-    se_keys: np.ndarray  # (2U,) complex128, copies numbered, sorted: the next START/END tokens it covered
     out: Tensor  # (1, h, N_lat, H) their attention output
     lse: Tensor  # (1, h, N_lat) its log-sum-exp
 
@@ -315,13 +315,6 @@ def _number_copies(keys: np.ndarray) -> np.ndarray:
     out = keys.copy()
     out[order] = ordered + 1j * float(2**32) * copy
     return out
-
-
-def _found_in(sorted_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """Which of ``keys`` are in ``sorted_keys`` (sorted, complex128): (len(keys),) bool."""
-    if sorted_keys.shape[0] == 0:
-        return np.zeros(keys.shape[0], dtype=bool)
-    return sorted_keys[np.minimum(np.searchsorted(sorted_keys, keys), sorted_keys.shape[0] - 1)] == keys
 
 
 def _attention_lse(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:

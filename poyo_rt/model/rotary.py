@@ -20,6 +20,7 @@ from torch import Tensor, nn
 __all__ = [
     "Rotation",
     "rotation",
+    "cis",
     "apply_rotation",
     "generate_logspace_timeperiods",
     "rotary_angles",
@@ -83,10 +84,19 @@ class Rotation(NamedTuple):
         return Rotation(self.cis.conj())
 
 
+def cis(angles: Tensor) -> Tensor:
+    """``cos + i sin`` of float64 ``angles`` as complex64: computed in float64, rounded once (as torch_brain
+    rounds them). On the CPU with vectorised cos and sin (``torch.polar`` runs them one element at a time
+    there: 3.5x slower for 2,200 x 32 angles; the same values bit for bit over 3.2 million angles of 0-60 s);
+    elsewhere with ``torch.polar`` (3 GPU kernels instead of 5)."""
+    if angles.device.type == "cpu":
+        return torch.complex(torch.cos(angles).float(), torch.sin(angles).float())
+    return torch.polar(torch.ones_like(angles), angles).to(torch.complex64)
+
+
 def rotation(timestamps: Tensor, omega: Tensor) -> Rotation:
     """:class:`Rotation` of ``timestamps`` (...,) seconds: angles in float64, cos/sin rounded to float32."""
-    angles = rotary_angles(timestamps, omega)  # (..., D) float64
-    return Rotation(torch.polar(torch.ones_like(angles), angles).to(torch.complex64))
+    return Rotation(cis(rotary_angles(timestamps, omega)))  # (..., D)
 
 
 def apply_rotation(x: Tensor, rot: Rotation, unsqueeze_dim: int = 2) -> Tensor:
