@@ -93,6 +93,13 @@ def test_bench_e2e_quick_counts_every_spike(tmp_path):
         assert phase["receipt_us"]["n"] == phase["receipt_ticks"]
         log = json.loads((tmp_path / "logs" / f"e2e-poyo_1.3M-{phase['path']}.json").read_text())
         assert log["meta"]["phase"] == phase["path"] and log["meta"]["ticks"] == phase["ticks_published"]
+        assert log["meta"]["runner"] == phase["runner"]
+    # poyo_rt's key/value cache prepared the next tick's encoder attention between ticks, and most ticks used it
+    # (torch_brain's runner has no cache: nothing counted)
+    baseline, ours = result["phases"]
+    assert baseline["runner"] == {} and ours["runner"]["ticks"] == ours["ticks_published"] + 1  # + the warm-up
+    assert ours["runner"]["prepared_used"] > 0.5 * ours["ticks_published"], ours["runner"]
+    assert "prepared between ticks" in res.stdout
     html = tmp_path / "report.html"  # the engine's log of the poyo_rt phase, as `poyo-rt report` renders it
     res = run_cli("report", str(tmp_path / "logs" / "e2e-poyo_1.3M-poyo_rt.json"), "--html", str(html))
     assert res.returncode == 0, res.stderr

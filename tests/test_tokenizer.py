@@ -294,6 +294,27 @@ def test_rebase_leaves_window_unchanged():
     assert sum(seen) >= 2 and tok.counters["rebase"] >= 1
 
 
+def test_window_times_at_predicts_the_next_update_bit_for_bit():
+    """What a runner prepares between ticks is keyed on these times: they must be the ones update() writes,
+    exactly, for ticks on an irregular grid; after a rebase the origin moved and they differ (as documented)."""
+    tok = _small(64, rebase_horizon_s=2.0)
+    buf = SpikeBuffer(capacity=256, n_units=3)
+    buf.append(T0 + np.arange(0.0, 4.0, 0.031), np.arange(130) % 3)
+    rng = np.random.default_rng(5)
+    t_end, exact = T0 + 1.0, 0
+    tok.update(t_end, buf)
+    for _ in range(120):
+        t_end += float(rng.uniform(0.001, 0.04))
+        predicted = tok.window_times_at(t_end)
+        info = tok.update(t_end, buf)
+        se = tok.input_timestamps[0, : tok.n_start_end]
+        same = (np.array_equal(predicted.latent_timestamps, tok.latent_timestamps)
+                and np.all(se[0::2] == predicted.start_s) and np.all(se[1::2] == predicted.end_s))
+        assert same != info.rebased, t_end
+        exact += same
+    assert exact > 100
+
+
 def test_unmapped_units_need_the_buffer_map():
     vocab = np.array([4, -1, 6], dtype=np.int64)
     tok = IncrementalTokenizer(

@@ -91,6 +91,10 @@ class TorchBrainRunner:
     def prepare(self, window: WindowTimes) -> None:
         """Nothing to prepare between ticks: torch_brain's forward runs whole at the tick."""
 
+    def counters(self) -> dict[str, int]:
+        """No cache, nothing counted."""
+        return {}
+
     def run(self, arrays: dict[str, np.ndarray], n_tokens: int) -> ForwardResult:
         n = min(-(-max(n_tokens, 1) // 8) * 8, arrays["input_mask"].shape[1])
         kw = torch_brain_kwargs(trimmed_views(arrays, n))
@@ -187,7 +191,7 @@ def _run_phase(label: str, index: int, *, model, cfg, duration_s: float, phase, 
         "deadline_misses": missed_published + int(engine.skipped_ticks),
         "late_ticks": missed_published, "skipped_ticks": int(engine.skipped_ticks),
         "spikes_pushed": int(pushed[index]), "spikes_taken_in": int(taken), "spikes_accepted": int(engine.buffer.next_seq),
-        "drops": drops, "threads": torch.get_num_threads(), "engine": summary,
+        "drops": drops, "threads": torch.get_num_threads(), "engine": summary, "runner": engine.runner.counters(),
     }
 
 
@@ -269,4 +273,8 @@ def format_e2e_table(result: dict) -> str:
                      f"forward p50 {r['ratio_forward_median_vs_baseline']:.2f}")
         lines.append(f"{r['path']:<12} ingest: pushed {r['spikes_pushed']}, taken in {r['spikes_taken_in']}, "
                      f"accepted {r['spikes_accepted']}, drops {r['drops'] or 'none'}")
+        if r.get("runner", {}).get("prepared"):
+            c = r["runner"]
+            lines.append(f"{r['path']:<12} kv-cache: the next tick's encoder attention prepared between ticks "
+                         f"{c['prepared']} times, used by {c['prepared_used']} of {c['ticks']} ticks")
     return "\n".join(lines)

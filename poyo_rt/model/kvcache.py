@@ -278,6 +278,7 @@ class EncoderKVCache:
         self._time[idx] = times
         self._dirty[idx] = True
 
+
 _SPIKE, _START = int(TokenType.DEFAULT), int(TokenType.START_OF_SEQUENCE)
 # the CPU flash-attention kernel that also returns the log-sum-exp (torch >= 2.2); without it, no prepare
 _HAS_LSE_KERNEL = hasattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu")

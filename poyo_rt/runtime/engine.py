@@ -181,7 +181,7 @@ class Engine:
         self.reporter = PeriodicReporter(self.stats, settings.log_every_s, clock=clock) if settings.log_every_s > 0 else None
         self.ticks = 0
         self.skipped_ticks = 0
-        self._prepare_s = 0.0  # how long the last Runner.prepare took (s, LSL clock)
+        self._prepare_s = 0.0  # how long Runner.prepare takes: a moving average (s, LSL clock)
         self.last_pulls = 0  #: inlet pulls the last tick needed to drain the backlog
         self.gc: dict | None = None  #: garbage collections during the last run() (GcWatch.as_dict)
         self._stop = threading.Event()
@@ -287,13 +287,18 @@ class Engine:
 
     def _prepare(self, next_deadline: float) -> None:
         """In the idle part of the period, what the next tick's forward can do before its spikes arrive
-        (:meth:`Runner.prepare`); skipped when less than twice the last preparation's time is left before
-        that tick (it would delay the tick more than it saves)."""
+        (:meth:`Runner.prepare`); skipped when less than twice its usual duration (a moving average) is left
+        before that tick (it would delay the tick more than it saves). A skip halves the estimate, so that
+        one slow preparation (first call, a page-fault storm) does not switch preparing off for good."""
         now = self.clock()
-        if not math.isfinite(self.tokenizer.origin_s) or next_deadline - now < 2.0 * self._prepare_s:
+        if not math.isfinite(self.tokenizer.origin_s):
+            return
+        if next_deadline - now < 2.0 * self._prepare_s:
+            self._prepare_s *= 0.5
             return
         self.runner.prepare(self.tokenizer.window_times_at(next_deadline - self.settings.input_delay_s))
-        self._prepare_s = self.clock() - now
+        took = self.clock() - now
+        self._prepare_s = took if self._prepare_s == 0.0 else 0.8 * self._prepare_s + 0.2 * took
 
     def _loop(self, duration_s: float | None, max_ticks: int | None) -> None:
         s = self.settings
@@ -334,6 +339,7 @@ class Engine:
         out = self.stats.summary()
         out["ticks"] = self.ticks
         out["counters"] = self.counters()
+        out["runner"] = self.runner.counters()
         if self.gc is not None:
             out["gc"] = self.gc
         return out
@@ -344,7 +350,8 @@ class Engine:
         path.parent.mkdir(parents=True, exist_ok=True)
         for name, value in self.counters().items():
             self.stats.set_counter(name, value)
-        self.stats.to_json(path, extra={"ticks": self.ticks, **(extra or {})}, include_recent=True)
+        self.stats.to_json(path, extra={"ticks": self.ticks, "runner": self.runner.counters(), **(extra or {})},
+                           include_recent=True)
         return path
 
 

@@ -309,6 +309,11 @@ class Runner:
         if self.kv_cache is not None:
             self.kv_cache.prepare(window.latent_timestamps, window.start_s, window.end_s)
 
+    def counters(self) -> dict[str, int]:
+        """What the forward path did so far: the CPU key/value cache's counters (ticks, slots recomputed,
+        preparations made and used); empty elsewhere."""
+        return dict(self.kv_cache.counters) if self.kv_cache is not None else {}
+
     def run(self, arrays: dict[str, np.ndarray], n_tokens: int) -> ForwardResult:
         """Decode one tick from the tokenizer's arrays (``IncrementalTokenizer.arrays()``), whose
         real tokens are compact in slots ``[0, n_tokens)``."""
