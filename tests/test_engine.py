@@ -309,3 +309,33 @@ def test_backlog_is_drained_within_a_tick(model, stream_name, source_id):
         decoder.close()
     assert max(pulls) >= 2  # some tick drained more than one max_chunk
     assert engine.counters()["overflow"] == 0 and decoder.inlet.n_spikes == 5000
+
+
+def test_one_slow_preparation_does_not_switch_preparing_off(model, stream_name, source_id):
+    """Between ticks the engine prepares the next one unless less than twice a preparation's usual time is
+    left. One slow preparation (first call, a stall) must not stop it for good: it once did, because a skip
+    never updated the duration it compared against. The engine's clock is driven here so that the first
+    preparation takes 15 ms and the others 1 ms, each with 19 ms left before its tick."""
+    outlet = lsl.make_spike_outlet(stream_name, UNITS, source_id)
+    decoder = build_decoder(make_config(stream_name), model=model)
+    engine = decoder.engine
+    try:
+        t = lsl.local_clock()
+        engine.buffer.append(t - 0.5 + np.arange(200) * 1e-3, np.arange(200) % 20)
+        engine.tick(t)  # a window (and a time origin) to prepare from
+        now, took, calls = [t], iter([0.015] + [0.001] * 60), []
+        prepare = engine.runner.prepare
+
+        def timed_prepare(window):
+            prepare(window)
+            calls.append(now[0])
+            now[0] += next(took)
+
+        engine.clock, engine.runner.prepare = (lambda: now[0]), timed_prepare
+        for _ in range(40):
+            engine._prepare(now[0] + 0.019)
+            now[0] += 0.02
+    finally:
+        decoder.close()
+        del outlet
+    assert len(calls) >= 35, len(calls)  # skipped right after the slow one, then back to every tick
