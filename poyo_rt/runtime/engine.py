@@ -289,7 +289,7 @@ class Engine:
         """In the idle part of the period, what the next tick's forward can do before its spikes arrive
         (:meth:`Runner.prepare`); skipped when less than twice its usual duration (a moving average) is left
         before that tick (it would delay the tick more than it saves). A skip halves the estimate, so that
-        one slow preparation (first call, a page-fault storm) does not switch preparing off for good."""
+        one slow preparation (the first call, a stall of the machine) does not switch preparing off for good."""
         now = self.clock()
         if not math.isfinite(self.tokenizer.origin_s):
             return
