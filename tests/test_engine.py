@@ -312,10 +312,10 @@ def test_backlog_is_drained_within_a_tick(model, stream_name, source_id):
 
 
 def test_one_slow_preparation_does_not_switch_preparing_off(model, stream_name, source_id):
-    """Between ticks the engine prepares the next one unless less than twice a preparation's usual time is
-    left. One slow preparation (first call, a stall) must not stop it for good: it once did, because a skip
-    never updated the duration it compared against. The engine's clock is driven here so that the first
-    preparation takes 15 ms and the others 1 ms, each with 19 ms left before its tick."""
+    """Between ticks the engine prepares the next one unless less than a preparation's usual time is left.
+    One slow preparation (first call, a stall) must not stop it for good: it once did, because a skip never
+    updated the duration it compared against. The engine's clock is driven here so that the first
+    preparation takes 25 ms and the others 1 ms, each with 19 ms left before its tick."""
     outlet = lsl.make_spike_outlet(stream_name, UNITS, source_id)
     decoder = build_decoder(make_config(stream_name), model=model)
     engine = decoder.engine
@@ -323,7 +323,7 @@ def test_one_slow_preparation_does_not_switch_preparing_off(model, stream_name, 
         t = lsl.local_clock()
         engine.buffer.append(t - 0.5 + np.arange(200) * 1e-3, np.arange(200) % 20)
         engine.tick(t)  # a window (and a time origin) to prepare from
-        now, took, calls = [t], iter([0.015] + [0.001] * 60), []
+        now, took, calls = [t], iter([0.025] + [0.001] * 60), []
         prepare = engine.runner.prepare
 
         def timed_prepare(window):
