@@ -93,7 +93,7 @@ class EncoderKVCache:
         self.last_attended = 0  # input tokens the last forward attended at the tick (all n without a preparation)
         self._dirty = np.zeros(self.capacity, dtype=bool)  # slots rewritten since the last prepare
         self.counters = {"recomputed": 0, "ticks": 0, "prepared": 0, "prepared_used": 0}
-        self._ahead: _Ahead | None = None  # the next tick's encoder attention over cached spikes (prepare)
+        self._ahead: _Ahead | None = None  # the next tick's encoder attention over cached tokens (prepare)
         self._tail = FusedPOYO(model, n_output=1, encoder=False)  # processor + decoder, any N_out
         self._latent_t0 = float(model.latent_tokens()[1][0])  # first latent's time in a window starting at 0
 
