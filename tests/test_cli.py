@@ -104,6 +104,7 @@ def test_bench_e2e_quick_counts_every_spike(tmp_path):
     res = run_cli("report", str(tmp_path / "logs" / "e2e-poyo_1.3M-poyo_rt.json"), "--html", str(html))
     assert res.returncode == 0, res.stderr
     assert html.stat().st_size > 0
+    assert "prepared between ticks" in html.read_text()  # the run log's forward-path counters, rendered
 
 
 def test_bench_bad_iters_is_usage_error():

@@ -120,8 +120,20 @@ def percentile_table(doc: dict) -> list[list[str]]:
     return rows
 
 
+def _runner_section(runner: dict) -> str:
+    """HTML for the forward path's counters (``meta.runner``: the CPU key/value cache's), or nothing."""
+    if not runner:
+        return ""
+    line = ""
+    if runner.get("prepared"):
+        line = (f"<p>the next tick's encoder attention prepared between ticks {runner['prepared']} times, used by "
+                f"{runner.get('prepared_used', 0)} of {runner.get('ticks', 0)} ticks</p>")
+    return f"<h2>Forward path (key/value cache)</h2>{line}<pre>{html.escape(json.dumps(runner, indent=1))}</pre>\n"
+
+
 def write_html(doc: dict, html_path: str | Path, png_path: str | Path) -> Path:
-    """A self-contained HTML page: the figure (embedded), the percentile table, counters, config."""
+    """A self-contained HTML page: the figure (embedded), the percentile table, counters, the forward path's
+    counters (when the run log has them), config."""
     png = base64.b64encode(Path(png_path).read_bytes()).decode()
     head = ["stage", "ticks", "median ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "deadline misses"]
     table = "".join(f"<th>{h}</th>" for h in head)
@@ -137,7 +149,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} pre{{background:
 <img src="data:image/png;base64,{png}" style="max-width:100%">
 <h2>Percentiles</h2><table><tr>{table}</table>
 <h2>Counters</h2><pre>{html.escape(json.dumps(doc['summary'].get('counters', {}), indent=1))}</pre>
-<h2>Configuration</h2><pre>{html.escape(json.dumps(meta.get('config', {}), indent=1))}</pre>
+{_runner_section(meta.get('runner') or {})}<h2>Configuration</h2><pre>{html.escape(json.dumps(meta.get('config', {}), indent=1))}</pre>
 </body></html>"""
     html_path = Path(html_path)
     html_path.write_text(page)
