@@ -5,7 +5,8 @@
     python tools/bench_rotary.py --tokens 512 --heads 8 --threads 2
 
 Prints median and p99 µs per rotation and the ratio against torch_brain's ``RotaryTimeEmbedding.rotate``
-(unbind / neg / stack, then two multiplies and an add), all in one process.
+(unbind / neg / stack, then two multiplies and an add), all in one process; then the rotation table itself
+(cos + i sin of the float64 angles, one per token and frequency): ``torch.polar`` against ``rotary.cis``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from poyo_rt.model.rotary import RotaryTimeEmbedding, apply_rotation, rotary_embedding, rotate
+from poyo_rt.model.rotary import RotaryTimeEmbedding, apply_rotation, cis, rotary_angles, rotary_embedding, rotate
 
 
 def timeit(fn, iters: int) -> np.ndarray:
@@ -53,6 +54,16 @@ def main() -> None:
         print(f"  {name:<28} median {np.median(s):8.1f} µs  p99 {np.percentile(s, 99):8.1f} µs  "
               f"x baseline {np.median(base) / np.median(s):5.2f}")
     print(f"  max |difference| = {diff:.2e}")
+    angles = rotary_angles(t[0], emb.omega)  # (N, H/2) float64
+    with torch.inference_mode():
+        polar = timeit(lambda: torch.polar(torch.ones_like(angles), angles).to(torch.complex64), args.iters)
+        vectorised = timeit(lambda: cis(angles), args.iters)
+        same = torch.equal(torch.polar(torch.ones_like(angles), angles).to(torch.complex64), cis(angles))
+    print(f"rotation table of {tuple(angles.shape)} float64 angles")
+    for name, s in (("torch.polar", polar), ("rotary.cis (cos, sin)", vectorised)):
+        print(f"  {name:<28} median {np.median(s):8.1f} µs  p99 {np.percentile(s, 99):8.1f} µs  "
+              f"x baseline {np.median(polar) / np.median(s):5.2f}")
+    print(f"  bit for bit equal: {same}")
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ with torch.inference_mode():
                                                 v["output_timestamps"])), k)
         if prepared is not None:  # the prepared path's stages again, on the state its forward saw
             rest = torch.from_numpy(timed("matching (the rest's slots)", lambda: ahead._unprepared_slots(prepared), k))
-            kv = timed("gather the rest", lambda: (ahead.k[:, :, rest], ahead.v[:, :, rest]), k)
+            kv = timed("gather the rest", lambda: (ahead.k.index_select(2, rest), ahead.v.index_select(2, rest)), k)
             part = timed("attention over the rest", lambda: _attention_lse(prepared.q, *kv), k)
             timed("merge", lambda: _merge(prepared.out, prepared.lse, *part), k)
             if k >= warmup:

@@ -39,6 +39,7 @@ import torch
 
 from poyo_rt.bench.common import percentiles_us
 from poyo_rt.bench.forward import BENCH_CONFIGS, build_model, torch_brain_kwargs, torch_brain_twin
+from poyo_rt.runtime.report import describe_preparation
 from poyo_rt.runtime.runner import ForwardResult, trimmed_views
 from poyo_rt.stream.tokenizer import WindowTimes
 
@@ -191,7 +192,7 @@ def _run_phase(label: str, index: int, *, model, cfg, duration_s: float, phase, 
         "deadline_misses": missed_published + int(engine.skipped_ticks),
         "late_ticks": missed_published, "skipped_ticks": int(engine.skipped_ticks),
         "spikes_pushed": int(pushed[index]), "spikes_taken_in": int(taken), "spikes_accepted": int(engine.buffer.next_seq),
-        "drops": drops, "threads": torch.get_num_threads(), "engine": summary, "runner": engine.runner.counters(),
+        "drops": drops, "threads": torch.get_num_threads(), "engine": summary, "runner": summary["runner"],
     }
 
 
@@ -273,8 +274,7 @@ def format_e2e_table(result: dict) -> str:
                      f"forward p50 {r['ratio_forward_median_vs_baseline']:.2f}")
         lines.append(f"{r['path']:<12} ingest: pushed {r['spikes_pushed']}, taken in {r['spikes_taken_in']}, "
                      f"accepted {r['spikes_accepted']}, drops {r['drops'] or 'none'}")
-        if r.get("runner", {}).get("prepared"):
-            c = r["runner"]
-            lines.append(f"{r['path']:<12} kv-cache: the next tick's encoder attention prepared between ticks "
-                         f"{c['prepared']} times, used by {c['prepared_used']} of {c['ticks']} ticks")
+        prepared = describe_preparation(r.get("runner", {}))
+        if prepared:
+            lines.append(f"{r['path']:<12} kv-cache: {prepared}")
     return "\n".join(lines)

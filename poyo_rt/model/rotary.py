@@ -87,8 +87,8 @@ class Rotation(NamedTuple):
 def cis(angles: Tensor) -> Tensor:
     """``cos + i sin`` of float64 ``angles`` as complex64: computed in float64, rounded once (as torch_brain
     rounds them). On the CPU with vectorised cos and sin (``torch.polar`` runs them one element at a time
-    there: 3.5x slower for 2,200 x 32 angles; the same values bit for bit over 3.2 million angles of 0-60 s);
-    elsewhere with ``torch.polar`` (3 GPU kernels instead of 5)."""
+    there: 1.5x slower for POYO's 2,200 x 32 angles, ``tools/bench_rotary.py``; the same values bit for bit,
+    ``tests/test_model.py``); elsewhere with ``torch.polar`` (3 GPU kernels instead of 5)."""
     if angles.device.type == "cpu":
         return torch.complex(torch.cos(angles).float(), torch.sin(angles).float())
     return torch.polar(torch.ones_like(angles), angles).to(torch.complex64)

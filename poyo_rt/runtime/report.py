@@ -120,14 +120,20 @@ def percentile_table(doc: dict) -> list[list[str]]:
     return rows
 
 
+def describe_preparation(counters: dict[str, int]) -> str:
+    """One line on the preparation between ticks from :meth:`Runner.counters` ("" when none was made)."""
+    if not counters.get("prepared"):
+        return ""
+    return (f"the next tick's encoder attention prepared between ticks {counters['prepared']} times, used by "
+            f"{counters.get('prepared_used', 0)} of {counters.get('ticks', 0)} ticks")
+
+
 def _runner_section(runner: dict) -> str:
     """HTML for the forward path's counters (``meta.runner``: the CPU key/value cache's), or nothing."""
     if not runner:
         return ""
-    line = ""
-    if runner.get("prepared"):
-        line = (f"<p>the next tick's encoder attention prepared between ticks {runner['prepared']} times, used by "
-                f"{runner.get('prepared_used', 0)} of {runner.get('ticks', 0)} ticks</p>")
+    line = describe_preparation(runner)
+    line = f"<p>{html.escape(line)}</p>" if line else ""
     return f"<h2>Forward path (key/value cache)</h2>{line}<pre>{html.escape(json.dumps(runner, indent=1))}</pre>\n"
 
 
