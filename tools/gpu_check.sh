@@ -1,22 +1,26 @@
 #!/usr/bin/env bash
 # Every GPU check in one call, for the device machine (torch 2.11 + CUDA + triton there), most important
 # first; each step starts only if it fits in what is left of BUDGET seconds (default 540, under the device
-# tool's 600 s a command):
+# tool's 600 s a command). Everything printed also goes to $OUT/gpu_check.log.
 #   1. GPU tests: CUDA graphs of the exact forward, of the fused forward (torch ops and Triton kernels) and
 #      of the compiled fused forward, each streamed against the CPU runner; no host sync in a replay;
 #   2. `poyo-rt bench forward` on CUDA, both configs: eager, CUDA graph (exact), fused graph, Triton graph (both
-#      residual layouts; the JSON is written after each config),
-#      fused graph compiled by inductor (default mode), TF32 variants; kernel counts and errors per row;
-#   3. `poyo-rt bench e2e` on CUDA (LSL player process -> engine with CUDA graphs -> ZeroMQ), when the
-#      carried wheels of tools/gpu_wheels.sh are there (run that here first, then carry ".whl");
+#      residual layouts), TF32 variants; kernel counts and errors per row (the JSON is written after each
+#      config); with COMPILE=1 also the fused graph compiled by inductor (default mode);
+#   3. `poyo-rt bench e2e` on CUDA (LSL player process -> engine with CUDA graphs -> ZeroMQ), E2E_S seconds
+#      (default 30) with the Triton kernels, then with the torch-op fused graph, when the carried wheels of
+#      tools/gpu_wheels.sh are there (run that here first, then carry ".whl");
 #   4. with AUTOTUNE=1: poyo_1.3M compiled in max-autotune-no-cudagraphs mode (minutes of autotuning);
-#   5. the Triton kernel tests compiled for the GPU (TRITON_INTERPRET=0), kernel by kernel and end to end
-#      (last: many kernel variants to compile; the bench rows already give each Triton forward's error).
+#   5. with TRITON_TESTS=1: the Triton kernel tests compiled for the GPU (TRITON_INTERPRET=0), kernel by kernel
+#      and end to end (many kernel variants to compile; the bench rows already give each Triton forward's
+#      error, and CI runs these tests under Triton's interpreter).
 # Run from the repo root: bash tools/gpu_check.sh  (JSON results go to $OUT when OUT is set)
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp}
 BUDGET=${BUDGET:-540}
+E2E_S=${E2E_S:-30}
+exec > >(tee -a "$OUT/gpu_check.log") 2>&1
 T0=$SECONDS
 step() {  # step SECONDS DESCRIPTION COMMAND...: run COMMAND under a timeout if it fits in the budget
   local limit=$1 what=$2; shift 2
@@ -35,12 +39,16 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}   # no install needed: torch, numpy, yaml, einops are there
 # torch_brain is not on the GPU machine: the parity suite runs in CI; here GPU vs eager vs CPU.
-step 150 "GPU tests" python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py tests/test_static.py
-step 200 "forward bench: exact, fused, Triton (both residual layouts), compiled (default), TF32" python3 -m poyo_rt.cli bench forward \
-  --device cuda --iters 300 --compile default --tf32 --json "$OUT/bench_gpu.json"
+step 150 "GPU tests" python3 -m pytest -q -p no:cacheprovider --durations=0 tests/test_gpu.py tests/test_static.py
+compile=(); [ "${COMPILE:-0}" = 1 ] && compile=(--compile default)
+step 200 "forward bench: exact, fused, Triton (both residual layouts), TF32 ${compile[*]}" python3 -m poyo_rt.cli \
+  bench forward --device cuda --iters 300 --tf32 "${compile[@]}" --json "$OUT/bench_gpu.json"
 if python3 -c "import pylsl, zmq" 2>/dev/null; then
-  step 90 "end to end, 45 s" env LSLAPICFG=$PWD/poyo_rt/stream/loopback.cfg python3 -m poyo_rt.cli bench e2e \
-    --device cuda --duration 45 --baseline-duration 0 --json "$OUT/e2e_gpu.json" --report-dir "$OUT/e2e_logs"
+  for kernels in triton torch; do
+    step $((E2E_S + 45)) "end to end, $E2E_S s, $kernels kernels" env LSLAPICFG=$PWD/poyo_rt/stream/loopback.cfg \
+      python3 -m poyo_rt.cli bench e2e --device cuda --kernels $kernels --duration "$E2E_S" --baseline-duration 0 \
+      --json "$OUT/e2e_gpu_$kernels.json" --report-dir "$OUT/e2e_logs_$kernels"
+  done
 else
   echo "pylsl/pyzmq absent: e2e skipped (bash tools/gpu_wheels.sh here, then carry .whl)"
 fi
@@ -49,6 +57,6 @@ if [ "${AUTOTUNE:-0}" = 1 ]; then
     --device cuda --iters 300 --config poyo_1.3M --compile max-autotune-no-cudagraphs --json "$OUT/bench_gpu_autotune.json"
 fi
 # last: every kernel variant the tests use compiles here first (many; the bench above compiled its own)
-step 200 "Triton kernels compiled for the GPU" env TRITON_INTERPRET=0 python3 -m pytest -q -p no:cacheprovider \
+[ "${TRITON_TESTS:-0}" = 1 ] && step 200 "Triton kernels compiled for the GPU" env TRITON_INTERPRET=0 python3 -m pytest -q -p no:cacheprovider \
   tests/test_triton_kernels.py
 echo "== done in $((SECONDS - T0)) s"
