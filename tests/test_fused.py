@@ -52,6 +52,7 @@ def test_fused_padding_is_ignored():
     """Whatever padding holds (another window's tokens), the output depends on the real tokens only."""
     ours, _ = make_pair(CONFIGS["poyo_1.3M"])
     fused = FusedPOYO(ours, n_output=2)
+    assert not fused.training  # an inference path (a CUDA graph refuses a training-mode module)
     batch = random_batch(ours, batch=1, n_out=2, seed=7)
     n_real = int(batch["input_mask"][0].sum())
     packed = packed_window(fused, batch, start=0.0, n_slots=n_real + 64)

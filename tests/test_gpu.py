@@ -20,6 +20,7 @@ def test_cuda_graph_equals_eager_across_updates(name):
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    cpu_model, _ = make_pair(CONFIGS[name])
     model, _ = make_pair(CONFIGS[name])
     model = model.cuda()
     buf = allocate_static_inputs(model, n_input=512, n_output=3, device="cuda")
@@ -35,8 +36,7 @@ def test_cuda_graph_equals_eager_across_updates(name):
         out = graphed.replay().clone()
         with torch.inference_mode():
             eager = static_forward(model, buf)
-            cpu_ref = model.cpu()(**batch)
-            model.cuda()
+            cpu_ref = cpu_model(**batch)
         assert (out - eager).abs().max().item() <= TOL
         assert (out.cpu() - cpu_ref).abs().max().item() <= 1e-4  # GPU vs CPU kernels (fp32, no TF32)
 
@@ -70,7 +70,7 @@ def test_runner_cuda_matches_cpu():
             arrays[key] = full
         else:
             arrays[key] = value.numpy().copy()
-    cpu = Runner(model, capacity=cap, n_outputs=2, device="cpu").run(arrays, n)
+    cpu = Runner(model, capacity=cap, n_outputs=2, device="cpu", kv_cache=False).run(arrays, n)  # masked slots
     gpu_model, _ = make_pair(CONFIGS["poyo_1.3M"])
     res = Runner(gpu_model, capacity=cap, n_outputs=2, device="cuda", buckets=[256, 512, 1024]).run(arrays, n)
     assert res.n_input >= n and res.forward_us > 0
@@ -153,3 +153,16 @@ def test_fused_graph_replay_does_not_synchronise():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(graphed.output).all()
+
+
+def test_replay_refuses_moved_weights():
+    """Moving the model off the GPU and back frees the memory the graph reads: replay says so."""
+    from poyo_rt.runtime.cudagraph import GraphedForward
+
+    model, _ = make_pair(CONFIGS["small"])
+    model = model.cuda()
+    graphed = GraphedForward(model, allocate_static_inputs(model, n_input=64, device="cuda"))
+    graphed.replay()
+    model.cpu().cuda()
+    with pytest.raises(RuntimeError, match="weights moved"):
+        graphed.replay()

@@ -47,6 +47,10 @@ def test_streaming_runner_equals_offline(name, mode):
     runner = Runner(model, capacity=tok.n_in, n_outputs=2, device="cpu", kv_cache=mode == "kv_cache",
                     fused=mode == "fused")
     assert (runner.kv_cache is not None) == (mode == "kv_cache") and (runner.fused is not None) == (mode == "fused")
+    # the engine's warm-up: the tokenizer before any update holds a well-formed empty window [0, 1 s)
+    warm = runner.run(tok.arrays(), tok.n_start_end)
+    empty = offline_decode(model, 1.0, np.zeros(0), np.zeros(0, dtype=np.int64), unit_ids, "sess1", [0.99, 1.0])
+    assert np.abs(warm.values - empty).max() <= TOL
     t0 = 5000.0  # LSL-like absolute clock
     rate = rng.uniform(5, 40, len(unit_ids))
     all_t, all_u = [], []

@@ -208,6 +208,7 @@ class FusedPOYO(nn.Module):
         # inference constants: plain tensors, not parameters (nothing here is trained or saved)
         for name, value in constants.items():
             self.register_buffer(name, value.clone(), persistent=False)
+        self.eval()  # an inference path: nothing here trains (a CUDA graph refuses a training-mode module)
 
     def layout(self, n_input: int) -> PackedLayout:
         """The packed-input layout for ``n_input`` input slots."""

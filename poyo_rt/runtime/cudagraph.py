@@ -34,6 +34,15 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def _first_parameter(model: object) -> Tensor | None:
+    """A weight the captured forward reads (a module's first parameter; a Triton forward's model's), to notice
+    that the weights were moved to new memory after the capture; None when there is none."""
+    for candidate in (model, getattr(model, "fused", None)):
+        if isinstance(candidate, nn.Module):
+            return next(iter(candidate.parameters()), None)
+    return None
+
+
 class GraphedForward:
     """One CUDA graph of ``call(model, inputs)`` over fixed buffers.
 
@@ -58,6 +67,8 @@ class GraphedForward:
             raise ValueError("capture an eval-mode model (dropout would be frozen into the graph)")
         self.model = model
         self.inputs = inputs
+        self._weights = _first_parameter(model)
+        self._weights_ptr = None if self._weights is None else self._weights.data_ptr()
         stream = torch.cuda.Stream(device=device)
         stream.wait_stream(torch.cuda.current_stream(device))
         with torch.inference_mode(), torch.cuda.stream(stream):
@@ -74,5 +85,8 @@ class GraphedForward:
 
     def replay(self) -> Tensor:
         """Run the captured forward on the buffers' current contents; returns the graph's output tensor."""
+        if self._weights is not None and self._weights.data_ptr() != self._weights_ptr:
+            raise RuntimeError("the model's weights moved since the CUDA graph was captured (e.g. model.cpu() then "
+                               ".cuda()): the graph would read freed memory; capture a new GraphedForward")
         self.graph.replay()
         return self.output

@@ -239,11 +239,11 @@ class IncrementalTokenizer:
         )
         self._latent_offsets = lat_offsets.astype(np.float64)  # (N_lat,) window-relative seconds
         self.latent_index = lat_index.reshape(1, -1).astype(np.int64)
-        self.latent_timestamps = np.zeros((1, lat_index.shape[0]), dtype=np.float64)
+        self.latent_timestamps = self._latent_offsets.reshape(1, -1).copy()  # an empty window [0, window_s)
 
         self._output_offsets = output_offsets(self.window_s, n_outputs, float(output_lag_s), output_spacing_s)
         self.output_session_index = np.full((1, n_outputs), int(session_vocab_index), dtype=np.int64)
-        self.output_timestamps = np.zeros((1, n_outputs), dtype=np.float64)
+        self.output_timestamps = self._output_offsets.reshape(1, -1).astype(np.float64)
         self.output_mask = np.ones((1, n_outputs), dtype=bool)
 
         # ---- views used on the hot path
@@ -251,6 +251,7 @@ class IncrementalTokenizer:
         self._se_start = self._ts[0:n_se:2]
         self._se_end = self._ts[1:n_se:2]
         self._sp_ts = self._ts[n_se : n_se + max_spikes]  # (C,) spike-slot times rel. origin
+        self._se_end[:] = self.window_s  # before the first update: a well-formed empty window [0, window_s)
         self._sp_unit = self.input_unit_index[0, n_se : n_se + max_spikes]
         self._sp_type = self.input_token_type[0, n_se : n_se + max_spikes]
         self._sp_mask = self.input_mask[0, n_se : n_se + max_spikes]
