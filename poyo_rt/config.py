@@ -85,10 +85,11 @@ class EngineConfig:
     output_spacing_s: float | None = None  #: spacing of several queries; None = tick period / n_outputs
     max_spikes: int = 8192  #: spike-token capacity of a window; beyond it the oldest are dropped and counted
     buffer_capacity: int = 65536  #: spikes held between arrival and tokenization (overflow is counted)
-    buckets: tuple[int, ...] = ()  #: padding buckets (input tokens); empty = powers of two up to capacity
+    buckets: tuple[int, ...] = ()  #: CUDA padding buckets (input tokens); empty = from 256, x1.25 each, to capacity
     deadline_ms: float | None = None  #: a tick later than this is a deadline miss; None = the tick period
     freeze_gc: bool = True  #: gc.collect() + gc.freeze() before the loop: no multi-ms full collections mid-run
     realtime_priority: int | None = None  #: SCHED_FIFO priority (1-99) for the tick loop; None = normal scheduling
+    spin_ms: float = 0.5  #: sleep until this long before each tick, then busy-wait (a sleep wakes late); 0 = off
     duration_s: float | None = None  #: stop after this long (None = until SIGINT/SIGTERM)
 
     def validate(self, prefix: str) -> None:
@@ -110,6 +111,8 @@ class EngineConfig:
             raise ConfigError(f"{prefix}.realtime_priority", f"must be in [1, 99], got {self.realtime_priority}")
         if any(b < 8 or b % 8 for b in self.buckets) or list(self.buckets) != sorted(set(self.buckets)):
             raise ConfigError(f"{prefix}.buckets", f"must be increasing multiples of 8, got {list(self.buckets)}")
+        if not 0 <= self.spin_ms <= 20:
+            raise ConfigError(f"{prefix}.spin_ms", f"must be in [0, 20], got {self.spin_ms}")
         if self.deadline_ms is not None and self.deadline_ms <= 0:
             raise ConfigError(f"{prefix}.deadline_ms", f"must be > 0, got {self.deadline_ms}")
         if self.duration_s is not None and self.duration_s <= 0:

@@ -22,7 +22,7 @@ from conftest import poll
 from poyo_rt.config import config_from_dict
 from poyo_rt.errors import StreamFormatError, UnitMismatchError
 from poyo_rt.model import collate
-from poyo_rt.runtime.engine import GcWatch
+from poyo_rt.runtime.engine import GcWatch, wait_until
 from poyo_rt.runtime.launch import build_decoder
 from poyo_rt.stream import lsl
 from poyo_rt.stream.publisher import Subscriber
@@ -339,3 +339,18 @@ def test_one_slow_preparation_does_not_switch_preparing_off(model, stream_name, 
         decoder.close()
         del outlet
     assert len(calls) >= 35, len(calls)  # skipped right after the slow one, then back to every tick
+
+
+def test_wait_until_is_never_early_and_cannot_hang():
+    """The tick loop's wake-up (sleep, then spin the last spin_s): on a real clock it returns at or after each
+    deadline, with the spin or without; on a clock that never moves it still returns (bounded spin)."""
+    for spin_s in (0.0, 0.0005, 0.003):
+        t0 = time.monotonic()
+        for k in range(1, 11):
+            deadline = t0 + k * 0.004
+            wait_until(deadline, time.monotonic, time.sleep, spin_s)
+            assert time.monotonic() >= deadline
+    slept = []
+    t0 = time.perf_counter()
+    wait_until(10.0, lambda: 0.0, slept.append, 0.0005)  # frozen clock, 10 s "to go"
+    assert slept == [pytest.approx(10.0 - 0.0005)] and time.perf_counter() - t0 < 0.5

@@ -72,7 +72,8 @@ def test_runner_cuda_matches_cpu():
             arrays[key] = value.numpy().copy()
     cpu = Runner(model, capacity=cap, n_outputs=2, device="cpu", kv_cache=False).run(arrays, n)  # masked slots
     gpu_model, _ = make_pair(CONFIGS["poyo_1.3M"])
-    res = Runner(gpu_model, capacity=cap, n_outputs=2, device="cuda", buckets=[256, 512, 1024]).run(arrays, n)
+    res = Runner(gpu_model, capacity=cap, n_outputs=2, device="cuda", buckets=[256, 512, 1024],
+                 fused=False).run(arrays, n)  # the exact graph: the fused one needs compact tokens
     assert res.n_input >= n and res.forward_us > 0
     np.testing.assert_allclose(res.values, cpu.values, atol=1e-4)
 
@@ -154,15 +155,3 @@ def test_fused_graph_replay_does_not_synchronise():
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(graphed.output).all()
 
-
-def test_replay_refuses_moved_weights():
-    """Moving the model off the GPU and back frees the memory the graph reads: replay says so."""
-    from poyo_rt.runtime.cudagraph import GraphedForward
-
-    model, _ = make_pair(CONFIGS["small"])
-    model = model.cuda()
-    graphed = GraphedForward(model, allocate_static_inputs(model, n_input=64, device="cuda"))
-    graphed.replay()
-    model.cpu().cuda()
-    with pytest.raises(RuntimeError, match="weights moved"):
-        graphed.replay()

@@ -82,6 +82,12 @@ def test_default_buckets():
     assert default_buckets(2210) == [256, 512, 1024, 2048, 2216]
     assert default_buckets(100) == [104]
     assert all(b % 8 == 0 for b in default_buckets(5000))
+    fine = default_buckets(8392, growth=1.25)  # the CUDA runner's: padding at most a quarter of a bucket
+    assert fine[0] == 256 and fine[-1] == 8392 and all(b % 8 == 0 for b in fine)
+    assert all(1.0 < b / a <= 1.25 + 8 / a for a, b in zip(fine[:-2], fine[1:-1]))
+    assert next(b for b in fine if b >= 2200) <= 2200 * 1.25
+    with pytest.raises(ValueError, match="growth"):
+        default_buckets(1000, growth=1.0)
 
 
 def test_runner_rejects_bad_requests():

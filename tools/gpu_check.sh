@@ -4,22 +4,27 @@
 # tool's 600 s a command). Everything printed also goes to $OUT/gpu_check.log.
 #   1. GPU tests: CUDA graphs of the exact forward, of the fused forward (torch ops and Triton kernels) and
 #      of the compiled fused forward, each streamed against the CPU runner; no host sync in a replay;
-#   2. `poyo-rt bench forward` on CUDA, both configs: eager, CUDA graph (exact), fused graph, Triton graph (both
+#   2. tools/profile_gpu.py: GPU time per kernel of the Triton and fused forwards, against the graph's replay;
+#   2b. `poyo-rt bench forward` on CUDA, both configs: eager, CUDA graph (exact), fused graph, Triton graph (both
 #      residual layouts), TF32 variants; kernel counts and errors per row (the JSON is written after each
 #      config); with COMPILE=1 also the fused graph compiled by inductor (default mode);
 #   3. `poyo-rt bench e2e` on CUDA (LSL player process -> engine with CUDA graphs -> ZeroMQ), E2E_S seconds
-#      (default 30) with the Triton kernels, then with the torch-op fused graph, when the carried wheels of
+#      (default 30) each run of E2E_RUNS (KERNELS:SPIN_MS pairs; default "triton:0.5 torch:0.5": the Triton
+#      kernels, then the torch-op fused graph, 0.5 ms of spin before each tick), when the carried wheels of
 #      tools/gpu_wheels.sh are there (run that here first, then carry ".whl");
 #   4. with AUTOTUNE=1: poyo_1.3M compiled in max-autotune-no-cudagraphs mode (minutes of autotuning);
 #   5. with TRITON_TESTS=1: the Triton kernel tests compiled for the GPU (TRITON_INTERPRET=0), kernel by kernel
 #      and end to end (many kernel variants to compile; the bench rows already give each Triton forward's
 #      error, and CI runs these tests under Triton's interpreter).
+# STEPS picks among "tests profile bench e2e" (default: all four).
 # Run from the repo root: bash tools/gpu_check.sh  (JSON results go to $OUT when OUT is set)
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp}
 BUDGET=${BUDGET:-540}
 E2E_S=${E2E_S:-30}
+STEPS=" ${STEPS:-tests profile bench e2e} "
+want() { [[ "$STEPS" == *" $1 "* ]]; }
 exec > >(tee -a "$OUT/gpu_check.log") 2>&1
 T0=$SECONDS
 step() {  # step SECONDS DESCRIPTION COMMAND...: run COMMAND under a timeout if it fits in the budget
@@ -39,15 +44,21 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}   # no install needed: torch, numpy, yaml, einops are there
 # torch_brain is not on the GPU machine: the parity suite runs in CI; here GPU vs eager vs CPU.
-step 150 "GPU tests" python3 -m pytest -q -p no:cacheprovider --durations=0 tests/test_gpu.py tests/test_static.py
+want tests && step 150 "GPU tests" python3 -m pytest -q -p no:cacheprovider --durations=0 tests/test_gpu.py tests/test_static.py
+want profile && step 120 "GPU time per kernel" python3 tools/profile_gpu.py --slots 2200 --slots 4096 \
+  --json "$OUT/profile_gpu.json"
 compile=(); [ "${COMPILE:-0}" = 1 ] && compile=(--compile default)
-step 200 "forward bench: exact, fused, Triton (both residual layouts), TF32 ${compile[*]}" python3 -m poyo_rt.cli \
+want bench && step 200 "forward bench: exact, fused, Triton (both residual layouts), TF32 ${compile[*]}" python3 -m poyo_rt.cli \
   bench forward --device cuda --iters 300 --tf32 "${compile[@]}" --json "$OUT/bench_gpu.json"
-if python3 -c "import pylsl, zmq" 2>/dev/null; then
-  for kernels in triton torch; do
-    step $((E2E_S + 45)) "end to end, $E2E_S s, $kernels kernels" env LSLAPICFG=$PWD/poyo_rt/stream/loopback.cfg \
-      python3 -m poyo_rt.cli bench e2e --device cuda --kernels $kernels --duration "$E2E_S" --baseline-duration 0 \
-      --json "$OUT/e2e_gpu_$kernels.json" --report-dir "$OUT/e2e_logs_$kernels"
+if ! want e2e; then
+  :
+elif python3 -c "import pylsl, zmq" 2>/dev/null; then
+  for run in ${E2E_RUNS:-triton:0.5 torch:0.5}; do  # KERNELS:SPIN_MS
+    kernels=${run%:*} spin=${run#*:} tag=${run/:/_spin}
+    step $((E2E_S + 45)) "end to end, $E2E_S s, $kernels kernels, spin $spin ms" \
+      env LSLAPICFG=$PWD/poyo_rt/stream/loopback.cfg python3 -m poyo_rt.cli bench e2e --device cuda \
+      --kernels "$kernels" --spin-ms "$spin" --duration "$E2E_S" --baseline-duration 0 \
+      --json "$OUT/e2e_gpu_$tag.json" --report-dir "$OUT/e2e_logs_$tag"
   done
 else
   echo "pylsl/pyzmq absent: e2e skipped (bash tools/gpu_wheels.sh here, then carry .whl)"

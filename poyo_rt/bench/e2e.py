@@ -201,12 +201,13 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
                   tick_hz: float = 50.0, n_units: int = 100, rate_hz: float = 2000.0, device: str = "cpu",
                   threads: int | str | None = "auto", max_spikes: int | None = None, seed: int = 0,
                   realtime_priority: int | None = None, report_dir: str | Path | None = None,
-                  kernels: str = "torch", progress: Callable[[str], None] = log.info) -> dict:
+                  kernels: str = "torch", spin_ms: float = 0.5, progress: Callable[[str], None] = log.info) -> dict:
     """Run the baseline phase (unless ``baseline_duration_s`` is 0) and the poyo_rt phase; see the module
     docstring. ``max_spikes`` defaults to 1.25 x the spikes a window holds at ``rate_hz`` (at least 8,192).
     ``report_dir``: write each phase's engine latency log there (``e2e-CONFIG-PHASE.json``, per-stage
     histograms and the last 4,096 ticks; ``poyo-rt report`` turns it into a report). ``kernels``: the run
-    config's ``model.kernels`` (``"triton"``: the Triton forward, CUDA only)."""
+    config's ``model.kernels`` (``"triton"``: the Triton forward, CUDA only); ``spin_ms``: its
+    ``engine.spin_ms``."""
     from poyo_rt.config import config_from_dict
     from poyo_rt.stream import lsl
 
@@ -236,6 +237,7 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
         "model": {"device": device, "session_id": "session0", "threads": threads, "kernels": kernels},
         "input": {"name": name, "resolve_timeout_s": 10.0},
         "engine": {"tick_hz": tick_hz, "max_spikes": max_spikes, "realtime_priority": realtime_priority,
+                   "spin_ms": spin_ms,
                    "buffer_capacity": max(65536, int(4 * rate_hz * max(1.0, 1.0 / tick_hz)))},
         "output": {"endpoint": "tcp://127.0.0.1:*"},
         "metrics": {"log_every_s": 0, "report_path": None},
@@ -256,13 +258,15 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
         r["ratio_receipt_p99_vs_baseline"] = base["receipt_us"]["p99_us"] / r["receipt_us"]["p99_us"]
         r["ratio_forward_median_vs_baseline"] = base["forward_us"]["median_us"] / r["forward_us"]["median_us"]
     return {"config": config, "tick_hz": tick_hz, "n_units": n_units, "rate_hz": rate_hz, "device": device,
-            "max_spikes": max_spikes, "realtime_priority": realtime_priority, "kernels": kernels, "phases": results, "baseline": base["path"]}
+            "max_spikes": max_spikes, "realtime_priority": realtime_priority, "kernels": kernels, "spin_ms": spin_ms,
+            "phases": results, "baseline": base["path"]}
 
 
 def format_e2e_table(result: dict) -> str:
     """Aligned text: per phase receipt/forward/tick percentiles (ms), misses, ingest accounting."""
+    kernels = f", {result.get('kernels', 'torch')} kernels" if result["device"] != "cpu" else ""
     lines = [f"{result['config']} at {result['tick_hz']:g} Hz, {result['n_units']} units, {result['rate_hz']:g} "
-             f"spikes/s, {result['device']}" + (f", {result.get('kernels', 'torch')} kernels" if result['device'] != "cpu" else ""),
+             f"spikes/s, {result['device']}{kernels}, spin {result.get('spin_ms', 0.0):g} ms before each tick",
              f"{'path':<12} {'metric (ms)':<22} {'median':>8} {'p90':>8} {'p99':>8} {'p99.9':>8} {'max':>8}"]
     for r in result["phases"]:
         for key, title in (("receipt_us", "push -> receipt"), ("forward_us", "forward"), ("tick_to_receipt_us", "tick -> receipt")):

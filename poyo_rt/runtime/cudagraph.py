@@ -34,21 +34,14 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _first_parameter(model: object) -> Tensor | None:
-    """A weight the captured forward reads (a module's first parameter; a Triton forward's model's), to notice
-    that the weights were moved to new memory after the capture; None when there is none."""
-    for candidate in (model, getattr(model, "fused", None)):
-        if isinstance(candidate, nn.Module):
-            return next(iter(candidate.parameters()), None)
-    return None
-
-
 class GraphedForward:
     """One CUDA graph of ``call(model, inputs)`` over fixed buffers.
 
     Args:
         model: an eval-mode module on the CUDA device (a POYO, or a :class:`~poyo_rt.model.fused.FusedPOYO`,
-            possibly ``torch.compile``-d without CUDA graphs of its own).
+            possibly ``torch.compile``-d without CUDA graphs of its own). The graph reads its weights where
+            they are at capture: moving the model afterwards (``.cpu()``, ``.to(...)``) leaves the graph
+            reading freed memory, so capture again after a move.
         inputs: static buffers on the same device (:class:`StaticInputs` or one tensor); their storage is
             baked into the graph.
         call: the forward to capture; default :func:`static_forward`.
@@ -67,8 +60,6 @@ class GraphedForward:
             raise ValueError("capture an eval-mode model (dropout would be frozen into the graph)")
         self.model = model
         self.inputs = inputs
-        self._weights = _first_parameter(model)
-        self._weights_ptr = None if self._weights is None else self._weights.data_ptr()
         stream = torch.cuda.Stream(device=device)
         stream.wait_stream(torch.cuda.current_stream(device))
         with torch.inference_mode(), torch.cuda.stream(stream):
@@ -85,8 +76,5 @@ class GraphedForward:
 
     def replay(self) -> Tensor:
         """Run the captured forward on the buffers' current contents; returns the graph's output tensor."""
-        if self._weights is not None and self._weights.data_ptr() != self._weights_ptr:
-            raise RuntimeError("the model's weights moved since the CUDA graph was captured (e.g. model.cpu() then "
-                               ".cuda()): the graph would read freed memory; capture a new GraphedForward")
         self.graph.replay()
         return self.output

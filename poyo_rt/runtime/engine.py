@@ -21,6 +21,10 @@ test VM (a deadline miss whenever Python decides to run one); after the freeze i
 loop itself keeps. ``EngineSettings.freeze_gc`` turns this off; :class:`GcWatch` counts collections
 and their longest pause during the run (in the summary).
 
+Waking up: ``time.sleep`` returns late, by 0.1-0.3 ms on the 2-core test VM (``tools/sleep_overshoot.py``),
+and every tick would start that late. The loop therefore sleeps until ``EngineSettings.spin_ms`` before
+each tick and busy-waits the rest (0.5 ms by default: 2.5 % of a core at 50 Hz; 0 turns it off).
+
 Scheduling: ``EngineSettings.realtime_priority`` runs the loop's thread under ``SCHED_FIFO``
 (:class:`~poyo_rt.runtime.threads.RealtimePriority`), so other processes on the machine cannot preempt a
 forward; off by default (it needs root or CAP_SYS_NICE).
@@ -82,6 +86,18 @@ class TickSink(Protocol):
     def send(self, **kwargs: Any) -> float: ...
 
 
+def wait_until(deadline: float, clock: Callable[[], float], sleep: Callable[[float], None], spin_s: float) -> None:
+    """Return at ``deadline`` (on ``clock``, s): sleep to ``spin_s`` before it, then busy-wait. The spin is
+    bounded in real time as well (``spin_s`` + 1 ms), so a clock that does not move (a test's) cannot hold
+    it; on a real clock it returns early only if the sleep itself came back over 1 ms early."""
+    wait = deadline - clock()
+    if wait > spin_s:
+        sleep(wait - spin_s)
+    give_up = time.perf_counter() + spin_s + 1e-3
+    while spin_s > 0 and clock() < deadline and time.perf_counter() < give_up:
+        pass
+
+
 @dataclass
 class EngineSettings:
     """Tick-loop settings (seconds unless named otherwise). See ``configs/default.yaml``."""
@@ -98,6 +114,7 @@ class EngineSettings:
     idle_poll_s: float = 0.0005
     freeze_gc: bool = True  #: gc.collect() + gc.freeze() before the loop (see the module docstring)
     realtime_priority: int | None = None  #: run the loop under SCHED_FIFO at this priority (1-99); None = normal
+    spin_ms: float = 0.5  #: sleep until this long before a tick, then busy-wait (a sleep wakes late); 0 = off
 
     @property
     def period_s(self) -> float:
@@ -313,7 +330,7 @@ class Engine:
                 deadline = t_start + k * s.period_s
                 wait = deadline - self.clock()
                 if wait > 0:
-                    self.sleep(wait)
+                    wait_until(deadline, self.clock, self.sleep, s.spin_ms / 1e3)
                 elif wait < -s.period_s:  # more than a whole period late: skip the missed ticks
                     missed = int(-wait // s.period_s)
                     self.skipped_ticks += missed

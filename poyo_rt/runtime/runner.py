@@ -24,6 +24,7 @@ padding slots are masked. Nothing here depends on the values of the tokens.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 
@@ -79,18 +80,28 @@ def _call_fused(fused, packed: torch.Tensor) -> torch.Tensor:
     return fused(packed)[None]
 
 
-def default_buckets(capacity: int, smallest: int = 256) -> list[int]:
-    """Padding buckets for ``capacity`` input tokens: powers of two from ``smallest``, then capacity.
+def default_buckets(capacity: int, smallest: int = 256, growth: float = 2.0) -> list[int]:
+    """Padding buckets for ``capacity`` input tokens: ``smallest``, then each ``growth`` times the last
+    (rounded up to a multiple of 8), then capacity. A window runs in the smallest bucket that holds it, so
+    ``growth`` bounds the padding's share of the work (2: powers of two; the CUDA runner uses
+    :data:`CUDA_BUCKET_GROWTH`).
 
     Each bucket is a multiple of 8; the last one is ``capacity`` rounded up to 8.
     """
+    if growth <= 1.0:
+        raise ValueError(f"growth must be > 1, got {growth}")
     top = -(-capacity // 8) * 8
     buckets, b = [], smallest
     while b < top:
         buckets.append(b)
-        b *= 2
+        b = max(b + 8, -(-int(math.ceil(b * growth)) // 8) * 8)
     buckets.append(top)
     return buckets
+
+
+# CUDA: one graph per bucket costs ~10 ms to capture and a few MB, and the padding is real work on the GPU
+# (2,200 tokens ran in the 4,096 bucket: the e2e forward 0.41 ms vs 0.35 at 2,200 on the H200)
+CUDA_BUCKET_GROWTH = 1.25
 
 
 @dataclass
@@ -164,7 +175,7 @@ class Runner:
         self._host_inputs: dict[int, StaticInputs | torch.Tensor] = {}
         if self.is_cuda:
             mode = compile if isinstance(compile, str) else "max-autotune-no-cudagraphs" if compile else None
-            self._setup_cuda(buckets or default_buckets(capacity), cuda_graphs, mode)
+            self._setup_cuda(buckets or default_buckets(capacity, growth=CUDA_BUCKET_GROWTH), cuda_graphs, mode)
 
     # --- CUDA ------------------------------------------------------------------------------
     def _setup_cuda(self, buckets: list[int], cuda_graphs: bool, compile_mode: str | None) -> None:
