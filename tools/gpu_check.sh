@@ -5,6 +5,7 @@
 #   1. GPU tests: CUDA graphs of the exact forward, of the fused forward (torch ops and Triton kernels) and
 #      of the compiled fused forward, each streamed against the CPU runner; no host sync in a replay;
 #   2. tools/profile_gpu.py: GPU time per kernel of the Triton and fused forwards, against the graph's replay;
+#   2a. tools/profile_gpu.py --sweep: the Triton forward's tunings (encoder programs, summed-layout row blocks);
 #   2b. `poyo-rt bench forward` on CUDA, both configs: eager, CUDA graph (exact), fused graph, Triton graph (both
 #      residual layouts), TF32 variants; kernel counts and errors per row (the JSON is written after each
 #      config); with COMPILE=1 also the fused graph compiled by inductor (default mode);
@@ -16,14 +17,14 @@
 #   5. with TRITON_TESTS=1: the Triton kernel tests compiled for the GPU (TRITON_INTERPRET=0), kernel by kernel
 #      and end to end (many kernel variants to compile; the bench rows already give each Triton forward's
 #      error, and CI runs these tests under Triton's interpreter).
-# STEPS picks among "tests profile bench e2e" (default: all four).
+# STEPS picks among "tests profile sweep bench e2e" (default: all five).
 # Run from the repo root: bash tools/gpu_check.sh  (JSON results go to $OUT when OUT is set)
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp}
 BUDGET=${BUDGET:-540}
 E2E_S=${E2E_S:-30}
-STEPS=" ${STEPS:-tests profile bench e2e} "
+STEPS=" ${STEPS:-tests profile sweep bench e2e} "
 want() { [[ "$STEPS" == *" $1 "* ]]; }
 exec > >(tee -a "$OUT/gpu_check.log") 2>&1
 T0=$SECONDS
@@ -47,6 +48,7 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}   # no install needed: torch, 
 want tests && step 150 "GPU tests" python3 -m pytest -q -p no:cacheprovider --durations=0 tests/test_gpu.py tests/test_static.py
 want profile && step 120 "GPU time per kernel" python3 tools/profile_gpu.py --slots 2200 --slots 4096 \
   --json "$OUT/profile_gpu.json"
+want sweep && step 150 "Triton tunings" python3 tools/profile_gpu.py --sweep --json "$OUT/sweep_gpu.json"
 compile=(); [ "${COMPILE:-0}" = 1 ] && compile=(--compile default)
 want bench && step 200 "forward bench: exact, fused, Triton (both residual layouts), TF32 ${compile[*]}" python3 -m poyo_rt.cli \
   bench forward --device cuda --iters 300 --tf32 "${compile[@]}" --json "$OUT/bench_gpu.json"

@@ -10,6 +10,14 @@ kernels cost.
 
     python tools/profile_gpu.py                                   # both configs, tf32x3 and tf32, 2,200 slots
     python tools/profile_gpu.py --config poyo_1.3M --slots 2200 --slots 4096 --json /tmp/profile_gpu.json
+    python tools/profile_gpu.py --sweep              # the Triton forward's tunings against each other
+
+--sweep times the Triton forward (tf32x3) in each tuning of ``TritonPOYO``: ``encoder_programs`` (how many
+programs the encoder attention aims at: fewer = longer key splits and fewer partials for _combine_proj to
+merge) and, for models in the summed residual layout (dim 512), ``summed_block_m`` (rows a program of its
+projection and FFN kernels: fewer = more programs on the GPU's 132 SMs, each weight tile re-read more often);
+each row with its graph replay time, its ratio to the default tuning's and its error against the exact
+(fused, fp32) forward.
 
 Needs a CUDA device and Triton (the device machine: tools/gpu_check.sh runs it).
 """
@@ -72,6 +80,44 @@ def graph_times(graph: GraphedForward, iters: int) -> tuple[float, float]:
     return float(np.median(times)), float(np.percentile(times, 99))
 
 
+def sweep(name: str, replays: int) -> list[dict]:
+    """Graph replay times of the Triton forward in each tuning (see the module docstring), one config."""
+    from poyo_rt.kernels import TritonPOYO
+    from poyo_rt.kernels.triton_poyo import ENC_TARGET_PROGRAMS, SUMMED_BLOCK_M
+
+    model = build_model(BENCH_CONFIGS[name], n_units=100).cuda()
+    fused = FusedPOYO(model, n_output=1)
+    packed = padded_packed(model, fused, 2200)
+    with torch.inference_mode():
+        exact = fused(packed)
+    default = TritonPOYO(fused)
+    block_ms = [16, 32, 64] if default.residuals == "summed" else [SUMMED_BLOCK_M]
+    rows = []
+    for programs in (16, 32, 64, 128, ENC_TARGET_PROGRAMS):
+        for block_m in block_ms:
+            label = f"encoder_programs={programs} summed_block_m={block_m}"
+            try:
+                forward = TritonPOYO(fused, encoder_programs=programs, summed_block_m=block_m)
+                with torch.inference_mode():
+                    err = float((forward(packed) - exact).abs().max())
+                    graph = GraphedForward(forward, packed, call=lambda m, x: m(x))
+                    p50, p99 = graph_times(graph, replays)
+            except Exception as exc:  # a tuning that does not compile here is reported, the others go on
+                print(f"   {label}: unavailable ({type(exc).__name__}: {exc})")
+                continue
+            rows.append({"config": name, "encoder_programs": programs, "summed_block_m": block_m, "p50_us": p50,
+                         "p99_us": p99, "max_abs_err": err,
+                         "default": programs == ENC_TARGET_PROGRAMS and block_m == SUMMED_BLOCK_M})
+    base = next((r["p50_us"] for r in rows if r["default"]), float("nan"))
+    print(f"\n== sweep: {name}, 2200 slots, Triton tf32x3 ({default.residuals} residuals), graph replay")
+    print(f"   {'encoder_programs':>16} {'summed_block_m':>14} {'p50 µs':>8} {'p99 µs':>8} {'x default':>9} "
+          f"{'max |err|':>9}")
+    for r in sorted(rows, key=lambda r: r["p50_us"]):
+        print(f"   {r['encoder_programs']:16d} {r['summed_block_m']:14d} {r['p50_us']:8.1f} {r['p99_us']:8.1f} "
+              f"{base / r['p50_us']:9.2f} {r['max_abs_err']:9.1e}" + ("  (default)" if r["default"] else ""))
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", action="append", choices=sorted(BENCH_CONFIGS), help="repeatable (default: both)")
@@ -81,6 +127,7 @@ def main() -> int:
     ap.add_argument("--iters", type=int, default=50, help="profiled eager calls")
     ap.add_argument("--replays", type=int, default=500, help="timed graph replays")
     ap.add_argument("--top", type=int, default=12, help="kernels listed per forward")
+    ap.add_argument("--sweep", action="store_true", help="time the Triton forward's tunings instead (see above)")
     ap.add_argument("--json", metavar="PATH", help="also write the tables as JSON")
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -88,6 +135,14 @@ def main() -> int:
     from poyo_rt.kernels import TritonPOYO
 
     torch.backends.cuda.matmul.allow_tf32 = False
+    if args.sweep:
+        rows = [r for name in args.config or ["poyo_1.3M", "dim512_depth2"] for r in sweep(name, args.replays)]
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "sweep": rows}, f,
+                          indent=1)
+            print(f"wrote {args.json}")
+        return 0
     results = []
     for name in args.config or ["poyo_1.3M", "dim512_depth2"]:
         model = build_model(BENCH_CONFIGS[name], n_units=100).cuda()

@@ -643,24 +643,26 @@ def ln_proj_rotate(x: State, ln: nn.LayerNorm, weight: Tensor, cos: Tensor, sin:
     return out
 
 
-def encoder_splits(n_keys: int, programs_per_split: int) -> tuple[int, int]:
-    """``(n_splits, keys_per_split)`` of the encoder: about ENC_TARGET_PROGRAMS programs, splits of whole
+def encoder_splits(n_keys: int, programs_per_split: int,
+                   target_programs: int = ENC_TARGET_PROGRAMS) -> tuple[int, int]:
+    """``(n_splits, keys_per_split)`` of the encoder: about ``target_programs`` programs, splits of whole
     ENC_BLOCK_N key blocks."""
     n_blocks = triton.cdiv(n_keys, ENC_BLOCK_N)
-    n_splits = max(1, min(n_blocks, ENC_TARGET_PROGRAMS // programs_per_split))
+    n_splits = max(1, min(n_blocks, target_programs // programs_per_split))
     blocks_per_split = triton.cdiv(n_blocks, n_splits)
     return triton.cdiv(n_blocks, blocks_per_split), blocks_per_split * ENC_BLOCK_N
 
 
 def encoder_attention(q: Tensor, kv_table: Tensor, packed: Tensor, omega: Tensor, n_input: int, *,
-                      precision: str = DEFAULT_PRECISION) -> Partials:
+                      precision: str = DEFAULT_PRECISION, target_programs: int = ENC_TARGET_PROGRAMS) -> Partials:
     """Partials of ``softmax(q k^T / sqrt(H)) v`` over the packed input tokens (masked), keys/values
     ``rotate(kv_table[rows], times)``. q (h, N_lat, H) rotated; kv_table (rows, 2*h*H); packed float64 whose
-    first 3 * n_input entries are rows | times | mask; omega (H/2,) float64."""
+    first 3 * n_input entries are rows | times | mask; omega (H/2,) float64; ``target_programs``: see
+    :func:`encoder_splits` (fewer programs: longer splits, fewer partials to combine)."""
     n_heads, n_q, head_dim = q.shape
     block_m = min(ENC_MAX_BLOCK_M, max(ENC_MIN_BLOCK_M, _block(n_q)))
     q_blocks = triton.cdiv(n_q, block_m)
-    n_splits, keys_per_split = encoder_splits(n_input, n_heads * q_blocks)
+    n_splits, keys_per_split = encoder_splits(n_input, n_heads * q_blocks, target_programs)
     parts = Partials(_empty(n_splits, n_heads, n_q, head_dim, like=q), _empty(n_splits, n_heads, n_q, like=q),
                      _empty(n_splits, n_heads, n_q, like=q))
     _encoder_attention_kernel[(n_splits, n_heads, q_blocks)](
@@ -851,9 +853,13 @@ class TritonPOYO:
             ``"tf32"`` (one TF32 product: the fastest, ~1e-3 relative error). The interpreter computes all
             three in fp32.
         residuals: ``"auto"`` (default), ``"split"`` or ``"summed"``, see above.
+        encoder_programs: programs the encoder attention aims at (:func:`encoder_splits`).
+        summed_block_m: rows a program of the summed layout's projection and FFN kernels.
+        (Both tunings; ``tools/profile_gpu.py --sweep`` times them against each other on a GPU.)
     """
 
-    def __init__(self, fused: FusedPOYO, *, precision: str = DEFAULT_PRECISION, residuals: str = "auto"):
+    def __init__(self, fused: FusedPOYO, *, precision: str = DEFAULT_PRECISION, residuals: str = "auto",
+                 encoder_programs: int = ENC_TARGET_PROGRAMS, summed_block_m: int = SUMMED_BLOCK_M):
         if residuals not in RESIDUAL_LAYOUTS:
             raise ValueError(f"residuals must be one of {RESIDUAL_LAYOUTS}, got {residuals!r}")
         self.fused = fused
@@ -861,6 +867,10 @@ class TritonPOYO:
         self.residuals = residual_layout(fused) if residuals == "auto" else residuals
         self.rotation = latent_cos_sin(fused)  # (N_lat, H/2) each
         self.enc_q = fused.enc_q[0].contiguous()  # (h_c, N_lat, H)
+        if encoder_programs < 1 or summed_block_m not in (16, 32, 64, 128):
+            raise ValueError(f"encoder_programs must be >= 1 and summed_block_m one of 16, 32, 64, 128; got "
+                             f"{encoder_programs}, {summed_block_m}")
+        self.encoder_programs, self.summed_block_m = int(encoder_programs), int(summed_block_m)
 
     def __call__(self, packed: Tensor) -> Tensor:
         """``packed`` (3 * N_in + 2 * N_out,) float64 -> (N_out, D_out) float32, as ``FusedPOYO.forward``."""
@@ -870,9 +880,10 @@ class TritonPOYO:
         if rest or n_input < 1:
             raise ValueError(f"packed input of length {packed.shape[0]} does not fit {n_out} output queries")
         enc, split = m.enc_atn, self.residuals == "split"
-        blocks = {} if split else {"block_m": SUMMED_BLOCK_M, "num_warps": SUMMED_PROJ_WARPS}  # ln_proj_rotate's
+        blocks = {} if split else {"block_m": self.summed_block_m, "num_warps": SUMMED_PROJ_WARPS}  # ln_proj_rotate's
         wo = lambda attn: attn.to_out.weight if split else None  # noqa: E731 (summed: heads' outputs, projected later)
-        parts = encoder_attention(self.enc_q, fused.kv_table, packed, fused.omega, n_input, precision=precision)
+        parts = encoder_attention(self.enc_q, fused.kv_table, packed, fused.omega, n_input, precision=precision,
+                                  target_programs=self.encoder_programs)
         out = combine_proj(parts, *rot, wo(enc), precision=precision)
         latents = self._residual_ffn(State(fused.enc_residual), out, enc.to_out, m.enc_ffn, rot, out_bias=False)
         for attn, layer_ffn in m.proc_layers:
@@ -900,10 +911,11 @@ class TritonPOYO:
         precision = self.precision
         if self.residuals == "split":
             return ffn(x, out, to_out, block, out_bias=out_bias, x_rows=x_rows, precision=precision)
+        bm = self.summed_block_m
         x1 = project_residual(out, to_out, x.value(), bias=out_bias, rotation=rotation,
-                              head_dim=self.fused.head_dim, residual_rows=x_rows, precision=precision)
-        act = ffn_hidden(x1, block, precision=precision)
-        return State(project_residual(act, block[1].net[3], x1, precision=precision))
+                              head_dim=self.fused.head_dim, residual_rows=x_rows, precision=precision, block_m=bm)
+        act = ffn_hidden(x1, block, precision=precision, block_m=bm)
+        return State(project_residual(act, block[1].net[3], x1, precision=precision, block_m=bm))
 
 
 def triton_forward(fused: FusedPOYO, packed: Tensor) -> Tensor:
