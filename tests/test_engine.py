@@ -354,3 +354,22 @@ def test_wait_until_is_never_early_and_cannot_hang():
     t0 = time.perf_counter()
     wait_until(10.0, lambda: 0.0, slept.append, 0.0005)  # frozen clock, 10 s "to go"
     assert slept == [pytest.approx(10.0 - 0.0005)] and time.perf_counter() - t0 < 0.5
+
+
+def test_wait_until_polls_while_it_spins():
+    """The engine pulls from its inlet while it spins (poll): only in the last spin_s, until the deadline.
+    A driven clock: each sleep and each poll moves it."""
+    now, polled_at, slept = [0.0], [], []
+
+    def sleep(s):
+        slept.append(s)
+        now[0] += s
+
+    def poll():
+        polled_at.append(now[0])
+        now[0] += 0.0001
+
+    wait_until(0.010, lambda: now[0], sleep, 0.001, poll=poll)
+    assert slept == [pytest.approx(0.009)]
+    assert len(polled_at) in (10, 11) and min(polled_at) >= 0.009 - 1e-12 and max(polled_at) < 0.010
+    assert now[0] >= 0.010

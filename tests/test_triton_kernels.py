@@ -347,7 +347,7 @@ def test_summed_residual_kernels(name):
     """Summed residuals, kernel by kernel: the out-projection of the heads' outputs rotated back head by head
     (K chunks spanning several heads for H = 8, pairs of a head split across chunks never for H = 24),
     plus bias and a residual of own or gathered rows; the FFN's activations; its second matmul; the
-    readout of whole rows. poyo_1.3M: 128 rows, two row blocks of SUMMED_BLOCK_M."""
+    readout of whole rows. poyo_1.3M: 128 rows, several row blocks of SUMMED_BLOCK_M."""
     fused = _fused(name, n_output=1)
     m, head_dim = fused.model, fused.head_dim
     attn, layer_ffn = m.proc_layers[0]

@@ -88,16 +88,20 @@ BLOCK_N = 32  # keys per step of _attention_kernel (64 spills registers on sm_90
 ROW_BLOCK_M = 16  # rows per program of _combine_proj_kernel, _ffn_kernel and _readout_kernel
 FFN_BLOCK_F = 32  # FFN hidden units per program of _ffn_kernel
 MAX_WIDTH_BLOCK = 32  # model-width columns per step: K chunks, output column blocks (64 spills on sm_90)
-ENC_TARGET_PROGRAMS = 256  # encoder programs to aim at (an H100 has 132 SMs)
+# encoder programs to aim at (an H100/H200 has 132 SMs). 128, not 256: poyo_1.3M's 2,200 keys in 64 splits of
+# 64 keys instead of 69 of 32, fewer partials to combine (H200, tools/profile_gpu.py --sweep: 299 vs 337 µs)
+ENC_TARGET_PROGRAMS = 128
 COMBINE_BLOCK_S = 8  # encoder key splits _combine_proj_kernel loads at once
 COMBINE_NUM_WARPS = 8  # its (8 splits, 16 rows, 64) tile on 4 warps spilled 8 B under triton 3.6's compiler
 PIECES_STEP = tl.constexpr(4)  # partial sums (State pieces, per-head projections) a kernel loads at once
 RESIDUAL_LAYOUTS = ("auto", "split", "summed")  # see TritonPOYO
 SPLIT_MAX_ROW_FLOATS = 4096  # "auto" keeps residual sums split while a row and its pieces fit in 16 KB
-# Summed residuals (wide models): 64 rows a program, so each program's weight tiles serve 4x the rows of the
-# split layout's 16 (dim 512: ~0.5 instead of ~1.0 GB of L2 reads a layer); spill-free on sm_90 (aot.py)
-# with 8 warps for _ln_proj_rotate_kernel, 4 for _proj_residual_kernel and the FFN activations.
-SUMMED_BLOCK_M = 64
+# Summed residuals (wide models): rows a program of the projection and FFN kernels. 16: dim 512's 512 rows
+# in 32 row blocks, enough programs for the 132 SMs; 64 re-read each weight tile 4x less but left most SMs
+# idle (H200, tools/profile_gpu.py --sweep: dim512_depth2 1,067 µs at 16 vs 1,198 at 64, with 128 encoder
+# programs). Spill-free on sm_90 (aot.py) with 8 warps for _ln_proj_rotate_kernel, 4 for _proj_residual_kernel
+# and the FFN activations.
+SUMMED_BLOCK_M = 16
 SUMMED_PROJ_WARPS = 8
 
 

@@ -23,7 +23,9 @@ and their longest pause during the run (in the summary).
 
 Waking up: ``time.sleep`` returns late, by 0.1-0.3 ms on the 2-core test VM (``tools/sleep_overshoot.py``),
 and every tick would start that late. The loop therefore sleeps until ``EngineSettings.spin_ms`` before
-each tick and busy-waits the rest (0.5 ms by default: 2.5 % of a core at 50 Hz; 0 turns it off).
+each tick and busy-waits the rest (0.5 ms by default: 2.5 % of a core at 50 Hz; 0 turns it off),
+pulling from the inlet into the buffer as it spins (:meth:`Engine._take_in`): what arrives in that
+half millisecond is buffered before the tick starts, so the tick's own pull and buffer stages shrink.
 
 Scheduling: ``EngineSettings.realtime_priority`` runs the loop's thread under ``SCHED_FIFO``
 (:class:`~poyo_rt.runtime.threads.RealtimePriority`), so other processes on the machine cannot preempt a
@@ -86,16 +88,19 @@ class TickSink(Protocol):
     def send(self, **kwargs: Any) -> float: ...
 
 
-def wait_until(deadline: float, clock: Callable[[], float], sleep: Callable[[float], None], spin_s: float) -> None:
-    """Return at ``deadline`` (on ``clock``, s): sleep to ``spin_s`` before it, then busy-wait. The spin is
-    bounded in real time as well (``spin_s`` + 1 ms), so a clock that does not move (a test's) cannot hold
-    it; on a real clock it returns early only if the sleep itself came back over 1 ms early."""
+def wait_until(deadline: float, clock: Callable[[], float], sleep: Callable[[float], None], spin_s: float,
+               poll: Callable[[], object] | None = None) -> None:
+    """Return at ``deadline`` (on ``clock``, s): sleep to ``spin_s`` before it, then busy-wait, calling
+    ``poll`` (if given) on each turn. The spin is bounded in real time as well (``spin_s`` + 1 ms), so a
+    clock that does not move (a test's) cannot hold it; on a real clock it returns early only if the sleep
+    itself came back over 1 ms early."""
     wait = deadline - clock()
     if wait > spin_s:
         sleep(wait - spin_s)
     give_up = time.perf_counter() + spin_s + 1e-3
     while spin_s > 0 and clock() < deadline and time.perf_counter() < give_up:
-        pass
+        if poll is not None:
+            poll()
 
 
 @dataclass
@@ -302,6 +307,14 @@ class Engine:
         self.gc = watch.as_dict()
         return self.summary()
 
+    def _take_in(self) -> None:
+        """One pull into the buffer, while the loop spins before a tick: the spikes that arrive then are
+        already buffered at the tick (later than its window end, they wait there for the next), and the
+        pull's code is warm when the tick runs it."""
+        times, units = self.source.pull()
+        if len(times):
+            self.buffer.append(times, units)
+
     def _prepare(self, next_deadline: float) -> None:
         """In the idle part of the period, what the next tick's forward can do before its spikes arrive
         (:meth:`Runner.prepare`). Skipped when less than its usual duration (a moving average) is left before
@@ -330,7 +343,7 @@ class Engine:
                 deadline = t_start + k * s.period_s
                 wait = deadline - self.clock()
                 if wait > 0:
-                    wait_until(deadline, self.clock, self.sleep, s.spin_ms / 1e3)
+                    wait_until(deadline, self.clock, self.sleep, s.spin_ms / 1e3, poll=self._take_in)
                 elif wait < -s.period_s:  # more than a whole period late: skip the missed ticks
                     missed = int(-wait // s.period_s)
                     self.skipped_ticks += missed
