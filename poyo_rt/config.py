@@ -33,7 +33,7 @@ class ModelConfig:
     precision: Literal["fp32", "bf16"] = "fp32"  #: CPU: bf16 runs the forward under bfloat16 autocast (~5e-3 relative error; opt-in)
     cuda_graphs: bool = True  #: CUDA: capture one graph per padding bucket (False = eager, for debugging)
     fused: bool | None = None  #: run poyo_rt/model/fused.py's forward: None = on CUDA only (the CPU's kv_cache is faster)
-    kernels: Literal["torch", "triton"] = "torch"  #: CUDA: the fused forward as torch ops or as poyo_rt/kernels' Triton kernels
+    kernels: Literal["auto", "torch", "triton"] = "auto"  #: CUDA: the fused forward as torch ops or as poyo_rt/kernels' Triton kernels; auto = Triton where it runs
 
     def validate(self, prefix: str) -> None:
         if isinstance(self.threads, int) and self.threads < 1:

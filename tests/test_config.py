@@ -70,6 +70,7 @@ def test_overrides_and_types(tmp_path):
     assert cfg.engine.buckets == (256, 512) and cfg.input.unit_column == "units"
     cfg2 = with_overrides(cfg, model={"device": "cpu", "checkpoint": None}, engine={"duration_s": 3})
     assert cfg2.model.device == "cpu" and cfg2.engine.duration_s == 3.0 and cfg2.engine.tick_hz == 100.0
+    assert config_from_dict({"model": {"device": "cpu"}}).model.kernels == "auto"  # the default runs anywhere
     with pytest.raises(ConfigError, match="engine.spin_ms"):
         config_from_dict({"engine": {"spin_ms": -1}})
     with pytest.raises(ConfigError, match="engine.duration_s"):

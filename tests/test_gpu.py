@@ -155,3 +155,12 @@ def test_fused_graph_replay_does_not_synchronise():
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(graphed.output).all()
 
+
+
+def test_runner_defaults_to_the_triton_forward_on_cuda():
+    """model.kernels "auto": Triton's forward where it runs (it is installed on the device machine)."""
+    from poyo_rt.runtime.runner import Runner
+
+    model, _ = make_pair(CONFIGS["small"])
+    runner = Runner(model, capacity=256, n_outputs=1, device="cuda")
+    assert runner.kernels == "triton" and runner.fused is not None

@@ -10,7 +10,7 @@ import torch
 
 from _poyo_ref import CONFIGS, make_pair
 from poyo_rt.model import collate
-from poyo_rt.runtime.runner import Runner, default_buckets
+from poyo_rt.runtime.runner import Runner, default_buckets, resolve_kernels, triton_available
 from poyo_rt.stream.buffer import SpikeBuffer
 from poyo_rt.stream.tokenizer import IncrementalTokenizer
 
@@ -154,3 +154,17 @@ def test_fused_runner_rejects_what_it_cannot_run():
     arrays["input_mask"][:] = True
     with pytest.raises(ValueError, match="latent"):
         Runner(model, capacity=n, n_outputs=1, fused=True).run(arrays, n)
+
+
+def test_kernels_auto_picks_triton_only_where_it_runs():
+    """model.kernels "auto" (the default): the Triton forward on CUDA for the fused, uncompiled forward when
+    Triton imports; the torch operators everywhere else; an explicit choice is kept."""
+    assert resolve_kernels("auto", is_cuda=True, fused=True, compile=False) == ("triton" if triton_available() else "torch")
+    assert resolve_kernels("auto", is_cuda=False, fused=True, compile=False) == "torch"
+    assert resolve_kernels("auto", is_cuda=True, fused=False, compile=False) == "torch"
+    assert resolve_kernels("auto", is_cuda=True, fused=True, compile="default") == "torch"
+    assert resolve_kernels("torch", is_cuda=True, fused=True, compile=False) == "torch"
+    model, _ = make_pair(CONFIGS["small"])
+    assert Runner(model, capacity=64, n_outputs=1, device="cpu").kernels == "torch"
+    with pytest.raises(ValueError, match="kernels must be"):
+        Runner(model, capacity=64, n_outputs=1, device="cpu", kernels="cuda")

@@ -66,8 +66,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="run the engine's tick loop under SCHED_FIFO at priority N (1-99; needs root/CAP_SYS_NICE)")
     g.add_argument("--spin-ms", type=float, default=0.5,
                    help="busy-wait this long before each tick instead of sleeping (engine.spin_ms; 0 = off)")
-    g.add_argument("--kernels", choices=("torch", "triton"), default="torch",
-                   help="CUDA: the fused forward as torch ops or as poyo_rt's Triton kernels (model.kernels)")
+    g.add_argument("--kernels", choices=("auto", "torch", "triton"), default="auto",
+                   help="CUDA: the fused forward as torch ops or as poyo_rt's Triton kernels; auto = Triton where it "
+                        "runs (model.kernels)")
     g.add_argument("--report-dir", metavar="DIR", default=None,
                    help="write each phase's engine latency log to DIR/e2e-CONFIG-PHASE.json (see `poyo-rt report`)")
     p.set_defaults(func=run)

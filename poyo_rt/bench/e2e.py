@@ -193,6 +193,7 @@ def _run_phase(label: str, index: int, *, model, cfg, duration_s: float, phase, 
         "late_ticks": missed_published, "skipped_ticks": int(engine.skipped_ticks),
         "spikes_pushed": int(pushed[index]), "spikes_taken_in": int(taken), "spikes_accepted": int(engine.buffer.next_seq),
         "drops": drops, "threads": torch.get_num_threads(), "engine": summary, "runner": summary["runner"],
+        "kernels": getattr(engine.runner, "kernels", None),
     }
 
 
@@ -201,12 +202,12 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
                   tick_hz: float = 50.0, n_units: int = 100, rate_hz: float = 2000.0, device: str = "cpu",
                   threads: int | str | None = "auto", max_spikes: int | None = None, seed: int = 0,
                   realtime_priority: int | None = None, report_dir: str | Path | None = None,
-                  kernels: str = "torch", spin_ms: float = 0.5, progress: Callable[[str], None] = log.info) -> dict:
+                  kernels: str = "auto", spin_ms: float = 0.5, progress: Callable[[str], None] = log.info) -> dict:
     """Run the baseline phase (unless ``baseline_duration_s`` is 0) and the poyo_rt phase; see the module
     docstring. ``max_spikes`` defaults to 1.25 x the spikes a window holds at ``rate_hz`` (at least 8,192).
     ``report_dir``: write each phase's engine latency log there (``e2e-CONFIG-PHASE.json``, per-stage
     histograms and the last 4,096 ticks; ``poyo-rt report`` turns it into a report). ``kernels``: the run
-    config's ``model.kernels`` (``"triton"``: the Triton forward, CUDA only); ``spin_ms``: its
+    config's ``model.kernels`` (``"auto"``: Triton on CUDA where it runs; each phase reports the kernels it ran); ``spin_ms``: its
     ``engine.spin_ms``."""
     from poyo_rt.config import config_from_dict
     from poyo_rt.stream import lsl
@@ -264,7 +265,8 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
 
 def format_e2e_table(result: dict) -> str:
     """Aligned text: per phase receipt/forward/tick percentiles (ms), misses, ingest accounting."""
-    kernels = f", {result.get('kernels', 'torch')} kernels" if result["device"] != "cpu" else ""
+    ran = result["phases"][-1].get("kernels") or result.get("kernels", "torch")
+    kernels = f", {ran} kernels" if result["device"] != "cpu" else ""
     lines = [f"{result['config']} at {result['tick_hz']:g} Hz, {result['n_units']} units, {result['rate_hz']:g} "
              f"spikes/s, {result['device']}{kernels}, spin {result.get('spin_ms', 0.0):g} ms before each tick",
              f"{'path':<12} {'metric (ms)':<22} {'median':>8} {'p90':>8} {'p99':>8} {'p99.9':>8} {'max':>8}"]
