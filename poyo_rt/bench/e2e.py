@@ -207,8 +207,8 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
     docstring. ``max_spikes`` defaults to 1.25 x the spikes a window holds at ``rate_hz`` (at least 8,192).
     ``report_dir``: write each phase's engine latency log there (``e2e-CONFIG-PHASE.json``, per-stage
     histograms and the last 4,096 ticks; ``poyo-rt report`` turns it into a report). ``kernels``: the run
-    config's ``model.kernels`` (``"auto"``: Triton on CUDA where it runs; each phase reports the kernels it ran); ``spin_ms``: its
-    ``engine.spin_ms``."""
+    config's ``model.kernels`` (``"auto"``: Triton on CUDA where it runs; each phase reports the kernels it
+    ran); ``spin_ms``: its ``engine.spin_ms``."""
     from poyo_rt.config import config_from_dict
     from poyo_rt.stream import lsl
 

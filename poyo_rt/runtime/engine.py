@@ -172,7 +172,8 @@ class Engine:
     def __init__(self, model: POYO, source: SpikeSource, sink: TickSink, *, unit_map: np.ndarray,
                  session_index: int, settings: EngineSettings, device: str = "cpu",
                  buckets: list[int] | None = None, compile: bool = False, cuda_graphs: bool = True,
-                 kv_cache: bool = True, precision: str = "fp32", fused: bool | None = None, kernels: str = "auto", output_mean: Sequence[float] | None = None, output_std: Sequence[float] | None = None,
+                 kv_cache: bool = True, precision: str = "fp32", fused: bool | None = None, kernels: str = "auto",
+                 output_mean: Sequence[float] | None = None, output_std: Sequence[float] | None = None,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
         self.model = model
         self.source = source

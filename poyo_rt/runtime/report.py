@@ -95,6 +95,7 @@ def plot_run(doc: dict, png_path: str | Path, title: str | None = None) -> Path:
     counters = summary.get("counters", {})
     names = sorted(counters)
     ax.barh(names, [counters[n] for n in names], color="tab:red")
+    ax.set_xlim(0, max([1, *counters.values()]) * 1.05)  # all zero: an axis from 0, not around it
     misses = summary["stages"].get("tick", {}).get("deadline_misses")
     ax.set_title(f"drops and counters (deadline misses: {misses if misses is not None else 'n/a'})")
     ax.set_xlabel("count")
