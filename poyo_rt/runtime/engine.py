@@ -5,7 +5,9 @@ One tick, at scheduled time ``t_tick`` on the LSL clock (``pylsl.local_clock``):
     pull      inlet.pull()                     new (times, units) since the last tick
     buffer    buffer.append(...)               validated; drops counted by reason
     tokenize  tokenizer.update(t_end, buffer)  window [t_end - window_s, t_end), O(new + expired)
-    h2d / forward / d2h   runner.run(...)      CUDA graph replay (GPU) or eager (CPU)
+    h2d / forward / d2h   runner.run(...)      CUDA graph replay (GPU) or eager (CPU); ``runner`` = the
+                                               whole call on the host (on CUDA: also packing, launching,
+                                               waiting and reading back, which the GPU's events miss)
     publish   publisher.send(...)              one ZeroMQ message, never blocks
 
 ``t_end = t_tick - input_delay_s``. Ticks follow absolute deadlines
@@ -64,7 +66,7 @@ log = logging.getLogger(__name__)
 #: Pulls per tick at most while the inlet reports a backlog (each pull takes up to max_chunk samples).
 MAX_PULLS_PER_TICK = 16
 
-STAGES = ("pull", "buffer", "tokenize", "h2d", "forward", "d2h", "publish", "e2e", "tick")
+STAGES = ("pull", "buffer", "tokenize", "h2d", "forward", "d2h", "runner", "publish", "e2e", "tick")
 
 # Wire-format counter names are at most 16 ASCII characters.
 _SHORT_NAMES = {"unit_out_of_range": "unit_range", "non_integer_count": "non_int_count"}
@@ -268,6 +270,7 @@ class Engine:
         info = self.tokenizer.update(t_end, self.buffer)
         c3 = time.perf_counter_ns()
         result = self.runner.run(self.tokenizer.arrays(), info.n_input_tokens)
+        c4 = time.perf_counter_ns()
         values = result.values * self.output_std + self.output_mean  # model units -> behaviour units
 
         flags = 0
@@ -281,7 +284,7 @@ class Engine:
             flags |= TickFlags.DEADLINE_MISSED
         stages = {
             "pull": pull_ns / 1e3, "buffer": buffer_ns / 1e3, "tokenize": (c3 - c2) / 1e3,
-            "h2d": result.h2d_us, "forward": result.forward_us, "d2h": result.d2h_us,
+            "h2d": result.h2d_us, "forward": result.forward_us, "d2h": result.d2h_us, "runner": (c4 - c3) / 1e3,
         }
         output_times = info.origin_s + self.tokenizer.output_timestamps[0]  # (N_out,) LSL s
         publish_us = self.sink.send(
