@@ -10,7 +10,7 @@
 #      residual layouts), TF32 variants; kernel counts and errors per row (the JSON is written after each
 #      config); with COMPILE=1 also the fused graph compiled by inductor (default mode);
 #   3. `poyo-rt bench e2e` on CUDA (LSL player process -> engine with CUDA graphs -> ZeroMQ), E2E_S seconds
-#      (default 30) each run of E2E_RUNS (KERNELS:SPIN_MS pairs; default "triton:0.5 torch:0.5": the Triton
+#      (default 30) each run of E2E_RUNS (KERNELS:SPIN_MS pairs; default "auto:0.5 torch:0.5": the Triton
 #      kernels, then the torch-op fused graph, 0.5 ms of spin before each tick), when the carried wheels of
 #      tools/gpu_wheels.sh are there (run that here first, then carry ".whl");
 #   4. with AUTOTUNE=1: poyo_1.3M compiled in max-autotune-no-cudagraphs mode (minutes of autotuning);
@@ -55,7 +55,7 @@ want bench && step 200 "forward bench: exact, fused, Triton (both residual layou
 if ! want e2e; then
   :
 elif python3 -c "import pylsl, zmq" 2>/dev/null; then
-  for run in ${E2E_RUNS:-triton:0.5 torch:0.5}; do  # KERNELS:SPIN_MS
+  for run in ${E2E_RUNS:-auto:0.5 torch:0.5}; do  # KERNELS:SPIN_MS
     kernels=${run%:*} spin=${run#*:} tag=${run/:/_spin}
     step $((E2E_S + 45)) "end to end, $E2E_S s, $kernels kernels, spin $spin ms" \
       env LSLAPICFG=$PWD/poyo_rt/stream/loopback.cfg python3 -m poyo_rt.cli bench e2e --device cuda \
