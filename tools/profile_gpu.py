@@ -30,8 +30,7 @@ from collections import defaultdict
 
 import numpy as np
 import torch
-from torch.profiler import ProfilerActivity, profile
-
+from poyo_rt.bench.common import cuda_kernel_events
 from poyo_rt.bench.forward import BENCH_CONFIGS, bench_inputs, build_model, fused_inputs
 from poyo_rt.model.fused import FusedPOYO
 from poyo_rt.model.static import allocate_static_inputs
@@ -54,16 +53,10 @@ def padded_packed(model, fused: FusedPOYO, n_slots: int) -> torch.Tensor:
 
 def kernel_times(fn, iters: int) -> dict[str, dict[str, float]]:
     """Per kernel name: launches a call and GPU µs a call (mean over ``iters`` eager calls)."""
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(iters):
-            fn()
-        torch.cuda.synchronize()
     per = defaultdict(lambda: [0, 0.0])
-    for e in prof.events():
-        if e.device_type == torch.autograd.DeviceType.CUDA and not e.name.lower().startswith(("memcpy", "memset")):
-            per[e.name][0] += 1
-            per[e.name][1] += e.device_time
+    for e in cuda_kernel_events(fn, iters):
+        per[e.name][0] += 1
+        per[e.name][1] += e.device_time
     return {name: {"launches": n / iters, "us": t / iters} for name, (n, t) in per.items()}
 
 
@@ -93,7 +86,7 @@ def sweep(name: str, replays: int) -> list[dict]:
     default = TritonPOYO(fused)
     block_ms = [16, 32, 64] if default.residuals == "summed" else [SUMMED_BLOCK_M]
     rows = []
-    for programs in (16, 32, 64, 128, ENC_TARGET_PROGRAMS):
+    for programs in sorted({16, 32, 64, 128, 256, ENC_TARGET_PROGRAMS}):
         for block_m in block_ms:
             label = f"encoder_programs={programs} summed_block_m={block_m}"
             try:
@@ -118,6 +111,13 @@ def sweep(name: str, replays: int) -> list[dict]:
     return rows
 
 
+def write_json(path: str, key: str, rows: list[dict]) -> None:
+    """The rows under ``key``, with the device and torch version."""
+    with open(path, "w") as f:
+        json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, key: rows}, f, indent=1)
+    print(f"wrote {path}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", action="append", choices=sorted(BENCH_CONFIGS), help="repeatable (default: both)")
@@ -135,16 +135,14 @@ def main() -> int:
     from poyo_rt.kernels import TritonPOYO
 
     torch.backends.cuda.matmul.allow_tf32 = False
+    configs = args.config or ["poyo_1.3M", "dim512_depth2"]
     if args.sweep:
-        rows = [r for name in args.config or ["poyo_1.3M", "dim512_depth2"] for r in sweep(name, args.replays)]
+        rows = [r for name in configs for r in sweep(name, args.replays)]
         if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "sweep": rows}, f,
-                          indent=1)
-            print(f"wrote {args.json}")
+            write_json(args.json, "sweep", rows)
         return 0
     results = []
-    for name in args.config or ["poyo_1.3M", "dim512_depth2"]:
+    for name in configs:
         model = build_model(BENCH_CONFIGS[name], n_units=100).cuda()
         fused = FusedPOYO(model, n_output=1)
         for n_slots in args.slots or [2200]:
@@ -168,10 +166,7 @@ def main() -> int:
                 results.append({"config": name, "slots": n_slots, "forward": label, "graph_p50_us": p50,
                                 "graph_p99_us": p99, "kernel_us": busy, "kernels": kernels})
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "results": results}, f,
-                      indent=1)
-        print(f"wrote {args.json}")
+        write_json(args.json, "results", results)
     return 0
 
 

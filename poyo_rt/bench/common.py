@@ -117,15 +117,20 @@ def count_kernel_ops(fn: Callable[[], object]) -> dict[str, int]:
     return counts
 
 
-def count_cuda_kernels(fn: Callable[[], object]) -> int:
-    """GPU kernels one call of ``fn`` launches (torch profiler; memory copies and sets excluded): the
-    nodes a CUDA graph of ``fn`` replays."""
+def cuda_kernel_events(fn: Callable[[], object], calls: int = 1) -> list:
+    """The GPU kernels (torch profiler events; memory copies and sets excluded) of ``calls`` calls of ``fn``:
+    each has ``name`` and ``device_time`` (µs)."""
     from torch.profiler import ProfilerActivity, profile
 
     torch.cuda.synchronize()
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
+        for _ in range(calls):
+            fn()
         torch.cuda.synchronize()
-    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
-               and not e.name.lower().startswith(("memcpy", "memset"))]
-    return len(kernels)
+    return [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA
+            and not e.name.lower().startswith(("memcpy", "memset"))]
+
+
+def count_cuda_kernels(fn: Callable[[], object]) -> int:
+    """GPU kernels one call of ``fn`` launches: the nodes a CUDA graph of ``fn`` replays."""
+    return len(cuda_kernel_events(fn))
