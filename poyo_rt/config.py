@@ -89,7 +89,8 @@ class EngineConfig:
     deadline_ms: float | None = None  #: a tick later than this is a deadline miss; None = the tick period
     freeze_gc: bool = True  #: gc.collect() + gc.freeze() before the loop: no multi-ms full collections mid-run
     realtime_priority: int | None = None  #: SCHED_FIFO priority (1-99) for the tick loop; None = normal scheduling
-    spin_ms: float = 0.5  #: sleep until this long before each tick, then busy-wait (a sleep wakes late); 0 = off
+    spin_ms: float = 1.0  #: wake this long before each tick (pre-tick work, then busy-wait: a sleep wakes late); 0 = off
+    pre_tick: bool = True  #: on waking: tokenize early and warm the tick's code (EngineSettings.pre_tick)
     duration_s: float | None = None  #: stop after this long (None = until SIGINT/SIGTERM)
 
     def validate(self, prefix: str) -> None:

@@ -166,6 +166,8 @@ def test_streaming_equals_offline_over_a_minute(model, stream_name, source_id):
     # between ticks the engine prepared the next tick's encoder attention; the equality above covers its use
     cache = decoder.engine.runner.kv_cache
     assert cache.counters["prepared_used"] > 0.8 * ticks, cache.counters
+    # the loop woke before each tick to tokenize early and warm its code (engine.pre_tick, on by default)
+    assert summary["early_ticks"] > 0.9 * ticks
     # the loop ran with the process's objects frozen out of the collector's reach
     assert gc.get_freeze_count() > 10_000 and set(summary["gc"]) == {"collections_by_generation", "max_pause_us"}
 
@@ -344,6 +346,48 @@ def test_one_slow_preparation_does_not_switch_preparing_off(model, stream_name, 
     assert len(calls) >= 35, len(calls)  # skipped right after the slow one, then back to every tick
 
 
+def test_pre_tick_then_late_spikes_decode_as_one_window(model, stream_name, source_id):
+    """Woken before a tick, the engine tokenizes with the spikes in so far and warms the runner and the
+    publisher without sending; spikes that arrive after that and before the window end still make the tick,
+    whose published values equal the offline decode of the whole window. Real LSL and ZeroMQ."""
+    outlet, decoder, sub = start(stream_name, source_id, model)
+    engine = decoder.engine
+    rng = np.random.default_rng(3)
+    t_end = lsl.local_clock() + 0.05
+    times = np.sort(t_end - rng.uniform(0.0, 1.5, 300))  # some older than the window: never in it
+    units = rng.integers(0, 20, 300)
+
+    def push_until(t: float) -> None:  # push every spike before t not pushed yet; wait until it is buffered
+        todo = (times >= push_until.sent) & (times < t)
+        outlet.push_chunk([[int(u)] for u in units[todo]], times[todo].tolist())
+        push_until.sent = t
+        n = int(np.count_nonzero(times < t))
+        poll(lambda: engine._take_in() or engine.buffer.next_seq == n, timeout_s=5, what="the spikes in the buffer")
+    push_until.sent = -np.inf
+
+    try:
+        push_until(t_end - 0.02)
+        engine.tick(t_end - 0.02)  # the tick before
+        assert sub.recv(timeout_s=2.0).seq == 0
+        push_until(t_end - 0.01)
+        engine._pre_tick(t_end)  # woken before the tick at t_end
+        early_spikes = engine.tokenizer.n_spikes
+        assert sub.recv(timeout_s=0.2) is None  # warming the publisher sent nothing
+        push_until(t_end)  # spikes that came in after the early tokenizing
+        engine.tick(t_end)
+        msg = sub.recv(timeout_s=2.0)
+    finally:
+        decoder.close()
+        del outlet
+    in_window = (times >= t_end - model.sequence_length) & (times < t_end)
+    assert engine.early_ticks == 1 and early_spikes == np.count_nonzero(in_window & (times < t_end - 0.01))
+    assert engine.tokenizer.n_spikes == np.count_nonzero(in_window) > early_spikes
+    assert msg is not None and msg.seq == 1 and msg.window_end_s == t_end
+    ref = offline_values(model, t_end, times, units, msg.output_times_s)
+    np.testing.assert_allclose(msg.values, ref, atol=1e-5, rtol=0)
+    assert msg.newest_spike_s == times[in_window].max()
+
+
 def test_wait_until_is_never_early_and_cannot_hang():
     """The tick loop's wake-up (sleep, then spin the last spin_s): on a real clock it returns at or after each
     deadline, with the spin or without; on a clock that never moves it still returns (bounded spin)."""
@@ -372,7 +416,11 @@ def test_wait_until_polls_while_it_spins():
         polled_at.append(now[0])
         now[0] += 0.0001
 
-    wait_until(0.010, lambda: now[0], sleep, 0.001, poll=poll)
-    assert slept == [pytest.approx(0.009)]
+    woken = []
+    wait_until(0.010, lambda: now[0], sleep, 0.001, poll=poll, on_wake=lambda: woken.append(now[0]))
+    assert slept == [pytest.approx(0.009)] and woken == [pytest.approx(0.009)]  # once, after the sleep
     assert len(polled_at) in (10, 11) and min(polled_at) >= 0.009 - 1e-12 and max(polled_at) < 0.010
     assert now[0] >= 0.010
+    # already inside the spin window (a late loop): no sleep, so no wake-up work either
+    wait_until(now[0] + 0.0005, lambda: now[0], sleep, 0.001, poll=poll, on_wake=lambda: woken.append(now[0]))
+    assert len(woken) == 1 and len(slept) == 1

@@ -102,7 +102,8 @@ def _stream_arrays(model, n_ticks: int, seed: int = 0):
 @pytest.mark.parametrize("mode", ["fused", "exact", "triton"])
 def test_runner_cuda_streams_like_cpu(mode):
     """The CUDA runner (graphs of the fused forward as torch ops or as Triton kernels, or of the exact forward)
-    tick by tick against the CPU runner."""
+    tick by tick against the CPU runner; on every other tick warmed first (Runner.warm: the engine's pre-tick
+    stages the window and copies it to the device), which must not change the result."""
     from poyo_rt.runtime.runner import Runner
 
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -110,12 +111,14 @@ def test_runner_cuda_streams_like_cpu(mode):
     gpu_model, _ = make_pair(CONFIGS["poyo_1.3M"])
     cpu = gpu = None
     worst = 0.0
-    for arrays, n, cap in _stream_arrays(model, 150):
+    for i, (arrays, n, cap) in enumerate(_stream_arrays(model, 150)):
         if cpu is None:
             cpu = Runner(model, capacity=cap, n_outputs=2, device="cpu")
             gpu = Runner(gpu_model, capacity=cap, n_outputs=2, device="cuda", fused=mode != "exact",
                          kernels="triton" if mode == "triton" else "torch")
             assert (gpu.fused is not None) == (mode != "exact") and gpu._graphs
+        if i % 2:
+            gpu.warm(arrays, n)
         res, ref = gpu.run(arrays, n), cpu.run(arrays, n)
         worst = max(worst, float(np.abs(res.values - ref.values).max()))
     assert worst <= 1e-4, worst

@@ -292,3 +292,36 @@ def test_wire_frames_from_send_decode_with_plain_decode() -> None:
         finally:
             raw.close(linger=0)
     assert msg.topic == "dec" and msg.counters == {"overflow": 2, "send_dropped": 0}
+
+
+def test_warm_sends_nothing_and_keeps_counting_subscriptions() -> None:
+    """warm() (the engine's pre-tick) runs the encoding and a ZeroMQ send into a socket bound nowhere: a SUB
+    socket subscribed to every topic receives only the real ticks, in order, with consecutive sequence numbers."""
+    ctx = zmq.Context.instance()
+    with Publisher(ANY_PORT, topic="poyo", tick_hz=100) as pub:
+        everything = ctx.socket(zmq.SUB)
+        everything.setsockopt(zmq.LINGER, 0)
+        everything.setsockopt(zmq.SUBSCRIBE, b"")
+        everything.connect(pub.endpoint)
+        try:
+            assert pub.wait_for_subscriber(10.0)
+            pub.warm()  # before any message: nothing to encode yet
+            for i in range(20):
+                pub.warm()
+                _send(pub, i)
+                pub.warm()
+            got = []
+            while everything.poll(500):
+                got.append(decode_tick(everything.recv_multipart()))
+            assert [m.seq for m in got] == list(range(20))
+        finally:
+            everything.close(linger=0)
+        with Subscriber(pub.endpoint, topic="poyo") as late:  # a subscription arriving between ticks
+            seen = pub.subscriptions_seen
+            deadline = time.monotonic() + 10.0
+            while pub.subscriptions_seen == seen and time.monotonic() < deadline:
+                late.recv(0.01)
+                pub.warm()  # services subscriptions, as send() does
+            assert pub.subscriptions_seen > seen
+        assert pub.sent == 20
+    pub.warm()  # closed: nothing happens

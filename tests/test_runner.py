@@ -35,7 +35,8 @@ def offline_decode(model, t_end, times, units, unit_ids, session_id, out_rel):
 @pytest.mark.parametrize("mode", ["kv_cache", "exact", "fused"])
 @pytest.mark.parametrize("name", ["small", "poyo_1.3M"])
 def test_streaming_runner_equals_offline(name, mode):
-    """Each CPU path; "fused" is also the host half of the CUDA path (packing, window-relative times)."""
+    """Each CPU path; "fused" is also the host half of the CUDA path (packing, window-relative times). Every
+    other tick is tokenized in two parts with the runner warmed in between, as the engine's pre-tick does."""
     rng = np.random.default_rng(3)
     model, _ = make_pair(CONFIGS[name], n_units=20, n_sessions=2)
     unit_ids = [f"unit{i}" for i in rng.permutation(20)[:15]]  # stream units: a shuffled subset
@@ -63,10 +64,18 @@ def test_streaming_runner_equals_offline(name, mode):
         u = np.repeat(np.arange(len(unit_ids)), counts)
         t = rng.uniform(t_prev, t_end, len(u))
         order = np.argsort(t)
-        buf.append(t[order], u[order])
         all_t.append(t[order]), all_u.append(u[order])
         t_prev = t_end
-        info = tok.update(t_end, buf)
+        if k % 2:  # the engine's pre-tick: tokenize with the spikes so far, warm the runner, then the rest
+            cut = len(order) // 2
+            buf.append(t[order[:cut]], u[order[:cut]])
+            early = tok.update(t_end, buf)
+            runner.warm(tok.arrays(), early.n_input_tokens)
+            buf.append(t[order[cut:]], u[order[cut:]])
+            info = tok.update(t_end, buf).after(early)
+        else:
+            buf.append(t[order], u[order])
+            info = tok.update(t_end, buf)
         res = runner.run(tok.arrays(), info.n_input_tokens)
         ref = offline_decode(model, t_end, np.concatenate(all_t), np.concatenate(all_u), unit_ids, "sess1",
                              [0.99, 1.0])

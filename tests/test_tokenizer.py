@@ -235,6 +235,48 @@ def test_overflow_drops_oldest_counts_flags_and_recovers():
     assert info.n_spikes == np.count_nonzero((times >= info.window_start_s) & (times < info.t_end_s))
 
 
+@pytest.mark.parametrize("cap", [40, 10_000])
+def test_early_update_then_the_rest_equals_one_update(cap: int):
+    """The engine tokenizes each tick early (before its deadline, with the spikes so far), then again at the
+    deadline with the ones that came in meanwhile. Per tick, the window, its tokens and the merged counts
+    (TickTokens.after) equal one update with every spike, also through an overflowing burst and a stalled stream."""
+    rng = np.random.default_rng(11)
+    bg = np.sort(rng.uniform(0.0, 8.0, 400))
+    burst = np.sort(rng.uniform(3.0, 3.05, 100))
+    times = T0 + np.round(np.sort(np.concatenate([bg, burst])) * FS) / FS
+    units = rng.integers(0, 3, times.shape[0]).astype(np.int32)
+    one, two = _small(cap, rebase_horizon_s=2.0), _small(cap, rebase_horizon_s=2.0)  # rebases every ~2 s
+    buf_one, buf_two = SpikeBuffer(capacity=10_000, n_units=3), SpikeBuffer(capacity=10_000, n_units=3)
+    sent = 0
+    n_late = 0
+    for t_end in T0 + 0.5 + np.arange(350) * 0.02:
+        early = np.searchsorted(times, t_end - rng.uniform(0.0, 0.015), side="left")  # in by the early update
+        late = np.searchsorted(times, t_end, side="left")  # in by the tick
+        if rng.uniform() < 0.05:  # a stalled stream: this tick gets none, the next gets them
+            early = late = sent
+        buf_two.append(times[sent:early], units[sent:early])
+        first = two.update(float(t_end), buf_two)
+        buf_two.append(times[early:late], units[early:late])
+        merged = two.update(float(t_end), buf_two).after(first)
+        buf_one.append(times[sent:late], units[sent:late])
+        want = one.update(float(t_end), buf_one)
+        n_late += late - early
+        sent = late
+        if want.n_token_overflow == 0:
+            assert merged == want
+        else:  # n_new also counts spikes taken in early that the tick's overflow dropped again
+            assert merged._replace(n_new=want.n_new) == want
+            assert want.n_new <= merged.n_new <= want.n_new + want.n_token_overflow
+        assert_same_tokens(incremental_tokens(two, merged), incremental_tokens(one, want))
+        np.testing.assert_array_equal(two.latent_timestamps, one.latent_timestamps)
+        np.testing.assert_array_equal(two.output_timestamps, one.output_timestamps)
+    assert n_late > 50 and two.counters == one.counters
+    if cap == 40:
+        assert one.counters["token_overflow"] > 0
+    with pytest.raises(ValueError, match="different window ends"):
+        want.after(first._replace(t_end_s=first.t_end_s - 0.02))
+
+
 def test_burst_larger_than_capacity_in_one_tick():
     tok = _small(8)
     buf = SpikeBuffer(capacity=100, n_units=3)

@@ -9,10 +9,11 @@
 #   2b. `poyo-rt bench forward` on CUDA, both configs: eager, CUDA graph (exact), fused graph, Triton graph (both
 #      residual layouts), TF32 variants; kernel counts and errors per row (the JSON is written after each
 #      config); with COMPILE=1 also the fused graph compiled by inductor (default mode);
-#   3. `poyo-rt bench e2e` on CUDA (LSL player process -> engine with CUDA graphs -> ZeroMQ), E2E_S seconds
-#      (default 30) each run of E2E_RUNS (KERNELS:SPIN_MS pairs; default "auto:0.5 torch:0.5": the Triton
-#      kernels, then the torch-op fused graph, 0.5 ms of spin before each tick), when the carried wheels of
-#      tools/gpu_wheels.sh are there (run that here first, then carry ".whl");
+#   3. `poyo-rt bench e2e` on CUDA (LSL player process -> engine with CUDA graphs -> ZeroMQ subscriber process),
+#      E2E_S seconds (default 30) each run of E2E_RUNS (KERNELS:SPIN_MS:PRE_TICK; default "auto:1:on auto:0.5:off":
+#      the default loop (woken 1 ms before each tick, tokenizing early and warming the tick's code), then the
+#      seventh session's loop (spin 0.5 ms, no pre-tick)), when the carried wheels of tools/gpu_wheels.sh are
+#      there (run that here first, then carry ".whl");
 #   4. with AUTOTUNE=1: poyo_1.3M compiled in max-autotune-no-cudagraphs mode (minutes of autotuning);
 #   5. with TRITON_TESTS=1: the Triton kernel tests compiled for the GPU (TRITON_INTERPRET=0), kernel by kernel
 #      and end to end (many kernel variants to compile; the bench rows already give each Triton forward's
@@ -55,11 +56,12 @@ want bench && step 200 "forward bench: exact, fused, Triton (both residual layou
 if ! want e2e; then
   :
 elif python3 -c "import pylsl, zmq" 2>/dev/null; then
-  for run in ${E2E_RUNS:-auto:0.5 torch:0.5}; do  # KERNELS:SPIN_MS
-    kernels=${run%:*} spin=${run#*:} tag=${run/:/_spin}
-    step $((E2E_S + 45)) "end to end, $E2E_S s, $kernels kernels, spin $spin ms" \
+  for run in ${E2E_RUNS:-auto:1:on auto:0.5:off}; do  # KERNELS:SPIN_MS:PRE_TICK
+    IFS=: read -r kernels spin pre <<< "$run"
+    tag="${kernels}_spin${spin}_pre${pre:-on}" pre_flag=(); [ "${pre:-on}" = off ] && pre_flag=(--no-pre-tick)
+    step $((E2E_S + 45)) "end to end, $E2E_S s, $kernels kernels, woken $spin ms early, pre-tick ${pre:-on}" \
       env LSLAPICFG=$PWD/poyo_rt/stream/loopback.cfg python3 -m poyo_rt.cli bench e2e --device cuda \
-      --kernels "$kernels" --spin-ms "$spin" --duration "$E2E_S" --baseline-duration 0 \
+      --kernels "$kernels" --spin-ms "$spin" "${pre_flag[@]}" --duration "$E2E_S" --baseline-duration 0 \
       --json "$OUT/e2e_gpu_$tag.json" --report-dir "$OUT/e2e_logs_$tag"
   done
 else

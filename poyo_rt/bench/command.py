@@ -64,8 +64,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="spike tokens a window holds (default: 1.25 x rate x window, at least 8192)")
     g.add_argument("--realtime-priority", type=int, default=None, metavar="N",
                    help="run the engine's tick loop under SCHED_FIFO at priority N (1-99; needs root/CAP_SYS_NICE)")
-    g.add_argument("--spin-ms", type=float, default=0.5,
-                   help="busy-wait this long before each tick instead of sleeping (engine.spin_ms; 0 = off)")
+    g.add_argument("--spin-ms", type=float, default=1.0,
+                   help="wake this long before each tick, then busy-wait instead of sleeping (engine.spin_ms; 0 = off)")
+    g.add_argument("--no-pre-tick", dest="pre_tick", action="store_false",
+                   help="on waking, only spin: do not tokenize early and warm the tick's code (engine.pre_tick: false)")
     g.add_argument("--kernels", choices=("auto", "torch", "triton"), default="auto",
                    help="CUDA: the fused forward as torch ops or as poyo_rt's Triton kernels; auto = Triton where it "
                         "runs (model.kernels)")
@@ -140,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
                                 threads="auto" if args.threads is None else args.threads,
                                 max_spikes=args.max_spikes, realtime_priority=args.realtime_priority,
                                 report_dir=args.report_dir, kernels=args.kernels, spin_ms=args.spin_ms,
+                                pre_tick=args.pre_tick,
                                 progress=progress)
             payload["e2e"].append(res)
             print(format_e2e_table(res), flush=True)

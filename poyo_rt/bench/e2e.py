@@ -3,16 +3,21 @@
 A child process publishes Poisson spikes over LSL in real time (one chunk a millisecond, every spike
 stamped with the LSL clock at its push) and counts what it pushes. The engine of ``poyo-rt run``
 (:func:`poyo_rt.runtime.launch.build_decoder`, the run config's defaults: ``threads: auto``, the
-encoder key/value cache) decodes at a fixed tick rate and publishes on 127.0.0.1; a subscriber thread
-in this process stamps each message's receipt.
+encoder key/value cache) decodes at a fixed tick rate and publishes on 127.0.0.1; a subscriber in a
+third process (as a closed loop's consumer would be: not sharing the engine's interpreter lock) stamps each
+message's receipt on the LSL clock.
 
 Measured per tick, from the messages themselves: **receipt latency** = receipt time - the newest
 spike's push time (what a closed loop waits for, LSL and ZeroMQ included; over the ticks whose window ends
 before the player pauses at the end of the phase), **tick -> receipt** =
-receipt time - the tick's scheduled time (the window end), the forward time carried in the message,
-and deadline misses (a tick
-published later than one period after its schedule, plus ticks skipped because the loop fell a whole
-period behind).
+receipt time - the tick's scheduled time (the window end): the pipeline's own latency, the forward time
+carried in the message, and deadline misses (a tick published later than one period after its schedule,
+plus ticks skipped because the loop fell a whole period behind).
+
+Receipt latency = **newest spike's age at the tick** (window end - newest spike's push time) + tick -> receipt,
+and the first term is mostly the stream's own silence: with Poisson spikes at rate r the newest spike is
+older than a at the tick with probability exp(-r a), so at 2,000 spikes/s its p99 is at least
+ln(100) / 2,000 s = 2.3 ms, whatever the decoder does. The table prints that age and this floor.
 
 Phases, each a fresh decoder on the same live stream: first the **baseline** (``--baseline-duration``
 seconds, 0 to skip), where the engine's forward is torch_brain's POYO with the same weights (full
@@ -80,6 +85,35 @@ def play(name: str, source_id: str, n_units: int, rate_hz: float, seed: int, pha
             pushed[i] += n
 
 
+def listen(endpoint: str, conn, stop, ready) -> None:
+    """Child process: subscribe to ``endpoint`` and stamp each message's receipt on the LSL clock until
+    ``stop`` is set; then send the rows (receipt - newest spike, forward, receipt - window end (µs), flags,
+    window end, newest spike (LSL s)) through ``conn``."""
+    from poyo_rt.stream import lsl
+    from poyo_rt.stream.publisher import Subscriber
+
+    lsl.configure_lsl()
+    sub = Subscriber(endpoint, rcvhwm=1_000_000, clock=lsl.local_clock)
+    ready.set()
+    rows: list[tuple[float, ...]] = []
+    try:
+        while not stop.is_set():
+            msg = sub.recv(timeout_s=0.05)
+            if msg is not None:
+                rows.append(((msg.t_recv_s - msg.newest_spike_s) * 1e6, msg.stages_us.get("forward", np.nan),
+                             (msg.t_recv_s - msg.window_end_s) * 1e6, msg.flags, msg.window_end_s,
+                             msg.newest_spike_s))
+    finally:
+        conn.send(np.array(rows, dtype=np.float64).reshape(-1, 6))
+        sub.close()
+
+
+def poisson_age_floor_us(rate_hz: float, q: float = 0.99) -> float:
+    """The q-quantile of the newest spike's age at a tick for Poisson spikes at ``rate_hz`` (µs):
+    P(age > a) = exp(-rate a), so a_q = -ln(1 - q) / rate."""
+    return -np.log1p(-q) / rate_hz * 1e6
+
+
 # ------------------------------------------------------------------------------- the baseline forward
 class TorchBrainRunner:
     """The engine's runner interface with torch_brain's POYO: the full forward every tick (CPU), on the
@@ -91,6 +125,9 @@ class TorchBrainRunner:
 
     def prepare(self, window: WindowTimes) -> None:
         """Nothing to prepare between ticks: torch_brain's forward runs whole at the tick."""
+
+    def warm(self, arrays: dict[str, np.ndarray], n_tokens: int) -> None:
+        """Nothing to warm: the baseline runs as torch_brain would."""
 
     def counters(self) -> dict[str, int]:
         """No cache, nothing counted."""
@@ -109,37 +146,80 @@ class TorchBrainRunner:
 
 
 # ------------------------------------------------------------------------------- one phase
-def _run_phase(label: str, index: int, *, model, cfg, duration_s: float, phase, pushed,
-               progress: Callable[[str], None], report_path: Path | None = None) -> dict:
+def torch_brain_runner(engine, model) -> TorchBrainRunner:
+    """The baseline phase's runner: torch_brain's POYO with ``model``'s weights, warmed up once."""
+    twin = torch_brain_twin(model)
+    if twin is None:
+        raise RuntimeError("the torch_brain baseline needs torch_brain (pip install -e '.[test]')")
+    runner = TorchBrainRunner(twin)
+    runner.run(engine.tokenizer.arrays(), engine.tokenizer.n_start_end)  # warm-up
+    return runner
+
+
+class Player:
+    """The player process (:func:`play`) and the shared values that steer it: ``phase`` (index of the phase
+    whose count ``pushed[index]`` the pushes go to; :data:`PAUSED`: push nothing)."""
+
+    def __init__(self, n_phases: int, *, n_units: int, rate_hz: float, seed: int = 0):
+        self.ctx = mp.get_context("spawn")
+        self.name = f"poyo-bench-{int(time.time() * 1e3) % 10**9}"
+        self.phase = self.ctx.Value("i", PAUSED)
+        self.pushed = self.ctx.Array("q", n_phases)
+        self._alive, ready = self.ctx.Event(), self.ctx.Event()
+        self._alive.set()
+        self._proc = self.ctx.Process(target=play, args=(self.name, self.name + "-src", n_units, rate_hz, seed,
+                                                         self.phase, self.pushed, self._alive, ready), daemon=True)
+        self._proc.start()
+        if not ready.wait(20):
+            self._proc.terminate()
+            raise RuntimeError("the LSL player process did not start within 20 s")
+
+    def close(self) -> None:
+        self._alive.clear()
+        self._proc.join(5)
+        if self._proc.is_alive():
+            self._proc.terminate()
+
+
+def e2e_config(stream_name: str, *, device: str = "cpu", threads: int | str | None = "auto", kernels: str = "auto",
+               tick_hz: float = 50.0, rate_hz: float = 2000.0, max_spikes: int = 8192, **engine):
+    """The run config of a benchmark phase: the decoder of ``poyo-rt run`` on ``stream_name``, publishing on a
+    free loopback port; ``engine``: further ``engine.*`` settings (``spin_ms``, ``pre_tick``...)."""
+    from poyo_rt.config import config_from_dict
+
+    return config_from_dict({
+        "model": {"device": device, "session_id": "session0", "threads": threads, "kernels": kernels},
+        "input": {"name": stream_name, "resolve_timeout_s": 10.0},
+        "engine": {"tick_hz": tick_hz, "max_spikes": max_spikes,
+                   "buffer_capacity": max(65536, int(4 * rate_hz * max(1.0, 1.0 / tick_hz))), **engine},
+        "output": {"endpoint": "tcp://127.0.0.1:*"},
+        "metrics": {"log_every_s": 0, "report_path": None},
+    })
+
+
+def run_phase(label: str, index: int, *, model, cfg, duration_s: float, player: Player,
+              progress: Callable[[str], None] = log.info, report_path: Path | None = None,
+              make_runner: Callable | None = None) -> dict:
+    """One phase: a fresh decoder from ``cfg`` (its runner replaced by ``make_runner(engine)`` if given) on the
+    player's stream for ``duration_s``, a subscriber process stamping receipts; returns the phase's numbers."""
     from poyo_rt.runtime.launch import build_decoder
     from poyo_rt.stream import lsl
-    from poyo_rt.stream.publisher import Subscriber
     from poyo_rt.stream.wire import TickFlags
 
+    phase, pushed = player.phase, player.pushed
     decoder = build_decoder(cfg, model=model)
     engine = decoder.engine
-    if label != "poyo_rt":
-        twin = torch_brain_twin(model)
-        if twin is None:
-            raise RuntimeError("the torch_brain baseline needs torch_brain (pip install -e '.[test]')")
-        engine.runner = TorchBrainRunner(twin)
-        engine.runner.run(engine.tokenizer.arrays(), engine.tokenizer.n_start_end)  # warm-up
-    sub = Subscriber(decoder.publisher.endpoint, rcvhwm=1_000_000, clock=lsl.local_clock)
-    deadline = time.monotonic() + 5.0
-    while not decoder.publisher.wait_for_subscriber(0.01):
-        sub.recv(timeout_s=0.01)
-        if time.monotonic() > deadline:
-            raise RuntimeError("the subscriber did not connect within 5 s")
-    rows: list[tuple[float, float, float, int]] = []
-    listening = threading.Event()
-    listening.set()
-
-    def listen() -> None:
-        while listening.is_set():
-            msg = sub.recv(timeout_s=0.05)
-            if msg is not None:
-                rows.append(((msg.t_recv_s - msg.newest_spike_s) * 1e6, msg.stages_us.get("forward", np.nan),
-                             (msg.t_recv_s - msg.window_end_s) * 1e6, msg.flags, msg.window_end_s))
+    if make_runner is not None:
+        engine.runner = make_runner(engine)
+    conn, child_conn = player.ctx.Pipe(duplex=False)
+    stop, ready = player.ctx.Event(), player.ctx.Event()
+    listener = player.ctx.Process(target=listen, args=(decoder.publisher.endpoint, child_conn, stop, ready),
+                                  daemon=True)
+    listener.start()
+    if not ready.wait(30) or not decoder.publisher.wait_for_subscriber(10.0):
+        listener.terminate()
+        decoder.close()
+        raise RuntimeError("the subscriber process did not subscribe within 40 s")
 
     paused_at = [np.inf]  # LSL time the player paused: later windows have no new spikes to measure receipt by
 
@@ -157,8 +237,6 @@ def _run_phase(label: str, index: int, *, model, cfg, duration_s: float, phase, 
         time.sleep(0.5)
         engine.stop()
 
-    listener = threading.Thread(target=listen, daemon=True)
-    listener.start()
     phase.value = index
     stop_thread = threading.Thread(target=stopper, daemon=True)
     stop_thread.start()
@@ -166,33 +244,36 @@ def _run_phase(label: str, index: int, *, model, cfg, duration_s: float, phase, 
     summary = engine.run()
     stop_thread.join()
     time.sleep(0.2)
-    listening.clear()
-    listener.join()
+    stop.set()
+    arr = conn.recv() if conn.poll(30) else np.empty((0, 6))
+    listener.join(5)
     counters = engine.counters()
     if report_path is not None:  # the engine's latency log: `poyo-rt report PATH` plots it
         engine.write_report(report_path, extra={"bench": "e2e", "phase": label, "duration_s": duration_s})
         progress(f"{label}: wrote {report_path} (poyo-rt report {report_path})")
     taken = engine.buffer.next_seq + sum(engine.buffer.drops.values()) + sum(getattr(decoder.inlet, "drops", {}).values())
     decoder.close()
-    sub.close()
 
-    arr = np.array(rows, dtype=np.float64).reshape(-1, 5)
     # receipt latency only while spikes flow: in the 0.5 s drain after the pause the newest spike only ages
     # (those ~25 ticks would read up to 500 ms and lift a 2-minute run's p99)
     pushing = arr[:, 4] <= paused_at[0]
     receipt = arr[pushing, 0][np.isfinite(arr[pushing, 0])]
+    age = (arr[pushing, 4] - arr[pushing, 5]) * 1e6
+    age = age[np.isfinite(age)]
     flags = arr[:, 3].astype(np.int64)
     missed_published = int(np.count_nonzero(flags & int(TickFlags.DEADLINE_MISSED)))
     drops = {k: v for k, v in counters.items() if k != "skipped_ticks" and v}
     return {
         "path": label, "duration_s": duration_s, "ticks_published": int(engine.ticks), "ticks_received": int(len(arr)),
         "receipt_ticks": int(receipt.shape[0]),
-        "receipt_us": percentiles_us(receipt), "forward_us": percentiles_us(arr[:, 1]),
+        "receipt_us": percentiles_us(receipt), "spike_age_us": percentiles_us(age),
+        "forward_us": percentiles_us(arr[:, 1]),
         "tick_to_receipt_us": percentiles_us(arr[:, 2]),
         "deadline_misses": missed_published + int(engine.skipped_ticks),
         "late_ticks": missed_published, "skipped_ticks": int(engine.skipped_ticks),
         "spikes_pushed": int(pushed[index]), "spikes_taken_in": int(taken), "spikes_accepted": int(engine.buffer.next_seq),
         "drops": drops, "threads": torch.get_num_threads(), "engine": summary, "runner": summary["runner"],
+        "early_ticks": int(summary.get("early_ticks", 0)),
         "kernels": getattr(engine.runner, "kernels", None),
     }
 
@@ -202,14 +283,14 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
                   tick_hz: float = 50.0, n_units: int = 100, rate_hz: float = 2000.0, device: str = "cpu",
                   threads: int | str | None = "auto", max_spikes: int | None = None, seed: int = 0,
                   realtime_priority: int | None = None, report_dir: str | Path | None = None,
-                  kernels: str = "auto", spin_ms: float = 0.5, progress: Callable[[str], None] = log.info) -> dict:
+                  kernels: str = "auto", spin_ms: float = 1.0, pre_tick: bool = True,
+                  progress: Callable[[str], None] = log.info) -> dict:
     """Run the baseline phase (unless ``baseline_duration_s`` is 0) and the poyo_rt phase; see the module
     docstring. ``max_spikes`` defaults to 1.25 x the spikes a window holds at ``rate_hz`` (at least 8,192).
     ``report_dir``: write each phase's engine latency log there (``e2e-CONFIG-PHASE.json``, per-stage
     histograms and the last 4,096 ticks; ``poyo-rt report`` turns it into a report). ``kernels``: the run
     config's ``model.kernels`` (``"auto"``: Triton on CUDA where it runs; each phase reports the kernels it
-    ran); ``spin_ms``: its ``engine.spin_ms``."""
-    from poyo_rt.config import config_from_dict
+    ran); ``spin_ms``, ``pre_tick``: its ``engine.spin_ms`` and ``engine.pre_tick``."""
     from poyo_rt.stream import lsl
 
     if config not in BENCH_CONFIGS:
@@ -221,45 +302,26 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
     model = build_model(BENCH_CONFIGS[config], n_units=n_units)
     window = model.sequence_length
     max_spikes = max_spikes or max(8192, int(1.25 * rate_hz * window))
-    name = f"poyo-bench-{int(time.time() * 1e3) % 10**9}"
-    ctx = mp.get_context("spawn")
     phases = ([("torch_brain", baseline_duration_s)] if baseline_duration_s > 0 else []) + [("poyo_rt", duration_s)]
-    phase = ctx.Value("i", PAUSED)
-    pushed = ctx.Array("q", len(phases))
-    alive, ready = ctx.Event(), ctx.Event()
-    alive.set()
-    player = ctx.Process(target=play, args=(name, name + "-src", n_units, rate_hz, seed, phase, pushed, alive, ready),
-                         daemon=True)
-    player.start()
-    if not ready.wait(20):
-        player.terminate()
-        raise RuntimeError("the LSL player process did not start within 20 s")
-    cfg = config_from_dict({
-        "model": {"device": device, "session_id": "session0", "threads": threads, "kernels": kernels},
-        "input": {"name": name, "resolve_timeout_s": 10.0},
-        "engine": {"tick_hz": tick_hz, "max_spikes": max_spikes, "realtime_priority": realtime_priority,
-                   "spin_ms": spin_ms,
-                   "buffer_capacity": max(65536, int(4 * rate_hz * max(1.0, 1.0 / tick_hz)))},
-        "output": {"endpoint": "tcp://127.0.0.1:*"},
-        "metrics": {"log_every_s": 0, "report_path": None},
-    })
+    player = Player(len(phases), n_units=n_units, rate_hz=rate_hz, seed=seed)
+    cfg = e2e_config(player.name, device=device, threads=threads, kernels=kernels, tick_hz=tick_hz, rate_hz=rate_hz,
+                     max_spikes=max_spikes, realtime_priority=realtime_priority, spin_ms=spin_ms, pre_tick=pre_tick)
     results = []
     try:
         for i, (label, dur) in enumerate(phases):
             report_path = Path(report_dir) / f"e2e-{config}-{label}.json" if report_dir is not None else None
-            results.append(_run_phase(label, i, model=model, cfg=cfg, duration_s=dur, phase=phase, pushed=pushed,
-                                      progress=progress, report_path=report_path))
+            baseline = (lambda engine: torch_brain_runner(engine, model)) if label == "torch_brain" else None
+            results.append(run_phase(label, i, model=model, cfg=cfg, duration_s=dur, player=player,
+                                     progress=progress, report_path=report_path, make_runner=baseline))
     finally:
-        alive.clear()
-        player.join(5)
-        if player.is_alive():
-            player.terminate()
+        player.close()
     base = results[0]
     for r in results:
         r["ratio_receipt_p99_vs_baseline"] = base["receipt_us"]["p99_us"] / r["receipt_us"]["p99_us"]
         r["ratio_forward_median_vs_baseline"] = base["forward_us"]["median_us"] / r["forward_us"]["median_us"]
     return {"config": config, "tick_hz": tick_hz, "n_units": n_units, "rate_hz": rate_hz, "device": device,
             "max_spikes": max_spikes, "realtime_priority": realtime_priority, "kernels": kernels, "spin_ms": spin_ms,
+            "pre_tick": pre_tick, "spike_age_floor_p99_us": poisson_age_floor_us(rate_hz),
             "phases": results, "baseline": base["path"]}
 
 
@@ -267,11 +329,15 @@ def format_e2e_table(result: dict) -> str:
     """Aligned text: per phase receipt/forward/tick percentiles (ms), misses, ingest accounting."""
     ran = result["phases"][-1].get("kernels") or result.get("kernels", "torch")
     kernels = f", {ran} kernels" if result["device"] != "cpu" else ""
+    pre = ", tokenized early and warmed" if result.get("pre_tick") and result.get("spin_ms") else ""
     lines = [f"{result['config']} at {result['tick_hz']:g} Hz, {result['n_units']} units, {result['rate_hz']:g} "
-             f"spikes/s, {result['device']}{kernels}, spin {result.get('spin_ms', 0.0):g} ms before each tick",
+             f"spikes/s, {result['device']}{kernels}, woken {result.get('spin_ms', 0.0):g} ms before each tick{pre}",
              f"{'path':<12} {'metric (ms)':<22} {'median':>8} {'p90':>8} {'p99':>8} {'p99.9':>8} {'max':>8}"]
     for r in result["phases"]:
-        for key, title in (("receipt_us", "push -> receipt"), ("forward_us", "forward"), ("tick_to_receipt_us", "tick -> receipt")):
+        for key, title in (("receipt_us", "push -> receipt"), ("spike_age_us", "newest spike age"),
+                           ("tick_to_receipt_us", "tick -> receipt"), ("forward_us", "forward")):
+            if key not in r:  # results written before the age was measured
+                continue
             s = r[key]
             lines.append(f"{r['path']:<12} {title:<22} " + " ".join(
                 f"{s[k] / 1e3:>8.2f}" for k in ("median_us", "p90_us", "p99_us", "p999_us", "max_us")))
@@ -281,6 +347,9 @@ def format_e2e_table(result: dict) -> str:
                      f"forward p50 {r['ratio_forward_median_vs_baseline']:.2f}")
         lines.append(f"{r['path']:<12} ingest: pushed {r['spikes_pushed']}, taken in {r['spikes_taken_in']}, "
                      f"accepted {r['spikes_accepted']}, drops {r['drops'] or 'none'}")
+        if "spike_age_us" in r:
+            lines.append(f"{r['path']:<12} newest spike age p99 floor of a Poisson stream at {result['rate_hz']:g} "
+                         f"spikes/s: {poisson_age_floor_us(result['rate_hz']) / 1e3:.2f} ms (the stream's own silence)")
         prepared = describe_preparation(r.get("runner", {}))
         if prepared:
             lines.append(f"{r['path']:<12} kv-cache: {prepared}")

@@ -25,9 +25,17 @@ and their longest pause during the run (in the summary).
 
 Waking up: ``time.sleep`` returns late, by 0.1-0.3 ms on the 2-core test VM (``tools/sleep_overshoot.py``),
 and every tick would start that late. The loop therefore sleeps until ``EngineSettings.spin_ms`` before
-each tick and busy-waits the rest (0.5 ms by default: 2.5 % of a core at 50 Hz; 0 turns it off),
-pulling from the inlet into the buffer as it spins (:meth:`Engine._take_in`): what arrives in that
-half millisecond is buffered before the tick starts, so the tick's own pull and buffer stages shrink.
+each tick (1 ms by default: 5 % of a core at 50 Hz; 0 turns it off) and then, unless
+``EngineSettings.pre_tick`` is False:
+
+1. tokenizes early (:meth:`Engine._pre_tick`): the window is moved to the coming tick's end with the
+   spikes buffered so far, so the tick itself only adds those that arrive in the last moments
+   (:meth:`TickTokens.after` merges the two updates' counts);
+2. warms the code the tick runs after the tokenizer (:meth:`Runner.warm`, :meth:`Publisher.warm`): after
+   sleeping most of a period, each stage's code and data are out of the CPU's caches and run 5-20x slower
+   than warm (a 4 µs message encoding takes ~100 µs cold on the test VM; ``tools/host_overhead.py``);
+3. (always) busy-waits to the tick, pulling from the inlet into the buffer as it spins (:meth:`Engine._take_in`),
+   so the tick's own pull and buffer stages find next to nothing to do.
 
 Scheduling: ``EngineSettings.realtime_priority`` runs the loop's thread under ``SCHED_FIFO``
 (:class:`~poyo_rt.runtime.threads.RealtimePriority`), so other processes on the machine cannot preempt a
@@ -58,7 +66,7 @@ from poyo_rt.runtime.metrics import LatencyStats, PeriodicReporter
 from poyo_rt.runtime.runner import Runner
 from poyo_rt.runtime.threads import RealtimePriority
 from poyo_rt.stream.buffer import SpikeBuffer
-from poyo_rt.stream.tokenizer import IncrementalTokenizer
+from poyo_rt.stream.tokenizer import IncrementalTokenizer, TickTokens
 from poyo_rt.stream.wire import TickFlags
 
 log = logging.getLogger(__name__)
@@ -83,7 +91,8 @@ class SpikeSource(Protocol):
 
 
 class TickSink(Protocol):
-    """What the engine needs of an output (``poyo_rt.stream.publisher.Publisher`` is one)."""
+    """What the engine needs of an output (``poyo_rt.stream.publisher.Publisher`` is one). A sink may also
+    have ``warm()``: run its sending code without sending, called shortly before each tick."""
 
     last_send_us: float
 
@@ -91,14 +100,17 @@ class TickSink(Protocol):
 
 
 def wait_until(deadline: float, clock: Callable[[], float], sleep: Callable[[float], None], spin_s: float,
-               poll: Callable[[], object] | None = None) -> None:
+               poll: Callable[[], object] | None = None, on_wake: Callable[[], object] | None = None) -> None:
     """Return at ``deadline`` (on ``clock``, s): sleep to ``spin_s`` before it, then busy-wait, calling
-    ``poll`` (if given) on each turn. The spin is bounded in real time as well (``spin_s`` + 1 ms), so a
-    clock that does not move (a test's) cannot hold it; on a real clock it returns early only if the sleep
-    itself came back over 1 ms early."""
+    ``poll`` (if given) on each turn. ``on_wake`` (if given) runs once when the sleep ends, before the spin,
+    and only if there was a sleep (more than ``spin_s`` to go). The spin is bounded in real time as well
+    (``spin_s`` + 1 ms), so a clock that does not move (a test's) cannot hold it; on a real clock it returns
+    early only if the sleep itself came back over 1 ms early."""
     wait = deadline - clock()
     if wait > spin_s:
         sleep(wait - spin_s)
+        if on_wake is not None and spin_s > 0:
+            on_wake()
     give_up = time.perf_counter() + spin_s + 1e-3
     while spin_s > 0 and clock() < deadline and time.perf_counter() < give_up:
         if poll is not None:
@@ -121,7 +133,8 @@ class EngineSettings:
     idle_poll_s: float = 0.0005
     freeze_gc: bool = True  #: gc.collect() + gc.freeze() before the loop (see the module docstring)
     realtime_priority: int | None = None  #: run the loop under SCHED_FIFO at this priority (1-99); None = normal
-    spin_ms: float = 0.5  #: sleep until this long before a tick, then busy-wait (a sleep wakes late); 0 = off
+    spin_ms: float = 1.0  #: wake this long before a tick (pre-tick work, then busy-wait: a sleep wakes late); 0 = off
+    pre_tick: bool = True  #: on waking, tokenize early and warm the tick's code (Engine._pre_tick); False = only spin
 
     @property
     def period_s(self) -> float:
@@ -208,6 +221,8 @@ class Engine:
         self.skipped_ticks = 0
         self._prepare_s = 0.0  # how long Runner.prepare takes: a moving average (s, LSL clock)
         self.last_pulls = 0  #: inlet pulls the last tick needed to drain the backlog
+        self.early_ticks = 0  #: ticks tokenized early and warmed before their deadline (_pre_tick)
+        self._early: TickTokens | None = None  # the early update of the coming tick
         self.gc: dict | None = None  #: garbage collections during the last run() (GcWatch.as_dict)
         self._stop = threading.Event()
         self._report_requested = threading.Event()
@@ -268,6 +283,9 @@ class Engine:
             newest = self.buffer.last_time_s
             t_end = max(np.nextafter(newest, math.inf) if math.isfinite(newest) else t_tick, self.tokenizer.t_end_s)
         info = self.tokenizer.update(t_end, self.buffer)
+        early, self._early = self._early, None
+        if early is not None and early.t_end_s == t_end:  # tokenized early (_pre_tick): one tick's counts
+            info = info.after(early)
         c3 = time.perf_counter_ns()
         result = self.runner.run(self.tokenizer.arrays(), info.n_input_tokens)
         c4 = time.perf_counter_ns()
@@ -319,6 +337,21 @@ class Engine:
         if len(times):
             self.buffer.append(times, units)
 
+    def _pre_tick(self, deadline: float) -> None:
+        """Woken ``spin_ms`` before the tick at ``deadline``: pull, tokenize to the tick's window end with the
+        spikes so far (the tick adds the rest: :meth:`tick` merges the two updates), and run the runner's and
+        the sink's code on this window so the tick finds it in the CPU's caches (nothing is sent)."""
+        self._take_in()
+        t_end = deadline - self.settings.input_delay_s
+        if t_end < self.tokenizer.t_end_s:
+            return
+        self._early = self.tokenizer.update(t_end, self.buffer)
+        self.runner.warm(self.tokenizer.arrays(), self._early.n_input_tokens)
+        warm = getattr(self.sink, "warm", None)
+        if warm is not None:
+            warm()
+        self.early_ticks += 1
+
     def _prepare(self, next_deadline: float) -> None:
         """In the idle part of the period, what the next tick's forward can do before its spikes arrive
         (:meth:`Runner.prepare`). Skipped when less than its usual duration (a moving average) is left before
@@ -347,7 +380,8 @@ class Engine:
                 deadline = t_start + k * s.period_s
                 wait = deadline - self.clock()
                 if wait > 0:
-                    wait_until(deadline, self.clock, self.sleep, s.spin_ms / 1e3, poll=self._take_in)
+                    wait_until(deadline, self.clock, self.sleep, s.spin_ms / 1e3, poll=self._take_in,
+                               on_wake=(lambda: self._pre_tick(deadline)) if s.pre_tick else None)
                 elif wait < -s.period_s:  # more than a whole period late: skip the missed ticks
                     missed = int(-wait // s.period_s)
                     self.skipped_ticks += missed
@@ -374,6 +408,7 @@ class Engine:
     def summary(self) -> dict:
         out = self.stats.summary()
         out["ticks"] = self.ticks
+        out["early_ticks"] = self.early_ticks
         out["counters"] = self.counters()
         out["runner"] = self.runner.counters()
         if self.gc is not None:

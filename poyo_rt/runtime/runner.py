@@ -236,17 +236,23 @@ class Runner:
         self._host_out = torch.empty((1, self.n_outputs, d_out), dtype=torch.float32, pin_memory=True)
         self._events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
 
-    def _run_cuda(self, arrays: dict[str, np.ndarray], n_tokens: int) -> ForwardResult:
+    def _stage(self, arrays: dict[str, np.ndarray], n_tokens: int) -> int:
+        """The tokenizer's arrays -> the pinned staging buffer of the smallest bucket that holds them."""
         bucket = next((b for b in self.buckets if b >= n_tokens), None)
         if bucket is None:
             raise ValueError(f"{n_tokens} input tokens exceed the largest bucket {self.buckets[-1]}")
-        host, dev = self._host_inputs[bucket], self._device_inputs[bucket]
+        host = self._host_inputs[bucket]
         if self.fused is not None:
             self._pack(host.numpy(), arrays, n_tokens, bucket)
         else:
             for key in STATIC_KEYS:  # host numpy -> pinned staging (the tokenizer's arrays are plain memory)
                 src = arrays[key][:, :bucket] if key in INPUT_KEYS else arrays[key]
                 getattr(host, key).numpy()[...] = src
+        return bucket
+
+    def _run_cuda(self, arrays: dict[str, np.ndarray], n_tokens: int) -> ForwardResult:
+        bucket = self._stage(arrays, n_tokens)
+        host, dev = self._host_inputs[bucket], self._device_inputs[bucket]
         start, h2d_done, fwd_done, d2h_done = self._events
         start.record()
         dev.copy_(host, non_blocking=True)
@@ -282,7 +288,7 @@ class Runner:
                     start=start)
 
     # --- CPU -------------------------------------------------------------------------------
-    def _run_cpu_cached(self, arrays: dict[str, np.ndarray], n_tokens: int) -> ForwardResult:
+    def _check_cached_inputs(self, arrays: dict[str, np.ndarray], n_tokens: int) -> None:
         cache = self.kv_cache
         latent_index = arrays["latent_index"]
         if latent_index is not self._checked_latents:  # once per tokenizer: its latent grid never changes
@@ -295,6 +301,10 @@ class Runner:
             raise ValueError("the kv-cache runner needs the real tokens compact in slots [0, n_tokens) (as the "
                              "incremental tokenizer keeps them); this input has masked slots among them: "
                              "use Runner(..., kv_cache=False)")
+
+    def _run_cpu_cached(self, arrays: dict[str, np.ndarray], n_tokens: int) -> ForwardResult:
+        cache = self.kv_cache
+        self._check_cached_inputs(arrays, n_tokens)
         t0 = time.perf_counter_ns()
         cache.update(arrays["input_unit_index"][0], arrays["input_token_type"][0], arrays["input_timestamps"][0],
                      n_tokens)
@@ -343,6 +353,22 @@ class Runner:
         tokens); elsewhere nothing."""
         if self.kv_cache is not None:
             self.kv_cache.prepare(window.latent_timestamps, window.start_s, window.end_s)
+
+    def warm(self, arrays: dict[str, np.ndarray], n_tokens: int) -> None:
+        """Shortly before a tick (the engine's pre-tick, :meth:`Engine._pre_tick`): run the tick's host-side
+        work before the forward on the current window, so that the tick finds its code and data in the
+        CPU's caches. Changes no result: on CUDA the window is packed into its bucket's pinned staging
+        buffer and copied to the device, which the tick repeats with its own spikes (stream order keeps
+        the two copies in turn); on the CPU the fused path packs into a scratch vector, the key/value cache
+        checks its inputs (its heavy part is :meth:`prepare`), the exact forward has nothing to warm."""
+        if self.is_cuda:
+            bucket = self._stage(arrays, n_tokens)
+            self._device_inputs[bucket].copy_(self._host_inputs[bucket], non_blocking=True)
+        elif self.kv_cache is not None:
+            self._check_cached_inputs(arrays, n_tokens)
+        elif self.fused is not None:
+            n = min(-(-max(n_tokens, 1) // 8) * 8, arrays["input_mask"].shape[1])
+            self._pack(np.empty(PackedLayout(n, self.n_outputs).size), arrays, n_tokens, n)
 
     def counters(self) -> dict[str, int]:
         """What the forward path did so far: the CPU key/value cache's counters (ticks, slots recomputed,

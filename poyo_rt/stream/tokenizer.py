@@ -140,6 +140,19 @@ class TickTokens(NamedTuple):
     def overflow(self) -> bool:
         return self.n_token_overflow > 0
 
+    def after(self, earlier: "TickTokens") -> "TickTokens":
+        """This update and an ``earlier`` one to the same ``t_end_s`` as one tick (the engine tokenizes
+        early, then adds the spikes that came in meanwhile): counts summed, state from this one. The window
+        and every count equal one update's, except that ``n_new`` also counts spikes that an overflow later
+        in the same tick dropped again (one update never adds those)."""
+        if earlier.t_end_s != self.t_end_s:
+            raise ValueError(f"updates to different window ends: {earlier.t_end_s!r} and {self.t_end_s!r}")
+        return self._replace(
+            n_new=earlier.n_new + self.n_new, n_expired=earlier.n_expired + self.n_expired,
+            n_token_overflow=earlier.n_token_overflow + self.n_token_overflow,
+            n_stale=earlier.n_stale + self.n_stale, rebased=earlier.rebased or self.rebased,
+        )
+
 
 class WindowTimes(NamedTuple):
     """A window's model times, seconds relative to the tokenizer's origin

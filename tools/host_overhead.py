@@ -1,0 +1,142 @@
+"""The host's share of a tick, with and without the engine's pre-tick (early tokenizing, warm code).
+
+On a GPU the forward takes ~0.3 ms and the rest of a tick is Python on the host: pull, buffer,
+tokenize, packing the window for the device, publishing. Those stages run 5-20x slower at the tick than in
+a hot loop, because the loop sleeps most of each period and the CPU's caches lose their code and data
+meanwhile. This tool measures that share on any machine: the real engine, LSL stream (a player process)
+and ZeroMQ subscriber (a process) of ``poyo-rt bench e2e``, with the forward replaced by what the CUDA
+runner does on the host before a graph replay: packing the window into the staging vector of its padding
+bucket (:class:`HostOnlyRunner`; it publishes zeros). Variants run in alternating rounds on the same stream,
+so the machine's drifting load hits each alike; the table gives medians and p99 per stage and the ratio of
+each variant's tick p99 to the first variant's.
+
+    LSLAPICFG=../shared/lsl/loopback.cfg python tools/host_overhead.py --rounds 3 --seconds 20
+
+Variants (``--variant SPIN_MS:PRE_TICK``, repeatable): default ``0.5:off`` (the loop of the seventh
+session: spin 0.5 ms, pulling), ``1:off`` (a longer spin alone) and ``1:on`` (the default now).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import numpy as np
+import torch
+
+from poyo_rt.bench.e2e import Player, e2e_config, run_phase
+from poyo_rt.bench.forward import BENCH_CONFIGS, build_model
+from poyo_rt.model.fused import FusedPOYO, PackedLayout
+from poyo_rt.runtime.runner import CUDA_BUCKET_GROWTH, ForwardResult, Runner, default_buckets
+from poyo_rt.stream import lsl
+
+STAGES = ("pull", "buffer", "tokenize", "runner", "publish", "tick")
+
+
+class HostOnlyRunner:
+    """The CUDA runner's host work without a device: each tick packs the window into the staging vector of
+    its padding bucket (1.25x buckets, as on CUDA) and returns zeros; ``warm`` packs too, as
+    :meth:`Runner.warm` does on CUDA (less its copy to the device)."""
+
+    def __init__(self, engine):
+        model = engine.model
+        self.device = torch.device("cpu")
+        self.kernels = "none (host only)"
+        self._runner = Runner.__new__(Runner)  # only its _pack: the checks and layout of the CUDA path
+        self._runner.fused = FusedPOYO(model, n_output=engine.runner.n_outputs)
+        self._runner.n_outputs = engine.runner.n_outputs
+        self._runner._latent_grid = model.latent_tokens()[1]
+        self.buckets = default_buckets(engine.tokenizer.n_in, growth=CUDA_BUCKET_GROWTH)
+        self._staging = {b: np.zeros(PackedLayout(b, self._runner.n_outputs).size) for b in self.buckets}
+        self._zeros = np.zeros((self._runner.n_outputs, model.readout_spec.dim), np.float32)
+
+    def _stage(self, arrays: dict[str, np.ndarray], n_tokens: int) -> int:
+        bucket = next(b for b in self.buckets if b >= n_tokens)
+        self._runner._pack(self._staging[bucket], arrays, n_tokens, bucket)
+        return bucket
+
+    def run(self, arrays: dict[str, np.ndarray], n_tokens: int) -> ForwardResult:
+        bucket = self._stage(arrays, n_tokens)
+        return ForwardResult(values=self._zeros.copy(), n_input=bucket, h2d_us=0.0, forward_us=0.0, d2h_us=0.0)
+
+    def warm(self, arrays: dict[str, np.ndarray], n_tokens: int) -> None:
+        self._stage(arrays, n_tokens)
+
+    def prepare(self, window) -> None:
+        """Nothing to prepare: the GPU path has no key/value cache."""
+
+    def counters(self) -> dict[str, int]:
+        return {}
+
+
+def parse_variant(text: str) -> tuple[float, bool]:
+    spin, _, pre = text.partition(":")
+    if pre not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"variant {text!r}: expected SPIN_MS:on or SPIN_MS:off")
+    return float(spin), pre == "on"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--variant", type=parse_variant, action="append",
+                    help="SPIN_MS:on|off (engine.spin_ms, engine.pre_tick); repeatable (default 0.5:off 1:off 1:on)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of all variants, alternating")
+    ap.add_argument("--seconds", type=float, default=20.0, help="seconds a variant runs in each round")
+    ap.add_argument("--rate", type=float, default=2000.0, help="population spike rate, spikes/s")
+    ap.add_argument("--json", default=None, help="write every phase's numbers here")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    variants = args.variant or [(0.5, False), (1.0, False), (1.0, True)]
+    lsl.configure_lsl()
+    torch.set_num_threads(1)
+    model = build_model(BENCH_CONFIGS["poyo_1.3M"], n_units=100)
+    n_phases = args.rounds * len(variants)
+    player = Player(n_phases, n_units=100, rate_hz=args.rate)
+    results: dict[tuple[float, bool], list[dict]] = {v: [] for v in variants}
+    try:
+        i = 0
+        for r in range(args.rounds):
+            for spin, pre in variants:
+                cfg = e2e_config(player.name, device="cpu", threads=1, rate_hz=args.rate, spin_ms=spin, pre_tick=pre)
+                label = f"spin {spin:g} ms, pre-tick {'on' if pre else 'off'}"
+                print(f"round {r + 1}/{args.rounds}: {label}", file=sys.stderr, flush=True)
+                results[(spin, pre)].append(run_phase(label, i, model=model, cfg=cfg, duration_s=args.seconds,
+                                                      player=player, progress=lambda m: None,
+                                                      make_runner=HostOnlyRunner))
+                i += 1
+    finally:
+        player.close()
+
+    def pooled(phases: list[dict], stage: str, key: str) -> float:  # median over rounds of each round's value
+        return float(np.median([p["engine"]["stages"][stage][key] for p in phases]))
+
+    print(f"poyo_1.3M windows, 100 units, {args.rate:g} spikes/s, 50 Hz, forward replaced by the CUDA runner's "
+          f"host packing; {args.rounds} rounds x {args.seconds:g} s; engine stages in µs (median of the rounds' "
+          "values), receipt in ms")
+    head = f"{'variant':<26}" + "".join(f"{s + ' p50/p99':>18}" for s in STAGES) + f"{'tick->receipt':>16}{'x tick p99':>11}"
+    print(head)
+    base = pooled(results[variants[0]], "tick", "p99_us")
+    for v in variants:
+        phases = results[v]
+        row = f"{phases[0]['path']:<26}" + "".join(
+            f"{pooled(phases, s, 'median_us'):>10.0f}/{pooled(phases, s, 'p99_us'):<7.0f}" for s in STAGES)
+        t2r = [p["tick_to_receipt_us"] for p in phases]
+        row += f"{np.median([t['median_us'] for t in t2r]) / 1e3:>8.2f}/{np.median([t['p99_us'] for t in t2r]) / 1e3:<7.2f}"
+        row += f"{base / pooled(phases, 'tick', 'p99_us'):>10.2f}x"
+        print(row)
+        early = sum(p["early_ticks"] for p in phases)
+        ticks = sum(p["ticks_published"] for p in phases)
+        pushed = sum(p["spikes_pushed"] for p in phases)
+        taken = sum(p["spikes_taken_in"] for p in phases)
+        print(f"{'':<26}ticks {ticks}, tokenized early {early}, misses {sum(p['deadline_misses'] for p in phases)}, "
+              f"spikes pushed {pushed} = taken in {taken}: {pushed == taken}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({f"{s}:{'on' if p else 'off'}": ph for (s, p), ph in results.items()}, f, indent=1, default=str)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
