@@ -12,8 +12,9 @@ each variant's tick p99 to the first variant's.
 
     LSLAPICFG=../shared/lsl/loopback.cfg python tools/host_overhead.py --rounds 3 --seconds 20
 
-Variants (``--variant SPIN_MS:PRE_TICK``, repeatable): default ``0.5:off`` (the loop of the seventh
-session: spin 0.5 ms, pulling), ``1:off`` (a longer spin alone) and ``1:on`` (the default now).
+Variants (``--variant SPIN_MS:PRE_TICK[:ipc]``, repeatable): default ``0.5:off`` (the loop of the seventh
+session: spin 0.5 ms, pulling), ``1:off`` (a longer spin alone) and ``1:on`` (the default now); ``:ipc``
+publishes on an ``ipc://`` endpoint instead of ``tcp://127.0.0.1``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import argparse
 import json
 import logging
 import sys
+import tempfile
 
 import numpy as np
 import torch
@@ -71,43 +73,49 @@ class HostOnlyRunner:
         return {}
 
 
-def parse_variant(text: str) -> tuple[float, bool]:
-    spin, _, pre = text.partition(":")
-    if pre not in ("on", "off"):
-        raise argparse.ArgumentTypeError(f"variant {text!r}: expected SPIN_MS:on or SPIN_MS:off")
-    return float(spin), pre == "on"
+def parse_variant(text: str) -> tuple[float, bool, str]:
+    spin, _, rest = text.partition(":")
+    pre, _, transport = rest.partition(":")
+    if pre not in ("on", "off") or transport not in ("", "tcp", "ipc"):
+        raise argparse.ArgumentTypeError(f"variant {text!r}: expected SPIN_MS:on|off[:tcp|ipc]")
+    return float(spin), pre == "on", transport or "tcp"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variant", type=parse_variant, action="append",
-                    help="SPIN_MS:on|off (engine.spin_ms, engine.pre_tick); repeatable (default 0.5:off 1:off 1:on)")
+                    help="SPIN_MS:on|off[:tcp|ipc] (engine.spin_ms, engine.pre_tick, the output transport); "
+                         "repeatable (default 0.5:off 1:off 1:on)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of all variants, alternating")
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds a variant runs in each round")
     ap.add_argument("--rate", type=float, default=2000.0, help="population spike rate, spikes/s")
     ap.add_argument("--json", default=None, help="write every phase's numbers here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    variants = args.variant or [(0.5, False), (1.0, False), (1.0, True)]
+    variants = args.variant or [(0.5, False, "tcp"), (1.0, False, "tcp"), (1.0, True, "tcp")]
     lsl.configure_lsl()
     torch.set_num_threads(1)
     model = build_model(BENCH_CONFIGS["poyo_1.3M"], n_units=100)
     n_phases = args.rounds * len(variants)
     player = Player(n_phases, n_units=100, rate_hz=args.rate)
-    results: dict[tuple[float, bool], list[dict]] = {v: [] for v in variants}
+    results: dict[tuple[float, bool, str], list[dict]] = {v: [] for v in variants}
+    sockets = tempfile.TemporaryDirectory(prefix="poyo-rt-")
     try:
         i = 0
         for r in range(args.rounds):
-            for spin, pre in variants:
-                cfg = e2e_config(player.name, device="cpu", threads=1, rate_hz=args.rate, spin_ms=spin, pre_tick=pre)
-                label = f"spin {spin:g} ms, pre-tick {'on' if pre else 'off'}"
+            for spin, pre, transport in variants:
+                endpoint = f"ipc://{sockets.name}/out{i}" if transport == "ipc" else "tcp://127.0.0.1:*"
+                cfg = e2e_config(player.name, device="cpu", threads=1, rate_hz=args.rate, endpoint=endpoint,
+                                 spin_ms=spin, pre_tick=pre)
+                label = f"spin {spin:g} ms, pre-tick {'on' if pre else 'off'}, {transport}"
                 print(f"round {r + 1}/{args.rounds}: {label}", file=sys.stderr, flush=True)
-                results[(spin, pre)].append(run_phase(label, i, model=model, cfg=cfg, duration_s=args.seconds,
-                                                      player=player, progress=lambda m: None,
-                                                      make_runner=HostOnlyRunner))
+                results[(spin, pre, transport)].append(run_phase(
+                    label, i, model=model, cfg=cfg, duration_s=args.seconds, player=player, progress=lambda m: None,
+                    make_runner=HostOnlyRunner))
                 i += 1
     finally:
         player.close()
+        sockets.cleanup()
 
     def pooled(phases: list[dict], stage: str, key: str) -> float:  # median over rounds of each round's value
         return float(np.median([p["engine"]["stages"][stage][key] for p in phases]))
@@ -115,12 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"poyo_1.3M windows, 100 units, {args.rate:g} spikes/s, 50 Hz, forward replaced by the CUDA runner's "
           f"host packing; {args.rounds} rounds x {args.seconds:g} s; engine stages in µs (median of the rounds' "
           "values), receipt in ms")
-    head = f"{'variant':<26}" + "".join(f"{s + ' p50/p99':>18}" for s in STAGES) + f"{'tick->receipt':>16}{'x tick p99':>11}"
+    head = f"{'variant':<31}" + "".join(f"{s + ' p50/p99':>18}" for s in STAGES) + f"{'tick->receipt':>16}{'x tick p99':>11}"
     print(head)
     base = pooled(results[variants[0]], "tick", "p99_us")
     for v in variants:
         phases = results[v]
-        row = f"{phases[0]['path']:<26}" + "".join(
+        row = f"{phases[0]['path']:<31}" + "".join(
             f"{pooled(phases, s, 'median_us'):>10.0f}/{pooled(phases, s, 'p99_us'):<7.0f}" for s in STAGES)
         t2r = [p["tick_to_receipt_us"] for p in phases]
         row += f"{np.median([t['median_us'] for t in t2r]) / 1e3:>8.2f}/{np.median([t['p99_us'] for t in t2r]) / 1e3:<7.2f}"
@@ -130,11 +138,12 @@ def main(argv: list[str] | None = None) -> int:
         ticks = sum(p["ticks_published"] for p in phases)
         pushed = sum(p["spikes_pushed"] for p in phases)
         taken = sum(p["spikes_taken_in"] for p in phases)
-        print(f"{'':<26}ticks {ticks}, tokenized early {early}, misses {sum(p['deadline_misses'] for p in phases)}, "
+        print(f"{'':<31}ticks {ticks}, tokenized early {early}, misses {sum(p['deadline_misses'] for p in phases)}, "
               f"spikes pushed {pushed} = taken in {taken}: {pushed == taken}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({f"{s}:{'on' if p else 'off'}": ph for (s, p), ph in results.items()}, f, indent=1, default=str)
+            json.dump({f"{s}:{'on' if p else 'off'}:{t}": ph for (s, p, t), ph in results.items()}, f, indent=1,
+                      default=str)
     return 0
 
 

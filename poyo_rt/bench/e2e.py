@@ -182,9 +182,11 @@ class Player:
 
 
 def e2e_config(stream_name: str, *, device: str = "cpu", threads: int | str | None = "auto", kernels: str = "auto",
-               tick_hz: float = 50.0, rate_hz: float = 2000.0, max_spikes: int = 8192, **engine):
-    """The run config of a benchmark phase: the decoder of ``poyo-rt run`` on ``stream_name``, publishing on a
-    free loopback port; ``engine``: further ``engine.*`` settings (``spin_ms``, ``pre_tick``...)."""
+               tick_hz: float = 50.0, rate_hz: float = 2000.0, max_spikes: int = 8192,
+               endpoint: str = "tcp://127.0.0.1:*", **engine):
+    """The run config of a benchmark phase: the decoder of ``poyo-rt run`` on ``stream_name``, publishing on
+    ``endpoint`` (default a free loopback port); ``engine``: further ``engine.*`` settings (``spin_ms``,
+    ``pre_tick``...)."""
     from poyo_rt.config import config_from_dict
 
     return config_from_dict({
@@ -192,7 +194,7 @@ def e2e_config(stream_name: str, *, device: str = "cpu", threads: int | str | No
         "input": {"name": stream_name, "resolve_timeout_s": 10.0},
         "engine": {"tick_hz": tick_hz, "max_spikes": max_spikes,
                    "buffer_capacity": max(65536, int(4 * rate_hz * max(1.0, 1.0 / tick_hz))), **engine},
-        "output": {"endpoint": "tcp://127.0.0.1:*"},
+        "output": {"endpoint": endpoint},
         "metrics": {"log_every_s": 0, "report_path": None},
     })
 
