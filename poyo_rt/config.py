@@ -30,7 +30,7 @@ class ModelConfig:
     threads: int | Literal["auto"] | None = "auto"  #: torch CPU threads: auto = cores - 1 (runtime/threads.py), None = torch's default
     compile: bool = False  #: torch.compile the forward (CPU: measure first; CUDA: the fused forward, before capture)
     kv_cache: bool = True  #: CPU eager: keep the encoder's per-token keys/values between ticks (same values, less work)
-    precision: Literal["fp32", "bf16"] = "fp32"  #: CPU: bf16 runs the forward under bfloat16 autocast (~5e-3 relative error; opt-in)
+    precision: Literal["fp32", "bf16", "tf32"] = "fp32"  #: CPU bf16 autocast (~5e-3 rel. error) / CUDA TF32 matmuls (5e-5..1.2e-3); opt-in
     cuda_graphs: bool = True  #: CUDA: capture one graph per padding bucket (False = eager, for debugging)
     fused: bool | None = None  #: run poyo_rt/model/fused.py's forward: None = on CUDA only (the CPU's kv_cache is faster)
     kernels: Literal["auto", "torch", "triton"] = "auto"  #: CUDA: the fused forward as torch ops or as poyo_rt/kernels' Triton kernels; auto = Triton where it runs
@@ -39,7 +39,13 @@ class ModelConfig:
         if isinstance(self.threads, int) and self.threads < 1:
             raise ConfigError(f"{prefix}.threads", f"must be >= 1, got {self.threads}")
         if self.precision == "bf16" and self.device == "cuda":
-            raise ConfigError(f"{prefix}.precision", "bf16 is a CPU option (the CUDA path runs fp32 CUDA graphs)")
+            raise ConfigError(f"{prefix}.precision", "bf16 is a CPU option (the CUDA path runs fp32 CUDA graphs, or tf32)")
+        if self.precision == "tf32" and self.device == "cpu":
+            raise ConfigError(f"{prefix}.precision", "tf32 is a CUDA option (TF32 matmuls on tensor cores): "
+                                                     "use device cuda or auto")
+        if self.precision == "tf32" and (self.kernels == "triton" or self.fused is False or self.compile):
+            raise ConfigError(f"{prefix}.precision", "tf32 runs the fused forward's torch operators: needs kernels "
+                                                     "auto/torch, fused not false, compile false")
         if self.kernels == "triton" and (self.device == "cpu" or self.fused is False or self.compile):
             raise ConfigError(f"{prefix}.kernels", "triton runs the fused forward on CUDA: needs device auto/cuda, "
                                                    "fused not false, compile false")

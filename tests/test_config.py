@@ -73,6 +73,10 @@ def test_overrides_and_types(tmp_path):
     assert config_from_dict({"model": {"device": "cpu"}}).model.kernels == "auto"  # the default runs anywhere
     with pytest.raises(ConfigError, match="engine.spin_ms"):
         config_from_dict({"engine": {"spin_ms": -1}})
+    assert config_from_dict({"model": {"device": "cuda", "precision": "tf32"}}).model.precision == "tf32"
+    for bad in ({"device": "cpu"}, {"kernels": "triton"}, {"fused": False}, {"compile": True}):
+        with pytest.raises(ConfigError, match="model.precision"):
+            config_from_dict({"model": {"precision": "tf32", **bad}})
     with pytest.raises(ConfigError, match="engine.duration_s"):
         with_overrides(cfg, engine={"duration_s": -1})
 

@@ -167,3 +167,27 @@ def test_runner_defaults_to_the_triton_forward_on_cuda():
     model, _ = make_pair(CONFIGS["small"])
     runner = Runner(model, capacity=256, n_outputs=1, device="cuda")
     assert runner.kernels == "triton" and runner.fused is not None
+
+
+def test_runner_tf32_is_opt_in_and_within_its_stated_error():
+    """model.precision "tf32": the fused forward's torch operators captured with TF32 matmuls, the default
+    kernels then torch; close to the fp32 runner (5e-3 of the output scale here; `poyo-rt bench forward
+    --tf32` reports each config's error: H200, dim 512 5.0e-5, poyo_1.3M 1.2e-3), not bit-equal (it really
+    ran in TF32), and the global TF32 flag is left as it was."""
+    from poyo_rt.runtime.runner import Runner
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    model, _ = make_pair(CONFIGS["cross2_head24"])
+    twin, _ = make_pair(CONFIGS["cross2_head24"])
+    fp32, tf32 = None, None
+    worst, scale, differs = 0.0, 0.0, False
+    for arrays, n, cap in _stream_arrays(model, 40):
+        if fp32 is None:
+            fp32 = Runner(model, capacity=cap, n_outputs=2, device="cuda", kernels="torch")
+            tf32 = Runner(twin, capacity=cap, n_outputs=2, device="cuda", precision="tf32")
+            assert tf32.kernels == "torch" and torch.backends.cuda.matmul.allow_tf32 is False
+        a, b = fp32.run(arrays, n).values, tf32.run(arrays, n).values
+        worst, scale = max(worst, float(np.abs(a - b).max())), max(scale, float(np.abs(a).max()))
+        differs |= not np.array_equal(a, b)
+    assert differs and worst <= 5e-3 * scale, (worst, scale)
+    assert torch.backends.cuda.matmul.allow_tf32 is False

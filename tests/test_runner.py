@@ -142,6 +142,8 @@ def test_bf16_runner_is_close_to_fp32_and_opt_in():
     assert 0 < rel <= 2e-2 and bf16.dtype == np.float32
     with pytest.raises(ValueError, match="precision"):
         Runner(model, capacity=n, n_outputs=1, precision="fp16")
+    with pytest.raises(ValueError, match="tf32' is a CUDA option"):
+        Runner(model, capacity=n, n_outputs=1, precision="tf32")
 
 
 def test_fused_runner_rejects_what_it_cannot_run():
@@ -165,6 +167,19 @@ def test_fused_runner_rejects_what_it_cannot_run():
         Runner(model, capacity=n, n_outputs=1, fused=True).run(arrays, n)
 
 
+def test_matmul_tf32_is_scoped():
+    """The CUDA runner captures under TF32 only inside the block, and restores the flag after, error or not."""
+    from poyo_rt.runtime.runner import matmul_tf32
+
+    before = torch.backends.cuda.matmul.allow_tf32
+    with matmul_tf32(not before):
+        assert torch.backends.cuda.matmul.allow_tf32 is (not before)
+    assert torch.backends.cuda.matmul.allow_tf32 is before
+    with pytest.raises(RuntimeError), matmul_tf32(not before):
+        raise RuntimeError("capture failed")
+    assert torch.backends.cuda.matmul.allow_tf32 is before
+
+
 def test_kernels_auto_picks_triton_only_where_it_runs():
     """model.kernels "auto" (the default): the Triton forward on CUDA for the fused, uncompiled forward when
     Triton imports; the torch operators everywhere else; an explicit choice is kept."""
@@ -173,6 +188,7 @@ def test_kernels_auto_picks_triton_only_where_it_runs():
     assert resolve_kernels("auto", is_cuda=True, fused=False, compile=False) == "torch"
     assert resolve_kernels("auto", is_cuda=True, fused=True, compile="default") == "torch"
     assert resolve_kernels("torch", is_cuda=True, fused=True, compile=False) == "torch"
+    assert resolve_kernels("auto", is_cuda=True, fused=True, compile=False, precision="tf32") == "torch"
     model, _ = make_pair(CONFIGS["small"])
     assert Runner(model, capacity=64, n_outputs=1, device="cpu").kernels == "torch"
     with pytest.raises(ValueError, match="kernels must be"):

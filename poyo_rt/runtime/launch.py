@@ -89,6 +89,8 @@ def build_decoder(config: RunConfig, *, model: POYO | LoadedModel | None = None)
 
     lsl.configure_lsl(config.input.lsl_scope, config.input.lsl_config)
     device = resolve_device(config.model.device)
+    if config.model.precision == "tf32" and device == "cpu":
+        raise ConfigError("model.precision", "tf32 is a CUDA option, and device auto found no CUDA device here")
     apply_threads(config.model.threads, torch.device(device).type)
     loaded = load_model(config) if model is None else model if isinstance(model, LoadedModel) else LoadedModel(model)
     model = loaded.model
