@@ -191,3 +191,28 @@ def test_runner_tf32_is_opt_in_and_within_its_stated_error():
         differs |= not np.array_equal(a, b)
     assert differs and worst <= 5e-3 * scale, (worst, scale)
     assert torch.backends.cuda.matmul.allow_tf32 is False
+
+
+def test_auto_falls_back_to_torch_operators_when_triton_fails(monkeypatch, caplog):
+    """model.kernels "auto" picks Triton because it imports; if its forward then fails to build or capture
+    (an unsupported GPU or driver), the runner warns and captures the torch operators; asked for explicitly,
+    "triton" fails loudly instead."""
+    import poyo_rt.kernels
+    from poyo_rt.runtime.runner import Runner
+
+    def broken(self, packed):
+        raise RuntimeError("simulated Triton compile failure")
+
+    monkeypatch.setattr(poyo_rt.kernels.TritonPOYO, "forward", broken)
+    model, _ = make_pair(CONFIGS["small"])
+    twin, _ = make_pair(CONFIGS["small"])
+    gpu = cpu = None
+    for arrays, n, cap in _stream_arrays(twin, 20):
+        if gpu is None:
+            with caplog.at_level("WARNING", logger="poyo_rt.runtime.runner"):
+                gpu = Runner(model, capacity=cap, n_outputs=2, device="cuda")
+            assert gpu.kernels == "torch" and gpu._graphs and "simulated Triton compile failure" in caplog.text
+            cpu = Runner(twin, capacity=cap, n_outputs=2, device="cpu")
+        assert np.abs(gpu.run(arrays, n).values - cpu.run(arrays, n).values).max() <= 1e-4
+    with pytest.raises(RuntimeError, match="simulated Triton compile failure"):
+        Runner(model, capacity=cap, n_outputs=2, device="cuda", kernels="triton")

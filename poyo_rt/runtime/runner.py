@@ -180,7 +180,8 @@ class Runner:
             faster, and ``fused=True`` there runs it eager (fp32, not with ``compile``).
         kernels: on CUDA, the fused forward as torch operators (``"torch"``) or as the Triton kernels of
             :mod:`poyo_rt.kernels` (``"triton"``: 7 + 3 x depth launches a tick; needs Triton); ``"auto"``
-            (default): Triton where it runs (:func:`resolve_kernels`). ``self.kernels`` says which ran.
+            (default): Triton where it runs (:func:`resolve_kernels`), and the torch operators, with a warning,
+            if the Triton forward then fails to build or capture. ``self.kernels`` says which ran.
     """
 
     def __init__(self, model: POYO, *, capacity: int, n_outputs: int, device: str | torch.device = "cpu",
@@ -198,6 +199,7 @@ class Runner:
         self.buckets: list[int] = []
         fused = self.is_cuda if fused is None else fused
         check_options(is_cuda=self.is_cuda, compile=compile, precision=precision, fused=fused, kernels=kernels)
+        self._kernels_asked = kernels
         self.kernels = resolve_kernels(kernels, is_cuda=self.is_cuda, fused=fused, compile=compile,
                                        precision=precision)
         self.precision = precision
@@ -224,11 +226,38 @@ class Runner:
 
     # --- CUDA ------------------------------------------------------------------------------
     def _setup_cuda(self, buckets: list[int], cuda_graphs: bool, compile_mode: str | None) -> None:
-        from poyo_rt.runtime.cudagraph import GraphedForward
-
         if buckets[-1] < self.capacity:
             raise ValueError(f"largest bucket {buckets[-1]} is below the token capacity {self.capacity}")
         self.buckets = list(buckets)
+        for b in self.buckets:
+            if self.fused is not None:
+                size = PackedLayout(b, self.n_outputs).size
+                self._device_inputs[b] = torch.zeros(size, dtype=torch.float64, device=self.device)
+                self._host_inputs[b] = torch.zeros(size, dtype=torch.float64, pin_memory=True)
+            else:
+                self._device_inputs[b] = allocate_static_inputs(self.model, n_input=b, n_output=self.n_outputs,
+                                                                device=self.device)
+                self._host_inputs[b] = allocate_static_inputs(self.model, n_input=b, n_output=self.n_outputs,
+                                                              device="cpu", pin_memory=True)
+        d_out = self.model.readout_spec.dim
+        self._host_out = torch.empty((1, self.n_outputs, d_out), dtype=torch.float32, pin_memory=True)
+        self._events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+        try:
+            self._capture(cuda_graphs, compile_mode)
+        except Exception as err:
+            if not (self.kernels == "triton" and self._kernels_asked == "auto"):
+                raise
+            # "auto" chose Triton because it imports; it may still not build for this GPU or driver
+            log.warning("the Triton forward failed to build or capture (%s: %s); running the fused forward's torch "
+                        "operators instead (model.kernels: torch)", type(err).__name__, err)
+            self.kernels = "torch"
+            self._graphs.clear()
+            self._capture(cuda_graphs, compile_mode)
+
+    def _capture(self, cuda_graphs: bool, compile_mode: str | None) -> None:
+        """The forward ``self.kernels`` names, warmed up and captured once per bucket (``cuda_graphs``)."""
+        from poyo_rt.runtime.cudagraph import GraphedForward
+
         module, call = self.model, static_forward
         if self.fused is not None:
             module, call = self.fused, _call_fused
@@ -243,24 +272,13 @@ class Runner:
                  "exact model" if self.fused is None else f"fused, {self.kernels} kernels"
                  + (f", compiled ({compile_mode})" if compile_mode and self.kernels == "torch" else ""),
                  "TF32 matmuls" if self.precision == "tf32" else "fp32", len(self.buckets), self.buckets[-1])
+        if not cuda_graphs:  # eager (debugging): nothing to capture
+            return
         for b in self.buckets:
-            if self.fused is not None:
-                size = PackedLayout(b, self.n_outputs).size
-                self._device_inputs[b] = torch.zeros(size, dtype=torch.float64, device=self.device)
-                self._host_inputs[b] = torch.zeros(size, dtype=torch.float64, pin_memory=True)
-            else:
-                self._device_inputs[b] = allocate_static_inputs(self.model, n_input=b, n_output=self.n_outputs,
-                                                                device=self.device)
-                self._host_inputs[b] = allocate_static_inputs(self.model, n_input=b, n_output=self.n_outputs,
-                                                              device="cpu", pin_memory=True)
-            if cuda_graphs:
-                t0 = time.perf_counter()
-                with matmul_tf32(self.precision == "tf32"):
-                    self._graphs[b] = GraphedForward(module, self._device_inputs[b], call=call)
-                log.info("bucket %d: CUDA graph captured in %.0f ms", b, (time.perf_counter() - t0) * 1e3)
-        d_out = self.model.readout_spec.dim
-        self._host_out = torch.empty((1, self.n_outputs, d_out), dtype=torch.float32, pin_memory=True)
-        self._events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
+            t0 = time.perf_counter()
+            with matmul_tf32(self.precision == "tf32"):
+                self._graphs[b] = GraphedForward(module, self._device_inputs[b], call=call)
+            log.info("bucket %d: CUDA graph captured in %.0f ms", b, (time.perf_counter() - t0) * 1e3)
 
     def _stage(self, arrays: dict[str, np.ndarray], n_tokens: int) -> int:
         """The tokenizer's arrays -> the pinned staging buffer of the smallest bucket that holds them."""
