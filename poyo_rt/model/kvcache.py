@@ -107,6 +107,8 @@ class EncoderKVCache:
     # ------------------------------------------------------------------ per tick
     def update(self, unit_index: np.ndarray, token_type: np.ndarray, timestamps: np.ndarray, n_tokens: int) -> int:
         """Bring slots ``[0, n_tokens)`` up to date with the input arrays; returns how many were recomputed.
+        May run more than once before a :meth:`forward` (the engine's pre-tick updates with the spikes in so
+        far, the tick with the rest: each slot is computed once).
 
         Args:
             unit_index, token_type: (N,) int64 (or (1, N)); timestamps: (N,) float64 seconds on the
@@ -125,7 +127,6 @@ class EncoderKVCache:
         if idx.shape[0]:
             self._fill(idx, u[idx], ty[idx], t[idx])
         self.n = int(n_tokens)
-        self.counters["ticks"] += 1
         self.counters["recomputed"] += int(idx.shape[0])
         return int(idx.shape[0])
 
@@ -134,6 +135,7 @@ class EncoderKVCache:
         origin as the input times."""
         if self.n == 0:
             raise RuntimeError("EncoderKVCache.forward before update(): no input tokens")
+        self.counters["ticks"] += 1
         with torch.inference_mode():
             return self._forward(latent_timestamps, output_session_index, output_timestamps)
 

@@ -403,13 +403,16 @@ class Runner:
         work before the forward on the current window, so that the tick finds its code and data in the
         CPU's caches. Changes no result: on CUDA the window is packed into its bucket's pinned staging
         buffer and copied to the device, which the tick repeats with its own spikes (stream order keeps
-        the two copies in turn); on the CPU the fused path packs into a scratch vector, the key/value cache
-        checks its inputs (its heavy part is :meth:`prepare`), the exact forward has nothing to warm."""
+        the two copies in turn); on the CPU the key/value cache computes the keys and values of the spikes in
+        so far (real work: the tick's update then computes only those of later spikes), the fused path packs
+        into a scratch vector, the exact forward has nothing to warm."""
         if self.is_cuda:
             bucket = self._stage(arrays, n_tokens)
             self._device_inputs[bucket].copy_(self._host_inputs[bucket], non_blocking=True)
-        elif self.kv_cache is not None:
+        elif self.kv_cache is not None:  # the keys and values of the spikes in so far: the tick's update adds the rest
             self._check_cached_inputs(arrays, n_tokens)
+            self.kv_cache.update(arrays["input_unit_index"][0], arrays["input_token_type"][0],
+                                 arrays["input_timestamps"][0], n_tokens)
         elif self.fused is not None:
             n = min(-(-max(n_tokens, 1) // 8) * 8, arrays["input_mask"].shape[1])
             self._pack(np.empty(PackedLayout(n, self.n_outputs).size), arrays, n_tokens, n)
