@@ -424,3 +424,13 @@ def test_wait_until_polls_while_it_spins():
     # already inside the spin window (a late loop): no sleep, so no wake-up work either
     wait_until(now[0] + 0.0005, lambda: now[0], sleep, 0.001, poll=poll, on_wake=lambda: woken.append(now[0]))
     assert len(woken) == 1 and len(slept) == 1
+    # wake-up work that takes 0.6 ms: the sleep ends that much earlier, so the spin keeps its 1 ms of polls
+
+    def pre_tick():
+        woken.append(now[0])
+        now[0] += 0.0006
+
+    start, polled_at[:] = now[0], []
+    wait_until(start + 0.010, lambda: now[0], sleep, 0.001, poll=poll, on_wake=pre_tick, wake_s=0.0006)
+    assert slept[-1] == pytest.approx(0.0084) and woken[-1] == pytest.approx(start + 0.0084)
+    assert len(polled_at) in (10, 11) and min(polled_at) >= start + 0.009 - 1e-12

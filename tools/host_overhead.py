@@ -12,6 +12,10 @@ each variant's tick p99 to the first variant's.
 
     LSLAPICFG=../shared/lsl/loopback.cfg python tools/host_overhead.py --rounds 3 --seconds 20
 
+``--forward`` keeps the engine's real CPU forward (the key/value cache on one thread) instead, to see what
+the pre-tick does for a CPU tick (the forward stage then includes the cache's update of the tick's keys and
+values, which the pre-tick starts early).
+
 Variants (``--variant SPIN_MS:PRE_TICK[:ipc]``, repeatable): default ``0.5:off`` (the loop of the seventh
 session: spin 0.5 ms, pulling), ``1:off`` (a longer spin alone) and ``1:on`` (the default now); ``:ipc``
 publishes on an ``ipc://`` endpoint instead of ``tcp://127.0.0.1``.
@@ -34,7 +38,7 @@ from poyo_rt.model.fused import FusedPOYO, PackedLayout
 from poyo_rt.runtime.runner import CUDA_BUCKET_GROWTH, ForwardResult, Runner, default_buckets
 from poyo_rt.stream import lsl
 
-STAGES = ("pull", "buffer", "tokenize", "runner", "publish", "tick")
+STAGES = ("pull", "buffer", "tokenize", "forward", "runner", "publish", "tick")
 
 
 class HostOnlyRunner:
@@ -89,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="rounds of all variants, alternating")
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds a variant runs in each round")
     ap.add_argument("--rate", type=float, default=2000.0, help="population spike rate, spikes/s")
+    ap.add_argument("--forward", action="store_true", help="keep the real CPU forward (not only the host's packing)")
     ap.add_argument("--json", default=None, help="write every phase's numbers here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
@@ -111,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {r + 1}/{args.rounds}: {label}", file=sys.stderr, flush=True)
                 results[(spin, pre, transport)].append(run_phase(
                     label, i, model=model, cfg=cfg, duration_s=args.seconds, player=player, progress=lambda m: None,
-                    make_runner=HostOnlyRunner))
+                    make_runner=None if args.forward else HostOnlyRunner))
                 i += 1
     finally:
         player.close()
@@ -120,9 +125,10 @@ def main(argv: list[str] | None = None) -> int:
     def pooled(phases: list[dict], stage: str, key: str) -> float:  # median over rounds of each round's value
         return float(np.median([p["engine"]["stages"][stage][key] for p in phases]))
 
-    print(f"poyo_1.3M windows, 100 units, {args.rate:g} spikes/s, 50 Hz, forward replaced by the CUDA runner's "
-          f"host packing; {args.rounds} rounds x {args.seconds:g} s; engine stages in µs (median of the rounds' "
-          "values), receipt in ms")
+    what = ("the CPU forward (key/value cache, 1 thread)" if args.forward
+            else "forward replaced by the CUDA runner's host packing")
+    print(f"poyo_1.3M windows, 100 units, {args.rate:g} spikes/s, 50 Hz, {what}; {args.rounds} rounds x "
+          f"{args.seconds:g} s; engine stages in µs (median of the rounds' values), receipt in ms")
     head = f"{'variant':<31}" + "".join(f"{s + ' p50/p99':>18}" for s in STAGES) + f"{'tick->receipt':>16}{'x tick p99':>11}"
     print(head)
     base = pooled(results[variants[0]], "tick", "p99_us")

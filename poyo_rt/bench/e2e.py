@@ -239,22 +239,29 @@ def run_phase(label: str, index: int, *, model, cfg, duration_s: float, player: 
         time.sleep(0.5)
         engine.stop()
 
-    phase.value = index
-    stop_thread = threading.Thread(target=stopper, daemon=True)
-    stop_thread.start()
-    progress(f"{label}: decoding for {duration_s:g} s")
-    summary = engine.run()
-    stop_thread.join()
-    time.sleep(0.2)
-    stop.set()
-    arr = conn.recv() if conn.poll(30) else np.empty((0, 6))
-    listener.join(5)
-    counters = engine.counters()
-    if report_path is not None:  # the engine's latency log: `poyo-rt report PATH` plots it
-        engine.write_report(report_path, extra={"bench": "e2e", "phase": label, "duration_s": duration_s})
-        progress(f"{label}: wrote {report_path} (poyo-rt report {report_path})")
-    taken = engine.buffer.next_seq + sum(engine.buffer.drops.values()) + sum(getattr(decoder.inlet, "drops", {}).values())
-    decoder.close()
+    try:
+        phase.value = index
+        stop_thread = threading.Thread(target=stopper, daemon=True)
+        stop_thread.start()
+        progress(f"{label}: decoding for {duration_s:g} s")
+        summary = engine.run()
+        stop_thread.join()
+        time.sleep(0.2)
+        stop.set()
+        arr = conn.recv() if conn.poll(30) else np.empty((0, 6))
+        counters = engine.counters()
+        if report_path is not None:  # the engine's latency log: `poyo-rt report PATH` plots it
+            engine.write_report(report_path, extra={"bench": "e2e", "phase": label, "duration_s": duration_s})
+            progress(f"{label}: wrote {report_path} (poyo-rt report {report_path})")
+        taken = (engine.buffer.next_seq + sum(engine.buffer.drops.values())
+                 + sum(getattr(decoder.inlet, "drops", {}).values()))
+    finally:  # also when the engine failed: no subscriber process or sockets left behind
+        phase.value = PAUSED
+        stop.set()
+        listener.join(5)
+        if listener.is_alive():
+            listener.terminate()
+        decoder.close()
 
     # receipt latency only while spikes flow: in the 0.5 s drain after the pause the newest spike only ages
     # (those ~25 ticks would read up to 500 ms and lift a 2-minute run's p99)

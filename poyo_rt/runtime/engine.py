@@ -26,7 +26,8 @@ and their longest pause during the run (in the summary).
 Waking up: ``time.sleep`` returns late, by 0.1-0.3 ms on the 2-core test VM (``tools/sleep_overshoot.py``),
 and every tick would start that late. The loop therefore sleeps until ``EngineSettings.spin_ms`` before
 each tick (1 ms by default: 5 % of a core at 50 Hz; 0 turns it off) and then, unless
-``EngineSettings.pre_tick`` is False:
+``EngineSettings.pre_tick`` is False (it then wakes earlier by the pre-tick's usual duration, so that the
+spin keeps its length):
 
 1. tokenizes early (:meth:`Engine._pre_tick`): the window is moved to the coming tick's end with the
    spikes buffered so far, so the tick itself only adds those that arrive in the last moments
@@ -70,6 +71,7 @@ from poyo_rt.stream.tokenizer import IncrementalTokenizer, TickTokens
 from poyo_rt.stream.wire import TickFlags
 
 log = logging.getLogger(__name__)
+MAX_PRE_TICK_S = 0.005  # the loop wakes at most this much earlier than spin_ms for the pre-tick
 
 #: Pulls per tick at most while the inlet reports a backlog (each pull takes up to max_chunk samples).
 MAX_PULLS_PER_TICK = 16
@@ -100,17 +102,22 @@ class TickSink(Protocol):
 
 
 def wait_until(deadline: float, clock: Callable[[], float], sleep: Callable[[float], None], spin_s: float,
-               poll: Callable[[], object] | None = None, on_wake: Callable[[], object] | None = None) -> None:
+               poll: Callable[[], object] | None = None, on_wake: Callable[[], object] | None = None,
+               wake_s: float = 0.0) -> None:
     """Return at ``deadline`` (on ``clock``, s): sleep to ``spin_s`` before it, then busy-wait, calling
-    ``poll`` (if given) on each turn. ``on_wake`` (if given) runs once when the sleep ends, before the spin,
-    and only if there was a sleep (more than ``spin_s`` to go). The spin is bounded in real time as well
-    (``spin_s`` + 1 ms), so a clock that does not move (a test's) cannot hold it; on a real clock it returns
-    early only if the sleep itself came back over 1 ms early."""
+    ``poll`` (if given) on each turn. ``on_wake`` (if given) runs once before the spin, when more than
+    ``spin_s`` is left: the sleep then ends ``wake_s`` earlier (how long ``on_wake`` usually takes), so that
+    the spin keeps its ``spin_s``. The spin is bounded in real time as well (``spin_s`` + 1 ms), so a clock
+    that does not move (a test's) cannot hold it; on a real clock it returns early only if the sleep itself
+    came back over 1 ms early."""
     wait = deadline - clock()
     if wait > spin_s:
-        sleep(wait - spin_s)
         if on_wake is not None and spin_s > 0:
+            if wait - spin_s - wake_s > 0:
+                sleep(wait - spin_s - wake_s)
             on_wake()
+        else:
+            sleep(wait - spin_s)
     give_up = time.perf_counter() + spin_s + 1e-3
     while spin_s > 0 and clock() < deadline and time.perf_counter() < give_up:
         if poll is not None:
@@ -223,6 +230,7 @@ class Engine:
         self.last_pulls = 0  #: inlet pulls the last tick needed to drain the backlog
         self.early_ticks = 0  #: ticks tokenized early and warmed before their deadline (_pre_tick)
         self._early: TickTokens | None = None  # the early update of the coming tick
+        self._pre_tick_s = 0.0  # how long _pre_tick takes: a moving average (s, LSL clock)
         self.gc: dict | None = None  #: garbage collections during the last run() (GcWatch.as_dict)
         self._stop = threading.Event()
         self._report_requested = threading.Event()
@@ -338,9 +346,11 @@ class Engine:
             self.buffer.append(times, units)
 
     def _pre_tick(self, deadline: float) -> None:
-        """Woken ``spin_ms`` before the tick at ``deadline``: pull, tokenize to the tick's window end with the
-        spikes so far (the tick adds the rest: :meth:`tick` merges the two updates), and run the runner's and
-        the sink's code on this window so the tick finds it in the CPU's caches (nothing is sent)."""
+        """Woken ``spin_ms`` (plus this method's usual duration) before the tick at ``deadline``: pull, tokenize
+        to the tick's window end with the spikes so far (the tick adds the rest: :meth:`tick` merges the two
+        updates), and run the runner's and the sink's code on this window so the tick finds it in the CPU's
+        caches (nothing is sent; the CPU key/value cache computes the keys and values of the spikes so far)."""
+        t0 = self.clock()
         self._take_in()
         t_end = deadline - self.settings.input_delay_s
         if t_end < self.tokenizer.t_end_s:
@@ -351,6 +361,8 @@ class Engine:
         if warm is not None:
             warm()
         self.early_ticks += 1
+        took = self.clock() - t0  # the loop wakes this much earlier next time (a moving average)
+        self._pre_tick_s = took if self._pre_tick_s == 0.0 else 0.8 * self._pre_tick_s + 0.2 * took
 
     def _prepare(self, next_deadline: float) -> None:
         """In the idle part of the period, what the next tick's forward can do before its spikes arrive
@@ -381,7 +393,8 @@ class Engine:
                 wait = deadline - self.clock()
                 if wait > 0:
                     wait_until(deadline, self.clock, self.sleep, s.spin_ms / 1e3, poll=self._take_in,
-                               on_wake=(lambda: self._pre_tick(deadline)) if s.pre_tick else None)
+                               on_wake=(lambda: self._pre_tick(deadline)) if s.pre_tick else None,
+                               wake_s=min(self._pre_tick_s, MAX_PRE_TICK_S))
                 elif wait < -s.period_s:  # more than a whole period late: skip the missed ticks
                     missed = int(-wait // s.period_s)
                     self.skipped_ticks += missed
