@@ -34,7 +34,7 @@ import torch
 
 from poyo_rt.bench.e2e import Player, e2e_config, run_phase
 from poyo_rt.bench.forward import BENCH_CONFIGS, build_model
-from poyo_rt.model.fused import FusedPOYO, PackedLayout
+from poyo_rt.model.fused import PackedLayout
 from poyo_rt.runtime.runner import CUDA_BUCKET_GROWTH, ForwardResult, Runner, default_buckets
 from poyo_rt.stream import lsl
 
@@ -47,16 +47,14 @@ class HostOnlyRunner:
     :meth:`Runner.warm` does on CUDA (less its copy to the device)."""
 
     def __init__(self, engine):
-        model = engine.model
+        model, n_out = engine.model, engine.runner.n_outputs
         self.device = torch.device("cpu")
         self.kernels = "none (host only)"
-        self._runner = Runner.__new__(Runner)  # only its _pack: the checks and layout of the CUDA path
-        self._runner.fused = FusedPOYO(model, n_output=engine.runner.n_outputs)
-        self._runner.n_outputs = engine.runner.n_outputs
-        self._runner._latent_grid = model.latent_tokens()[1]
+        # a fused CPU runner, for its packing only (the checks and layout of the CUDA path)
+        self._runner = Runner(model, capacity=engine.tokenizer.n_in, n_outputs=n_out, device="cpu", fused=True)
         self.buckets = default_buckets(engine.tokenizer.n_in, growth=CUDA_BUCKET_GROWTH)
-        self._staging = {b: np.zeros(PackedLayout(b, self._runner.n_outputs).size) for b in self.buckets}
-        self._zeros = np.zeros((self._runner.n_outputs, model.readout_spec.dim), np.float32)
+        self._staging = {b: np.zeros(PackedLayout(b, n_out).size) for b in self.buckets}
+        self._zeros = np.zeros((n_out, model.readout_spec.dim), np.float32)
 
     def _stage(self, arrays: dict[str, np.ndarray], n_tokens: int) -> int:
         bucket = next(b for b in self.buckets if b >= n_tokens)
