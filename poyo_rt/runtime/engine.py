@@ -34,7 +34,8 @@ spin keeps its length):
    (:meth:`TickTokens.after` merges the two updates' counts);
 2. warms the code the tick runs after the tokenizer (:meth:`Runner.warm`, :meth:`Publisher.warm`): after
    sleeping most of a period, each stage's code and data are out of the CPU's caches and run 5-20x slower
-   than warm (a 4 µs message encoding takes ~100 µs cold on the test VM; ``tools/host_overhead.py``);
+   than warm (on the test VM a 6 µs message encoding takes 89 µs after a sleep: ``tools/cold_code.py``;
+   the tick's host work with and without this: ``tools/host_overhead.py``);
 3. (always) busy-waits to the tick, pulling from the inlet into the buffer as it spins (:meth:`Engine._take_in`),
    so the tick's own pull and buffer stages find next to nothing to do.
 
