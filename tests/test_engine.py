@@ -163,6 +163,13 @@ def test_streaming_equals_offline_over_a_minute(model, stream_name, source_id):
     # the runner stage is the host's wall time of the whole call, which spans the forward it times inside
     assert summary["stages"]["runner"]["min_us"] >= summary["stages"]["forward"]["min_us"]
     assert all(m.stages_us["runner"] >= m.stages_us["forward"] for m in msgs)
+    # the newest spike's age at the window end, in each message: the stream's share of e2e
+    for m in msgs:
+        if np.isfinite(m.newest_spike_s):
+            assert m.stages_us["spike_age"] == pytest.approx((m.window_end_s - m.newest_spike_s) * 1e6, abs=1e-3)
+        else:
+            assert np.isnan(m.stages_us["spike_age"])
+    assert summary["stages"]["spike_age"]["count"] == n_spiky
     # between ticks the engine prepared the next tick's encoder attention; the equality above covers its use
     cache = decoder.engine.runner.kv_cache
     assert cache.counters["prepared_used"] > 0.8 * ticks, cache.counters

@@ -15,12 +15,13 @@ from poyo_rt.runtime.report import histogram_arrays, load_run
 @pytest.fixture
 def run_json(tmp_path):
     rng = np.random.default_rng(0)
-    stats = LatencyStats(["pull", "tokenize", "forward", "publish", "e2e", "tick"], deadline_us=20_000,
+    stats = LatencyStats(["pull", "tokenize", "forward", "publish", "spike_age", "e2e", "tick"], deadline_us=20_000,
                          deadline_stages=("tick",), recent=500)
     for _ in range(2000):
-        fwd = rng.lognormal(np.log(15_000), 0.2)
+        fwd, age = rng.lognormal(np.log(15_000), 0.2), rng.exponential(500.0)
         stats.record_tick({"pull": rng.lognormal(np.log(120), 0.3), "tokenize": rng.lognormal(np.log(50), 0.3),
-                           "forward": fwd, "publish": 250.0, "e2e": fwd + 3000, "tick": fwd + 1000})
+                           "forward": fwd, "publish": 250.0, "spike_age": age, "e2e": fwd + 1000 + age,
+                           "tick": fwd + 1000})
     stats.count("token_overflow", 7)
     path = tmp_path / "latency.json"
     stats.to_json(path, extra={"config": {"engine": {"tick_hz": 50}}, "code_version": "test"}, include_recent=True)

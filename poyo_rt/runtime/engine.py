@@ -45,7 +45,10 @@ forward; off by default (it needs root or CAP_SYS_NICE).
 
 Latencies recorded per tick (µs): every stage above, ``e2e`` = newest spike's LSL time to
 the moment the message is handed to ZeroMQ, and ``tick`` = scheduled tick time to that
-moment; a ``tick`` above the deadline (default: one period) is a deadline miss.
+moment; a ``tick`` above the deadline (default: one period) is a deadline miss. ``spike_age`` = the window
+end minus the newest spike's time (also in the message): ``e2e = spike_age + input_delay_s + tick``, and for
+a Poisson stream at r spikes/s the age alone exceeds a with probability exp(-r a) (the stream's silence,
+not the decoder's latency).
 """
 
 from __future__ import annotations
@@ -77,7 +80,7 @@ MAX_PRE_TICK_S = 0.005  # the loop wakes at most this much earlier than spin_ms 
 #: Pulls per tick at most while the inlet reports a backlog (each pull takes up to max_chunk samples).
 MAX_PULLS_PER_TICK = 16
 
-STAGES = ("pull", "buffer", "tokenize", "h2d", "forward", "d2h", "runner", "publish", "e2e", "tick")
+STAGES = ("pull", "buffer", "tokenize", "h2d", "forward", "d2h", "runner", "publish", "spike_age", "e2e", "tick")
 
 # Wire-format counter names are at most 16 ASCII characters.
 _SHORT_NAMES = {"unit_out_of_range": "unit_range", "non_integer_count": "non_int_count"}
@@ -312,6 +315,7 @@ class Engine:
         stages = {
             "pull": pull_ns / 1e3, "buffer": buffer_ns / 1e3, "tokenize": (c3 - c2) / 1e3,
             "h2d": result.h2d_us, "forward": result.forward_us, "d2h": result.d2h_us, "runner": (c4 - c3) / 1e3,
+            "spike_age": (t_end - info.newest_spike_s) * 1e6 if math.isfinite(info.newest_spike_s) else math.nan,
         }
         output_times = info.origin_s + self.tokenizer.output_timestamps[0]  # (N_out,) LSL s
         publish_us = self.sink.send(

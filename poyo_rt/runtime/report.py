@@ -21,6 +21,7 @@ import numpy as np
 SCHEMA = "poyo-rt.latency/1"
 PIPELINE = ("pull", "buffer", "tokenize", "h2d", "forward", "d2h", "publish")
 SPANS = ("runner", "e2e", "tick")  # stages that span others (runner: h2d + forward + d2h and the host work around them)
+INPUT = ("spike_age",)  # not a stage: the newest spike's age at the window end (e2e = spike_age + input delay + tick)
 
 
 def load_run(path: str | Path) -> dict[str, Any]:
@@ -60,7 +61,7 @@ def plot_run(doc: dict, png_path: str | Path, title: str | None = None) -> Path:
     import matplotlib.pyplot as plt
 
     summary = doc["summary"]
-    stages = [s for s in (*PIPELINE, *SPANS) if summary["stages"].get(s, {}).get("count")]
+    stages = [s for s in (*PIPELINE, *SPANS, *INPUT) if summary["stages"].get(s, {}).get("count")]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
 
     ax = axes[0]
@@ -79,7 +80,7 @@ def plot_run(doc: dict, png_path: str | Path, title: str | None = None) -> Path:
 
     ax = axes[1]
     recent = doc.get("recent_us", {})
-    for stage in ("tick", "e2e", "forward"):
+    for stage in ("tick", "e2e", "spike_age", "forward"):
         samples = np.asarray(recent.get(stage) or [], dtype=np.float64)
         if samples.size:
             ax.plot(np.arange(samples.size), samples / 1e3, lw=0.8, label=stage)
