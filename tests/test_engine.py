@@ -395,6 +395,15 @@ def test_pre_tick_then_late_spikes_decode_as_one_window(model, stream_name, sour
     assert msg.newest_spike_s == times[in_window].max()
 
 
+def test_spin_is_at_most_a_quarter_period():
+    """engine.spin_ms holds at 50 Hz; at 1 kHz a 1 ms spin would leave no sleep (and no pre-tick): a quarter."""
+    from poyo_rt.runtime.engine import EngineSettings
+
+    assert EngineSettings(tick_hz=50.0, spin_ms=1.0).spin_s == pytest.approx(1e-3)
+    assert EngineSettings(tick_hz=1000.0, spin_ms=1.0).spin_s == pytest.approx(0.25e-3)
+    assert EngineSettings(tick_hz=50.0, spin_ms=0.0).spin_s == 0.0
+
+
 def test_wait_until_is_never_early_and_cannot_hang():
     """The tick loop's wake-up (sleep, then spin the last spin_s): on a real clock it returns at or after each
     deadline, with the spin or without; on a clock that never moves it still returns (bounded spin)."""

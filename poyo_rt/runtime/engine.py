@@ -24,8 +24,8 @@ loop itself keeps. ``EngineSettings.freeze_gc`` turns this off; :class:`GcWatch`
 and their longest pause during the run (in the summary).
 
 Waking up: ``time.sleep`` returns late, by 0.1-0.3 ms on the 2-core test VM (``tools/sleep_overshoot.py``),
-and every tick would start that late. The loop therefore sleeps until ``EngineSettings.spin_ms`` before
-each tick (1 ms by default: 5 % of a core at 50 Hz; 0 turns it off) and then, unless
+and every tick would start that late. The loop therefore sleeps until ``EngineSettings.spin_ms`` before each
+tick (1 ms by default, at most a quarter period: 5 % of a core at 50 Hz; 0 turns it off) and then, unless
 ``EngineSettings.pre_tick`` is False (it then wakes earlier by the pre-tick's usual duration, so that the
 spin keeps its length):
 
@@ -150,6 +150,12 @@ class EngineSettings:
     @property
     def period_s(self) -> float:
         return 1.0 / self.tick_hz if self.tick_hz > 0 else 0.0
+
+    @property
+    def spin_s(self) -> float:
+        """The busy-wait before each tick, s: ``spin_ms``, at most a quarter of the tick period (at 1 kHz a
+        1 ms spin would never sleep, and never pre-tick)."""
+        return min(self.spin_ms / 1e3, self.period_s / 4)
 
 
 class GcWatch:
@@ -397,7 +403,7 @@ class Engine:
                 deadline = t_start + k * s.period_s
                 wait = deadline - self.clock()
                 if wait > 0:
-                    wait_until(deadline, self.clock, self.sleep, s.spin_ms / 1e3, poll=self._take_in,
+                    wait_until(deadline, self.clock, self.sleep, s.spin_s, poll=self._take_in,
                                on_wake=(lambda: self._pre_tick(deadline)) if s.pre_tick else None,
                                wake_s=min(self._pre_tick_s, MAX_PRE_TICK_S))
                 elif wait < -s.period_s:  # more than a whole period late: skip the missed ticks
