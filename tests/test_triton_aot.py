@@ -47,3 +47,16 @@ def test_encoder_compiles_without_spills_for_few_latents():
     reports = [r for r in check(fused, packed, arch=90) if r["kernel"] == "_encoder_attention_kernel"]
     table = format_reports(reports)
     assert reports and all(r["ok"] and r["spill_store_bytes"] == 0 == r["spill_load_bytes"] for r in reports), table
+
+
+@pytest.mark.slow
+def test_ffn_tunings_compile_for_sm90_without_spills():
+    """The sweep's FFN tunings (16 and 64 hidden units a program, tools/profile_gpu.py --sweep) for poyo_1.3M."""
+    model = build_model(BENCH_CONFIGS["poyo_1.3M"], n_units=100)
+    fused = FusedPOYO(model, n_output=1)
+    packed = fused_inputs(fused, bench_inputs(model, n_spikes=300, device=torch.device("cpu")))
+    reports = [r for r in check(fused, packed, arch=90, tunings=({"ffn_block_f": 16}, {"ffn_block_f": 64}))
+               if r["kernel"] == "_ffn_kernel"]
+    table = format_reports(reports)
+    assert len(reports) >= 2 and all(r["ok"] for r in reports), table
+    assert all(r["spill_store_bytes"] == 0 == r["spill_load_bytes"] for r in reports), table

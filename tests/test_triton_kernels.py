@@ -144,22 +144,25 @@ def test_forward_equals_fused_poyo_1_3m():
     assert _max_err(out, exact) <= TOL
 
 
-@pytest.mark.parametrize("encoder_programs, summed_block_m", [(1, 16), (8, 32), (64, 128)])
-def test_tunings_give_the_same_forward(encoder_programs, summed_block_m):
+@pytest.mark.parametrize("encoder_programs, summed_block_m, ffn_block_f", [(1, 16, 16), (8, 32, 64), (64, 128, 32)])
+def test_tunings_give_the_same_forward(encoder_programs, summed_block_m, ffn_block_f):
     """The sweep's tunings (tools/profile_gpu.py --sweep): the encoder in 1 to 64 programs (one split of all
-    keys up to one per key block) and 16 to 128 rows a program in the summed layout, all equal to fused."""
+    keys up to one per key block), 16 to 128 rows a program in the summed layout and 16 to 64 FFN hidden units
+    a program, all equal to fused."""
     fused = _fused("depth3_head8", n_output=2, n_units=40)
     packed, n_real = _window(fused, seed=5, shift=60.0, n_pad=11, max_spikes=400)
     with torch.inference_mode():
         exact = fused(packed)
         for residuals in ("split", "summed"):
             forward = tp.TritonPOYO(fused, residuals=residuals, encoder_programs=encoder_programs,
-                                    summed_block_m=summed_block_m)
+                                    summed_block_m=summed_block_m, ffn_block_f=ffn_block_f)
             assert _max_err(forward(packed), exact) <= TOL, residuals
     n_splits, per_split = tp.encoder_splits(n_real, 1, encoder_programs)
     assert n_splits <= max(encoder_programs, 1) and n_splits * per_split >= n_real
     with pytest.raises(ValueError, match="summed_block_m"):
         tp.TritonPOYO(fused, summed_block_m=48)
+    with pytest.raises(ValueError, match="ffn_block_f"):
+        tp.TritonPOYO(fused, ffn_block_f=48)
 
 
 def test_padding_is_ignored_and_results_are_deterministic():

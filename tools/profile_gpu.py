@@ -12,12 +12,13 @@ kernels cost.
     python tools/profile_gpu.py --config poyo_1.3M --slots 2200 --slots 4096 --json /tmp/profile_gpu.json
     python tools/profile_gpu.py --sweep              # the Triton forward's tunings against each other
 
---sweep times the Triton forward (tf32x3) in each tuning of ``TritonPOYO``: ``encoder_programs`` (how many
-programs the encoder attention aims at: fewer = longer key splits and fewer partials for _combine_proj to
-merge) and, for models in the summed residual layout (dim 512), ``summed_block_m`` (rows a program of its
-projection and FFN kernels: fewer = more programs on the GPU's 132 SMs, each weight tile re-read more often);
-each row with its graph replay time, its ratio to the default tuning's and its error against the exact
-(fused, fp32) forward.
+--sweep times the Triton forward (tf32x3) in tunings of ``TritonPOYO``, one varied at a time from the
+defaults: ``encoder_programs`` (how many programs the encoder attention aims at: fewer = longer key splits and
+fewer partials for _combine_proj to merge), ``ffn_block_f`` (FFN hidden units a program: fewer = more
+programs, and in the split layout more pieces for the next kernels to add) and, for models in the summed
+residual layout (dim 512), ``summed_block_m`` (rows a program of its projection and FFN kernels: fewer = more
+programs on the GPU's 132 SMs, each weight tile re-read more often); each row with its graph replay time,
+its ratio to the default tuning's and its error against the exact (fused, fp32) forward.
 
 Needs a CUDA device and Triton (the device machine: tools/gpu_check.sh runs it).
 """
@@ -76,7 +77,7 @@ def graph_times(graph: GraphedForward, iters: int) -> tuple[float, float]:
 def sweep(name: str, replays: int) -> list[dict]:
     """Graph replay times of the Triton forward in each tuning (see the module docstring), one config."""
     from poyo_rt.kernels import TritonPOYO
-    from poyo_rt.kernels.triton_poyo import ENC_TARGET_PROGRAMS, SUMMED_BLOCK_M
+    from poyo_rt.kernels.triton_poyo import ENC_TARGET_PROGRAMS, FFN_BLOCK_F, SUMMED_BLOCK_M
 
     model = build_model(BENCH_CONFIGS[name], n_units=100).cuda()
     fused = FusedPOYO(model, n_output=1)
@@ -84,30 +85,32 @@ def sweep(name: str, replays: int) -> list[dict]:
     with torch.inference_mode():
         exact = fused(packed)
     default = TritonPOYO(fused)
-    block_ms = [16, 32, 64] if default.residuals == "summed" else [SUMMED_BLOCK_M]
+    defaults = {"encoder_programs": ENC_TARGET_PROGRAMS, "summed_block_m": SUMMED_BLOCK_M, "ffn_block_f": FFN_BLOCK_F}
+    values = {"encoder_programs": [16, 32, 64, 128, 256], "ffn_block_f": [16, 32, 64],
+              "summed_block_m": [16, 32, 64] if default.residuals == "summed" else []}
+    tunings = [dict(defaults)] + [{**defaults, key: v} for key, vs in values.items() for v in vs if v != defaults[key]]
     rows = []
-    for programs in sorted({16, 32, 64, 128, 256, ENC_TARGET_PROGRAMS}):
-        for block_m in block_ms:
-            label = f"encoder_programs={programs} summed_block_m={block_m}"
-            try:
-                forward = TritonPOYO(fused, encoder_programs=programs, summed_block_m=block_m)
-                with torch.inference_mode():
-                    err = float((forward(packed) - exact).abs().max())
-                    graph = GraphedForward(forward, packed, call=lambda m, x: m(x))
-                    p50, p99 = graph_times(graph, replays)
-            except Exception as exc:  # a tuning that does not compile here is reported, the others go on
-                print(f"   {label}: unavailable ({type(exc).__name__}: {exc})")
-                continue
-            rows.append({"config": name, "encoder_programs": programs, "summed_block_m": block_m, "p50_us": p50,
-                         "p99_us": p99, "max_abs_err": err,
-                         "default": programs == ENC_TARGET_PROGRAMS and block_m == SUMMED_BLOCK_M})
+    for tuning in tunings:
+        label = " ".join(f"{k}={v}" for k, v in tuning.items())
+        try:
+            forward = TritonPOYO(fused, **tuning)
+            with torch.inference_mode():
+                err = float((forward(packed) - exact).abs().max())
+                graph = GraphedForward(forward, packed, call=lambda m, x: m(x))
+                p50, p99 = graph_times(graph, replays)
+        except Exception as exc:  # a tuning that does not compile here is reported, the others go on
+            print(f"   {label}: unavailable ({type(exc).__name__}: {exc})")
+            continue
+        rows.append({"config": name, **tuning, "residuals": forward.residuals, "p50_us": p50, "p99_us": p99,
+                     "max_abs_err": err, "default": tuning == defaults})
     base = next((r["p50_us"] for r in rows if r["default"]), float("nan"))
-    print(f"\n== sweep: {name}, 2200 slots, Triton tf32x3 ({default.residuals} residuals), graph replay")
-    print(f"   {'encoder_programs':>16} {'summed_block_m':>14} {'p50 µs':>8} {'p99 µs':>8} {'x default':>9} "
-          f"{'max |err|':>9}")
+    print(f"\n== sweep: {name}, 2200 slots, Triton tf32x3 ({default.residuals} residuals by default), graph replay")
+    print(f"   {'encoder_programs':>16} {'ffn_block_f':>11} {'summed_block_m':>14} {'residuals':>9} {'p50 µs':>8} "
+          f"{'p99 µs':>8} {'x default':>9} {'max |err|':>9}")
     for r in sorted(rows, key=lambda r: r["p50_us"]):
-        print(f"   {r['encoder_programs']:16d} {r['summed_block_m']:14d} {r['p50_us']:8.1f} {r['p99_us']:8.1f} "
-              f"{base / r['p50_us']:9.2f} {r['max_abs_err']:9.1e}" + ("  (default)" if r["default"] else ""))
+        print(f"   {r['encoder_programs']:16d} {r['ffn_block_f']:11d} {r['summed_block_m']:14d} {r['residuals']:>9} "
+              f"{r['p50_us']:8.1f} {r['p99_us']:8.1f} {base / r['p50_us']:9.2f} {r['max_abs_err']:9.1e}"
+              + ("  (default)" if r["default"] else ""))
     return rows
 
 

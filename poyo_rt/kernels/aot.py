@@ -50,9 +50,10 @@ def _arg_record(value: Any) -> dict:
     return {"type": None, "value": value}
 
 
-def record_launches(fused, packed: torch.Tensor, residuals: tuple[str, ...] = ("auto",)) -> list[dict]:
-    """Kernel launches of one ``TritonPOYO(fused, residuals=r)(packed)`` call for each residual layout ``r``,
-    distinct ones only: ``{"kernel": name, "args": {param: {"type", "value"}}, "options": {...}, "grid":
+def record_launches(fused, packed: torch.Tensor, residuals: tuple[str, ...] = ("auto",),
+                    tunings: tuple[dict, ...] = ({},)) -> list[dict]:
+    """Kernel launches of one ``TritonPOYO(fused, residuals=r, **t)(packed)`` call for each residual layout
+    ``r`` and tuning ``t`` (keyword arguments of :class:`TritonPOYO`), distinct ones only: ``{"kernel": name, "args": {param: {"type", "value"}}, "options": {...}, "grid":
     [...]}``. Needs TRITON_INTERPRET=1."""
     from poyo_rt.kernels import triton_poyo
 
@@ -80,7 +81,8 @@ def record_launches(fused, packed: torch.Tensor, residuals: tuple[str, ...] = ("
             setattr(triton_poyo, name, Recorder(name, kernel))
         with torch.inference_mode():
             for layout in residuals:
-                triton_poyo.TritonPOYO(fused, residuals=layout)(packed)
+                for tuning in tunings:
+                    triton_poyo.TritonPOYO(fused, residuals=layout, **tuning)(packed)
     finally:
         for name, kernel in originals.items():
             setattr(triton_poyo, name, kernel)
@@ -141,9 +143,9 @@ def compile_launches(launches: list[dict], arch: int = 90) -> list[dict]:
 
 
 def check(fused, packed: torch.Tensor, arch: int = 90, timeout_s: float = 600.0,
-          residuals: tuple[str, ...] = ("auto",)) -> list[dict]:
+          residuals: tuple[str, ...] = ("auto",), tunings: tuple[dict, ...] = ({},)) -> list[dict]:
     """Both phases: record here (interpreting), compile in a child process (not interpreting)."""
-    launches = record_launches(fused, packed, residuals)
+    launches = record_launches(fused, packed, residuals, tunings)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "launches.json"
         path.write_text(json.dumps(launches))

@@ -758,40 +758,43 @@ def project_residual(a: Tensor, linear: nn.Linear, residual: Tensor, *, bias: bo
 
 
 def ffn(x: State, proj: Tensor, to_out: nn.Linear, block: nn.Sequential, *, out_bias: bool = True,
-        x_rows: tuple[Tensor, int] | None = None, precision: str = DEFAULT_PRECISION) -> State:
+        x_rows: tuple[Tensor, int] | None = None, precision: str = DEFAULT_PRECISION,
+        block_f: int = FFN_BLOCK_F) -> State:
     """``x1 = x + (sum_h proj[h] + to_out.bias)``, then ``x1 + block(x1)`` as a :class:`State`.
 
     proj (h, N, dim) per-head out-projections; out_bias: False where ``x`` already holds the bias;
     block: ``Sequential(LayerNorm, FeedForward)``; x_rows: ``(packed, offset)``: the rows of ``x.base``
-    (a table) are the N packed entries at offset (then ``x`` has no pieces).
+    (a table) are the N packed entries at offset (then ``x`` has no pieces); block_f: hidden units a
+    program (the output has ``cdiv(hidden, block_f)`` pieces).
     """
     n_heads, n_rows, dim = proj.shape
     ln, net = block[0], block[1].net
     hidden = net[3].in_features
-    n_chunks = triton.cdiv(hidden, FFN_BLOCK_F)
+    n_chunks = triton.cdiv(hidden, block_f)
     x1, pieces = _empty(n_rows, dim, like=proj), _empty(n_chunks, n_rows, dim, like=proj)
     packed, rows_off = x_rows if x_rows is not None else (proj, 0)
     _ffn_kernel[(triton.cdiv(n_rows, ROW_BLOCK_M), n_chunks)](
         x.base, rows_off, packed, *x.args()[1:], proj, n_heads, to_out.bias, ln.weight, ln.bias,
         net[0].weight, net[0].bias, net[3].weight, x1, pieces, n_rows, dim, hidden, LN_EPS,
         X_GATHER=x_rows is not None, HAS_PIECES=x.pieces is not None, HAS_OUT_BIAS=out_bias, PROJECT_OUT=True,
-        BLOCK_M=ROW_BLOCK_M, BLOCK_K=_width_block(dim), BLOCK_F=FFN_BLOCK_F, PRECISION=_precision(precision))
+        BLOCK_M=ROW_BLOCK_M, BLOCK_K=_width_block(dim), BLOCK_F=block_f, PRECISION=_precision(precision))
     return State(x1, pieces, net[3].bias)
 
 
 def ffn_hidden(x: Tensor, block: nn.Sequential, *, precision: str = DEFAULT_PRECISION,
-               block_m: int = SUMMED_BLOCK_M) -> Tensor:
+               block_m: int = SUMMED_BLOCK_M, block_f: int = FFN_BLOCK_F) -> Tensor:
     """The FFN's activations ``GEGLU(LayerNorm(x) @ W1^T + b1)`` (N, hidden) of whole rows x (N, dim)
-    (summed residuals: :func:`project_residual` with ``W2`` then adds them to ``x``); block_m rows a program."""
+    (summed residuals: :func:`project_residual` with ``W2`` then adds them to ``x``); block_m rows and
+    block_f hidden units a program."""
     n_rows, dim = x.shape
     ln, net = block[0], block[1].net
     hidden = net[3].in_features
     act = _empty(n_rows, hidden, like=x)
-    _ffn_kernel[(triton.cdiv(n_rows, block_m), triton.cdiv(hidden, FFN_BLOCK_F))](
+    _ffn_kernel[(triton.cdiv(n_rows, block_m), triton.cdiv(hidden, block_f))](
         x, 0, x, x, 0, x, x, 0, x, ln.weight, ln.bias, net[0].weight, net[0].bias, net[3].weight, x, act,
         n_rows, dim, hidden, LN_EPS,
         X_GATHER=False, HAS_PIECES=False, HAS_OUT_BIAS=False, PROJECT_OUT=False,
-        BLOCK_M=block_m, BLOCK_K=_width_block(dim), BLOCK_F=FFN_BLOCK_F, PRECISION=_precision(precision))
+        BLOCK_M=block_m, BLOCK_K=_width_block(dim), BLOCK_F=block_f, PRECISION=_precision(precision))
     return act
 
 
@@ -814,12 +817,12 @@ def latent_cos_sin(fused: FusedPOYO) -> tuple[Tensor, Tensor]:
     return table[:, 0, 0::2].contiguous(), table[:, 1, 1::2].contiguous()  # [cos repeated; (-s, +s)]
 
 
-def residual_layout(fused: FusedPOYO) -> str:
+def residual_layout(fused: FusedPOYO, ffn_block_f: int = FFN_BLOCK_F) -> str:
     """The residual layout ``"auto"`` picks for ``fused``'s model (see :class:`TritonPOYO`): ``"split"`` while
     a row and the pieces a kernel adds to it hold at most SPLIT_MAX_ROW_FLOATS floats, ``"summed"`` beyond."""
     m = fused.model
     hidden = m.enc_ffn[1].net[3].in_features
-    pieces = max(triton.cdiv(hidden, FFN_BLOCK_F), m.enc_atn.heads, m.dec_atn.heads,
+    pieces = max(triton.cdiv(hidden, ffn_block_f), m.enc_atn.heads, m.dec_atn.heads,
                  *(attn.heads for attn, _ in m.proc_layers))
     return "split" if (1 + pieces) * m.dim <= SPLIT_MAX_ROW_FLOATS else "summed"
 
@@ -859,22 +862,26 @@ class TritonPOYO:
         residuals: ``"auto"`` (default), ``"split"`` or ``"summed"``, see above.
         encoder_programs: programs the encoder attention aims at (:func:`encoder_splits`).
         summed_block_m: rows a program of the summed layout's projection and FFN kernels.
-        (Both tunings; ``tools/profile_gpu.py --sweep`` times them against each other on a GPU.)
+        ffn_block_f: FFN hidden units a program (fewer: more programs, and more pieces for the split
+            layout's next kernels to add).
+        (All tunings; ``tools/profile_gpu.py --sweep`` times them against each other on a GPU.)
     """
 
     def __init__(self, fused: FusedPOYO, *, precision: str = DEFAULT_PRECISION, residuals: str = "auto",
-                 encoder_programs: int = ENC_TARGET_PROGRAMS, summed_block_m: int = SUMMED_BLOCK_M):
+                 encoder_programs: int = ENC_TARGET_PROGRAMS, summed_block_m: int = SUMMED_BLOCK_M,
+                 ffn_block_f: int = FFN_BLOCK_F):
         if residuals not in RESIDUAL_LAYOUTS:
             raise ValueError(f"residuals must be one of {RESIDUAL_LAYOUTS}, got {residuals!r}")
+        if encoder_programs < 1 or summed_block_m not in (16, 32, 64, 128) or ffn_block_f not in (16, 32, 64, 128):
+            raise ValueError(f"encoder_programs must be >= 1, summed_block_m and ffn_block_f one of 16, 32, 64, 128; "
+                             f"got {encoder_programs}, {summed_block_m}, {ffn_block_f}")
         self.fused = fused
         self.precision = _precision(precision)
-        self.residuals = residual_layout(fused) if residuals == "auto" else residuals
+        self.residuals = residual_layout(fused, ffn_block_f) if residuals == "auto" else residuals
         self.rotation = latent_cos_sin(fused)  # (N_lat, H/2) each
         self.enc_q = fused.enc_q[0].contiguous()  # (h_c, N_lat, H)
-        if encoder_programs < 1 or summed_block_m not in (16, 32, 64, 128):
-            raise ValueError(f"encoder_programs must be >= 1 and summed_block_m one of 16, 32, 64, 128; got "
-                             f"{encoder_programs}, {summed_block_m}")
         self.encoder_programs, self.summed_block_m = int(encoder_programs), int(summed_block_m)
+        self.ffn_block_f = int(ffn_block_f)
 
     def __call__(self, packed: Tensor) -> Tensor:
         """``packed`` (3 * N_in + 2 * N_out,) float64 -> (N_out, D_out) float32, as ``FusedPOYO.forward``."""
@@ -914,11 +921,12 @@ class TritonPOYO:
         x_rows: ``(packed, offset)`` where ``x``'s rows are gathered (see :func:`ffn`)."""
         precision = self.precision
         if self.residuals == "split":
-            return ffn(x, out, to_out, block, out_bias=out_bias, x_rows=x_rows, precision=precision)
+            return ffn(x, out, to_out, block, out_bias=out_bias, x_rows=x_rows, precision=precision,
+                       block_f=self.ffn_block_f)
         bm = self.summed_block_m
         x1 = project_residual(out, to_out, x.value(), bias=out_bias, rotation=rotation,
                               head_dim=self.fused.head_dim, residual_rows=x_rows, precision=precision, block_m=bm)
-        act = ffn_hidden(x1, block, precision=precision, block_m=bm)
+        act = ffn_hidden(x1, block, precision=precision, block_m=bm, block_f=self.ffn_block_f)
         return State(project_residual(act, block[1].net[3], x1, precision=precision, block_m=bm))
 
 
