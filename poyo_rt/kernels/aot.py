@@ -143,9 +143,13 @@ def compile_launches(launches: list[dict], arch: int = 90) -> list[dict]:
 
 
 def check(fused, packed: torch.Tensor, arch: int = 90, timeout_s: float = 600.0,
-          residuals: tuple[str, ...] = ("auto",), tunings: tuple[dict, ...] = ({},)) -> list[dict]:
-    """Both phases: record here (interpreting), compile in a child process (not interpreting)."""
+          residuals: tuple[str, ...] = ("auto",), tunings: tuple[dict, ...] = ({},),
+          kernels: tuple[str, ...] = ()) -> list[dict]:
+    """Both phases: record here (interpreting), compile in a child process (not interpreting); ``kernels``:
+    compile only the launches of these kernels (default: all)."""
     launches = record_launches(fused, packed, residuals, tunings)
+    if kernels:
+        launches = [launch for launch in launches if launch["kernel"] in kernels]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "launches.json"
         path.write_text(json.dumps(launches))
