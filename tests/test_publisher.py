@@ -110,12 +110,16 @@ def test_stuck_subscriber_never_blocks_publisher_and_gap_is_detected() -> None:
 
 
 def test_nodrop_counts_refused_messages() -> None:
+    """A subscriber that does not read: with XPUB_NODROP the publisher refuses (and counts) messages once
+    the queues are full. The messages are 16 KB each, so that 5,000 of them (80 MB) cannot all fit in the
+    kernel's loopback TCP buffers (a few MB) behind the 5-message high-water marks: with ~300-byte messages
+    all 1.5 MB once did, and nothing was refused."""
     n = 5_000
     with Publisher(ANY_PORT, sndhwm=5, nodrop=True) as pub, Subscriber(pub.endpoint, rcvhwm=5) as sub:
         assert pub.wait_for_subscriber(10.0)
         t0 = time.monotonic()
         for i in range(n):
-            _send(pub, i)
+            _send(pub, i, n_out=64, dim=64)
         assert time.monotonic() - t0 < 30.0
         assert pub.dropped > 0 and pub.sent + pub.dropped == n and pub.seq == n
         # The refusals travel in the next message that gets through.
