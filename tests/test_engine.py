@@ -364,13 +364,15 @@ def test_pre_tick_then_late_spikes_decode_as_one_window(model, stream_name, sour
     times = np.sort(t_end - rng.uniform(0.0, 1.5, 300))  # some older than the window: never in it
     units = rng.integers(0, 20, 300)
 
+    sent = -np.inf  # spikes before this time are pushed
+
     def push_until(t: float) -> None:  # push every spike before t not pushed yet; wait until it is buffered
-        todo = (times >= push_until.sent) & (times < t)
+        nonlocal sent
+        todo = (times >= sent) & (times < t)
         outlet.push_chunk([[int(u)] for u in units[todo]], times[todo].tolist())
-        push_until.sent = t
+        sent = t
         n = int(np.count_nonzero(times < t))
         poll(lambda: engine._take_in() or engine.buffer.next_seq == n, timeout_s=5, what="the spikes in the buffer")
-    push_until.sent = -np.inf
 
     try:
         push_until(t_end - 0.02)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -26,6 +27,19 @@ def _send(pub: Publisher, i: int, n_out: int = 2, dim: int = 3, **kw) -> float:
         window_end_s=t, newest_spike_s=t - 0.001, output_times_s=t - 0.01 * np.arange(n_out)[::-1],
         values=np.full((n_out, dim), i, dtype=np.float32), **kw,
     )
+
+
+@contextlib.contextmanager
+def _raw_sub(endpoint: str, prefix: bytes):
+    """A plain ZeroMQ SUB socket on ``endpoint`` subscribed to ``prefix`` (b"": every topic), closed after."""
+    sock = zmq.Context.instance().socket(zmq.SUB)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SUBSCRIBE, prefix)
+    sock.connect(endpoint)
+    try:
+        yield sock
+    finally:
+        sock.close(linger=0)
 
 
 def _recv_until(sub: Subscriber, pred, timeout_s: float = 10.0):
@@ -282,32 +296,19 @@ def test_listen_stops_on_duration_without_publisher() -> None:
 
 def test_wire_frames_from_send_decode_with_plain_decode() -> None:
     """What goes on the socket is exactly the documented format (decoded without the Subscriber)."""
-    ctx = zmq.Context.instance()
-    with Publisher(ANY_PORT, topic="dec") as pub:
-        raw = ctx.socket(zmq.SUB)
-        raw.setsockopt(zmq.LINGER, 0)
-        raw.setsockopt(zmq.SUBSCRIBE, b"dec")
-        raw.connect(pub.endpoint)
-        try:
-            assert pub.wait_for_subscriber(10.0)
-            _send(pub, 4, counters={"overflow": 2})
-            assert raw.poll(10_000)
-            msg = decode_tick(raw.recv_multipart())
-        finally:
-            raw.close(linger=0)
+    with Publisher(ANY_PORT, topic="dec") as pub, _raw_sub(pub.endpoint, b"dec") as raw:
+        assert pub.wait_for_subscriber(10.0)
+        _send(pub, 4, counters={"overflow": 2})
+        assert raw.poll(10_000)
+        msg = decode_tick(raw.recv_multipart())
     assert msg.topic == "dec" and msg.counters == {"overflow": 2, "send_dropped": 0}
 
 
 def test_warm_sends_nothing_and_keeps_counting_subscriptions() -> None:
     """warm() (the engine's pre-tick) runs the encoding and a ZeroMQ send into a socket bound nowhere: a SUB
     socket subscribed to every topic receives only the real ticks, in order, with consecutive sequence numbers."""
-    ctx = zmq.Context.instance()
     with Publisher(ANY_PORT, topic="poyo", tick_hz=100) as pub:
-        everything = ctx.socket(zmq.SUB)
-        everything.setsockopt(zmq.LINGER, 0)
-        everything.setsockopt(zmq.SUBSCRIBE, b"")
-        everything.connect(pub.endpoint)
-        try:
+        with _raw_sub(pub.endpoint, b"") as everything:
             assert pub.wait_for_subscriber(10.0)
             pub.warm()  # before any message: nothing to encode yet
             for i in range(20):
@@ -318,8 +319,6 @@ def test_warm_sends_nothing_and_keeps_counting_subscriptions() -> None:
             while everything.poll(500):
                 got.append(decode_tick(everything.recv_multipart()))
             assert [m.seq for m in got] == list(range(20))
-        finally:
-            everything.close(linger=0)
         with Subscriber(pub.endpoint, topic="poyo") as late:  # a subscription arriving between ticks
             seen = pub.subscriptions_seen
             deadline = time.monotonic() + 10.0

@@ -17,10 +17,9 @@ from typing import Callable
 
 import numpy as np
 
+from poyo_rt.runtime.engine import STAGES
 from poyo_rt.stream.publisher import Publisher, Subscriber
 from poyo_rt.stream.wire import encode_tick
-
-STAGES = ("pull", "buffer", "tokenize", "h2d", "forward", "d2h", "runner", "publish")
 
 
 def spin(seconds: float) -> None:

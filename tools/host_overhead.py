@@ -37,6 +37,7 @@ from poyo_rt.bench.forward import BENCH_CONFIGS, build_model
 from poyo_rt.model.fused import PackedLayout
 from poyo_rt.runtime.runner import CUDA_BUCKET_GROWTH, ForwardResult, Runner, default_buckets
 from poyo_rt.stream import lsl
+from poyo_rt.stream.tokenizer import bucket_for
 
 STAGES = ("pull", "buffer", "tokenize", "forward", "runner", "publish", "tick")
 
@@ -57,7 +58,7 @@ class HostOnlyRunner:
         self._zeros = np.zeros((n_out, model.readout_spec.dim), np.float32)
 
     def _stage(self, arrays: dict[str, np.ndarray], n_tokens: int) -> int:
-        bucket = next(b for b in self.buckets if b >= n_tokens)
+        bucket, _ = bucket_for(n_tokens, self.buckets)
         self._runner._pack(self._staging[bucket], arrays, n_tokens, bucket)
         return bucket
 

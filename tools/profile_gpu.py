@@ -77,17 +77,17 @@ def graph_times(graph: GraphedForward, iters: int) -> tuple[float, float]:
 def sweep(name: str, replays: int) -> list[dict]:
     """Graph replay times of the Triton forward in each tuning (see the module docstring), one config."""
     from poyo_rt.kernels import TritonPOYO
-    from poyo_rt.kernels.triton_poyo import ENC_TARGET_PROGRAMS, FFN_BLOCK_F, SUMMED_BLOCK_M
+    from poyo_rt.kernels.triton_poyo import ENC_TARGET_PROGRAMS, FFN_BLOCK_F, SUMMED_BLOCK_M, residual_layout
 
     model = build_model(BENCH_CONFIGS[name], n_units=100).cuda()
     fused = FusedPOYO(model, n_output=1)
     packed = padded_packed(model, fused, 2200)
     with torch.inference_mode():
         exact = fused(packed)
-    default = TritonPOYO(fused)
+    layout = residual_layout(fused)
     defaults = {"encoder_programs": ENC_TARGET_PROGRAMS, "summed_block_m": SUMMED_BLOCK_M, "ffn_block_f": FFN_BLOCK_F}
     values = {"encoder_programs": [16, 32, 64, 128, 256], "ffn_block_f": [16, 32, 64],
-              "summed_block_m": [16, 32, 64] if default.residuals == "summed" else []}
+              "summed_block_m": [16, 32, 64] if layout == "summed" else []}
     tunings = [dict(defaults)] + [{**defaults, key: v} for key, vs in values.items() for v in vs if v != defaults[key]]
     rows = []
     for tuning in tunings:
@@ -104,7 +104,7 @@ def sweep(name: str, replays: int) -> list[dict]:
         rows.append({"config": name, **tuning, "residuals": forward.residuals, "p50_us": p50, "p99_us": p99,
                      "max_abs_err": err, "default": tuning == defaults})
     base = next((r["p50_us"] for r in rows if r["default"]), float("nan"))
-    print(f"\n== sweep: {name}, 2200 slots, Triton tf32x3 ({default.residuals} residuals by default), graph replay")
+    print(f"\n== sweep: {name}, 2200 slots, Triton tf32x3 ({layout} residuals by default), graph replay")
     print(f"   {'encoder_programs':>16} {'ffn_block_f':>11} {'summed_block_m':>14} {'residuals':>9} {'p50 µs':>8} "
           f"{'p99 µs':>8} {'x default':>9} {'max |err|':>9}")
     for r in sorted(rows, key=lambda r: r["p50_us"]):

@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 CHUNK_S = 1e-3  # the player pushes every millisecond on average (jittered: see play)
 PAUSED = -1
+ROW = ("t_recv_s", "window_end_s", "newest_spike_s", "forward_us", "flags")  # a received message, as listen keeps it
 
 
 # ------------------------------------------------------------------------------- the player process
@@ -94,8 +95,7 @@ def play(name: str, source_id: str, n_units: int, rate_hz: float, seed: int, pha
 
 def listen(endpoint: str, conn, stop, ready) -> None:
     """Child process: subscribe to ``endpoint`` and stamp each message's receipt on the LSL clock until
-    ``stop`` is set; then send the rows (receipt - newest spike, forward, receipt - window end (µs), flags,
-    window end, newest spike (LSL s)) through ``conn``."""
+    ``stop`` is set; then send one row a message through ``conn``: the :data:`ROW` fields."""
     from poyo_rt.stream import lsl
     from poyo_rt.stream.publisher import Subscriber
 
@@ -107,11 +107,10 @@ def listen(endpoint: str, conn, stop, ready) -> None:
         while not stop.is_set():
             msg = sub.recv(timeout_s=0.05)
             if msg is not None:
-                rows.append(((msg.t_recv_s - msg.newest_spike_s) * 1e6, msg.stages_us.get("forward", np.nan),
-                             (msg.t_recv_s - msg.window_end_s) * 1e6, msg.flags, msg.window_end_s,
-                             msg.newest_spike_s))
+                rows.append((msg.t_recv_s, msg.window_end_s, msg.newest_spike_s, msg.stages_us.get("forward", np.nan),
+                             msg.flags))
     finally:
-        conn.send(np.array(rows, dtype=np.float64).reshape(-1, 6))
+        conn.send(np.array(rows, dtype=np.float64).reshape(-1, len(ROW)))
         sub.close()
 
 
@@ -225,10 +224,6 @@ def run_phase(label: str, index: int, *, model, cfg, duration_s: float, player: 
     listener = player.ctx.Process(target=listen, args=(decoder.publisher.endpoint, child_conn, stop, ready),
                                   daemon=True)
     listener.start()
-    if not ready.wait(30) or not decoder.publisher.wait_for_subscriber(10.0):
-        listener.terminate()
-        decoder.close()
-        raise RuntimeError("the subscriber process did not subscribe within 40 s")
 
     paused_at = [np.inf]  # LSL time the player paused: later windows have no new spikes to measure receipt by
 
@@ -247,6 +242,8 @@ def run_phase(label: str, index: int, *, model, cfg, duration_s: float, player: 
         engine.stop()
 
     try:
+        if not ready.wait(30) or not decoder.publisher.wait_for_subscriber(10.0):
+            raise RuntimeError("the subscriber process did not subscribe within 40 s")
         phase.value = index
         stop_thread = threading.Thread(target=stopper, daemon=True)
         stop_thread.start()
@@ -255,7 +252,7 @@ def run_phase(label: str, index: int, *, model, cfg, duration_s: float, player: 
         stop_thread.join()
         time.sleep(0.2)
         stop.set()
-        arr = conn.recv() if conn.poll(30) else np.empty((0, 6))
+        arr = conn.recv() if conn.poll(30) else np.empty((0, len(ROW)))
         counters = engine.counters()
         if report_path is not None:  # the engine's latency log: `poyo-rt report PATH` plots it
             engine.write_report(report_path, extra={"bench": "e2e", "phase": label, "duration_s": duration_s})
@@ -272,19 +269,21 @@ def run_phase(label: str, index: int, *, model, cfg, duration_s: float, player: 
 
     # receipt latency only while spikes flow: in the 0.5 s drain after the pause the newest spike only ages
     # (those ~25 ticks would read up to 500 ms and lift a 2-minute run's p99)
-    pushing = arr[:, 4] <= paused_at[0]
-    receipt = arr[pushing, 0][np.isfinite(arr[pushing, 0])]
-    age = (arr[pushing, 4] - arr[pushing, 5]) * 1e6
+    t_recv, window_end, newest, forward, flags = arr.T
+    pushing = window_end <= paused_at[0]
+    receipt = (t_recv - newest)[pushing] * 1e6
+    receipt = receipt[np.isfinite(receipt)]
+    age = (window_end - newest)[pushing] * 1e6
     age = age[np.isfinite(age)]
-    flags = arr[:, 3].astype(np.int64)
+    flags = flags.astype(np.int64)
     missed_published = int(np.count_nonzero(flags & int(TickFlags.DEADLINE_MISSED)))
     drops = {k: v for k, v in counters.items() if k != "skipped_ticks" and v}
     return {
         "path": label, "duration_s": duration_s, "ticks_published": int(engine.ticks), "ticks_received": int(len(arr)),
         "receipt_ticks": int(receipt.shape[0]),
         "receipt_us": percentiles_us(receipt), "spike_age_us": percentiles_us(age),
-        "forward_us": percentiles_us(arr[:, 1]),
-        "tick_to_receipt_us": percentiles_us(arr[:, 2]),
+        "forward_us": percentiles_us(forward),
+        "tick_to_receipt_us": percentiles_us((t_recv - window_end) * 1e6),
         "deadline_misses": missed_published + int(engine.skipped_ticks),
         "late_ticks": missed_published, "skipped_ticks": int(engine.skipped_ticks),
         "spikes_pushed": int(pushed[index]), "spikes_taken_in": int(taken), "spikes_accepted": int(engine.buffer.next_seq),

@@ -75,10 +75,11 @@ from poyo_rt.stream.tokenizer import IncrementalTokenizer, TickTokens
 from poyo_rt.stream.wire import TickFlags
 
 log = logging.getLogger(__name__)
-MAX_PRE_TICK_S = 0.005  # the loop wakes at most this much earlier than spin_ms for the pre-tick
 
 #: Pulls per tick at most while the inlet reports a backlog (each pull takes up to max_chunk samples).
 MAX_PULLS_PER_TICK = 16
+#: The loop wakes at most this much earlier than the spin for the pre-tick (s).
+MAX_PRE_TICK_S = 0.005
 
 STAGES = ("pull", "buffer", "tokenize", "h2d", "forward", "d2h", "runner", "publish", "spike_age", "e2e", "tick")
 
@@ -116,16 +117,21 @@ def wait_until(deadline: float, clock: Callable[[], float], sleep: Callable[[flo
     came back over 1 ms early."""
     wait = deadline - clock()
     if wait > spin_s:
-        if on_wake is not None and spin_s > 0:
-            if wait - spin_s - wake_s > 0:
-                sleep(wait - spin_s - wake_s)
+        waking = on_wake is not None and spin_s > 0
+        nap = wait - spin_s - (wake_s if waking else 0.0)
+        if nap > 0:
+            sleep(nap)
+        if waking:
             on_wake()
-        else:
-            sleep(wait - spin_s)
     give_up = time.perf_counter() + spin_s + 1e-3
     while spin_s > 0 and clock() < deadline and time.perf_counter() < give_up:
         if poll is not None:
             poll()
+
+
+def moving_average(average: float, sample: float) -> float:
+    """An exponential moving average of durations (weight 0.2 on the new sample); 0.0 = no sample yet."""
+    return sample if average == 0.0 else 0.8 * average + 0.2 * sample
 
 
 @dataclass
@@ -363,17 +369,13 @@ class Engine:
         caches (nothing is sent; the CPU key/value cache computes the keys and values of the spikes so far)."""
         t0 = self.clock()
         self._take_in()
-        t_end = deadline - self.settings.input_delay_s
-        if t_end < self.tokenizer.t_end_s:
-            return
-        self._early = self.tokenizer.update(t_end, self.buffer)
+        self._early = self.tokenizer.update(deadline - self.settings.input_delay_s, self.buffer)
         self.runner.warm(self.tokenizer.arrays(), self._early.n_input_tokens)
         warm = getattr(self.sink, "warm", None)
         if warm is not None:
             warm()
         self.early_ticks += 1
-        took = self.clock() - t0  # the loop wakes this much earlier next time (a moving average)
-        self._pre_tick_s = took if self._pre_tick_s == 0.0 else 0.8 * self._pre_tick_s + 0.2 * took
+        self._pre_tick_s = moving_average(self._pre_tick_s, self.clock() - t0)  # the loop wakes this much earlier
 
     def _prepare(self, next_deadline: float) -> None:
         """In the idle part of the period, what the next tick's forward can do before its spikes arrive
@@ -389,8 +391,7 @@ class Engine:
             self._prepare_s *= 0.5
             return
         self.runner.prepare(self.tokenizer.window_times_at(next_deadline - self.settings.input_delay_s))
-        took = self.clock() - now
-        self._prepare_s = took if self._prepare_s == 0.0 else 0.8 * self._prepare_s + 0.2 * took
+        self._prepare_s = moving_average(self._prepare_s, self.clock() - now)
 
     def _loop(self, duration_s: float | None, max_ticks: int | None) -> None:
         s = self.settings
