@@ -79,8 +79,20 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--endpoint", help="override output.endpoint (ZeroMQ)")
     p.add_argument("--tick-hz", type=float, help="override engine.tick_hz")
     p.add_argument("--duration", type=float, help="override engine.duration_s (seconds)")
+    p.add_argument("--cpu-affinity", type=cores_arg, metavar="CORES",
+                   help="override engine.cpu_affinity: pin the tick loop to these CPU cores, e.g. 3 or 2-3")
     p.add_argument("--report", help="override metrics.report_path")
     p.set_defaults(func=_cmd_run)
+
+
+def cores_arg(text: str) -> list[int]:
+    """argparse type of a CPU list (``3``, ``2,3``, ``2-5``)."""
+    from poyo_rt.runtime.threads import parse_cores
+
+    try:
+        return list(parse_cores(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -92,7 +104,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         model={"checkpoint": args.checkpoint, "device": args.device},
         input={"name": args.stream},
         output={"endpoint": args.endpoint},
-        engine={"tick_hz": args.tick_hz, "duration_s": args.duration},
+        engine={"tick_hz": args.tick_hz, "duration_s": args.duration, "cpu_affinity": args.cpu_affinity},
         metrics={"report_path": args.report},
     )
     summary = run_decoder(config)

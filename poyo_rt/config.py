@@ -95,6 +95,7 @@ class EngineConfig:
     deadline_ms: float | None = None  #: a tick later than this is a deadline miss; None = the tick period
     freeze_gc: bool = True  #: gc.collect() + gc.freeze() before the loop: no multi-ms full collections mid-run
     realtime_priority: int | None = None  #: SCHED_FIFO priority (1-99) for the tick loop; None = normal scheduling
+    cpu_affinity: tuple[int, ...] = ()  #: CPU cores the tick loop's thread is pinned to; empty = not pinned
     spin_ms: float = 1.0  #: wake this long before each tick (pre-tick work, then busy-wait: a sleep wakes late); 0 = off
     pre_tick: bool = True  #: on waking: tokenize early and warm the tick's code (EngineSettings.pre_tick)
     duration_s: float | None = None  #: stop after this long (None = until SIGINT/SIGTERM)
@@ -116,6 +117,8 @@ class EngineConfig:
             raise ConfigError(f"{prefix}.buffer_capacity", f"must be >= 1, got {self.buffer_capacity}")
         if self.realtime_priority is not None and not 1 <= self.realtime_priority <= 99:
             raise ConfigError(f"{prefix}.realtime_priority", f"must be in [1, 99], got {self.realtime_priority}")
+        if any(c < 0 for c in self.cpu_affinity) or len(set(self.cpu_affinity)) != len(self.cpu_affinity):
+            raise ConfigError(f"{prefix}.cpu_affinity", f"must be distinct CPU ids >= 0, got {list(self.cpu_affinity)}")
         if any(b < 8 or b % 8 for b in self.buckets) or list(self.buckets) != sorted(set(self.buckets)):
             raise ConfigError(f"{prefix}.buckets", f"must be increasing multiples of 8, got {list(self.buckets)}")
         if not 0 <= self.spin_ms <= 20:
@@ -260,6 +263,7 @@ def with_overrides(config: RunConfig, **sections: dict) -> RunConfig:
     raw = config.to_dict()
     for section, values in sections.items():
         raw[section].update({k: v for k, v in values.items() if v is not None})
-    raw["engine"]["buckets"] = list(raw["engine"]["buckets"])
+    for key in ("buckets", "cpu_affinity"):
+        raw["engine"][key] = list(raw["engine"][key])
     return config_from_dict(raw)
 

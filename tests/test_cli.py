@@ -115,6 +115,48 @@ def test_bench_bad_iters_is_usage_error():
     assert res.returncode == 2 and "--iters" in res.stderr
 
 
+def test_cpu_affinity_flags_are_checked():
+    res = run_cli("run", "--cpu-affinity", "two")
+    assert res.returncode == 2 and "CPU list 'two'" in res.stderr
+    res = run_cli("bench", "e2e", "--quick", "--cpu-affinity", "4096")
+    assert res.returncode == 2 and "engine.cpu_affinity" in res.stderr and "not available" in res.stderr
+
+
+def test_bench_e2e_pins_the_loop_and_moves_its_helpers_to_the_other_cores(tmp_path):
+    """--cpu-affinity: the engine loop on the chosen core (the engine's summary), the player and the subscriber
+    on the others (every thread of the player process, liblsl's included; Player.pin moves them back)."""
+    import os
+
+    from poyo_rt.bench.e2e import Player, split_cores
+
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("needs 2 cores")
+    assert split_cores(None) == ((), None) and split_cores([cores[-1]]) == ((cores[-1],), tuple(cores[:-1]))
+    assert split_cores(cores) == (tuple(cores), None)  # nothing left for the helpers: they stay unpinned
+
+    def player_cores(player):
+        return [os.sched_getaffinity(int(t)) for t in os.listdir(f"/proc/{player._proc.pid}/task")]
+
+    player = Player(1, n_units=4, rate_hz=100.0, cores=(cores[0],))
+    try:
+        assert player_cores(player) and all(c == {cores[0]} for c in player_cores(player))
+        player.pin(None)
+        assert all(c == set(cores) for c in player_cores(player)) and player.cores is None
+    finally:
+        player.close()
+    out = tmp_path / "e2e.json"
+    res = run_cli("bench", "e2e", "--quick", "--baseline-duration", "0", "--cpu-affinity", str(cores[-1]),
+                  "--json", str(out), timeout=240)
+    assert res.returncode == 0, res.stderr
+    (result,) = json.loads(out.read_text())["e2e"]
+    assert result["cpu_affinity"] == [cores[-1]] and result["helper_cores"] == cores[:-1]
+    (phase,) = result["phases"]
+    assert phase["engine"]["pinned_cores"] == [cores[-1]]
+    assert phase["spikes_taken_in"] == phase["spikes_pushed"] > 0 and phase["ticks_received"] == phase["ticks_published"]
+    assert f"loop on core(s) {cores[-1]}" in res.stdout
+
+
 def _free_port() -> int:
     import socket
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -125,3 +128,56 @@ def test_realtime_priority_is_applied_and_restored_or_refused_with_a_warning(cap
         else:  # refused: said so, scheduling untouched
             assert "refused" in caplog.text and os.sched_getscheduler(0) == before
     assert os.sched_getscheduler(0) == before
+
+
+def test_cpu_affinity_config_is_validated_and_checked_against_this_machine():
+    from poyo_rt.runtime.launch import build_decoder
+
+    assert load_config(None).engine.cpu_affinity == ()
+    assert config_from_dict({"engine": {"cpu_affinity": [1, 0]}}).engine.cpu_affinity == (1, 0)
+    for bad in ([-1], [0, 0], "0", [0.5]):
+        with pytest.raises(ConfigError, match=r"engine.cpu_affinity"):
+            config_from_dict({"engine": {"cpu_affinity": bad}})
+    assert with_overrides(load_config(None), engine={"cpu_affinity": [0]}).engine.cpu_affinity == (0,)
+    # a core this process may not use is refused before any stream is resolved (no stream named here exists)
+    cfg = config_from_dict({"input": {"name": "no-such-stream", "resolve_timeout_s": 30.0},
+                            "engine": {"cpu_affinity": [max(os.sched_getaffinity(0)) + 1]}})
+    t0 = time.monotonic()
+    with pytest.raises(ConfigError, match=r"engine.cpu_affinity.*not available to this process"):
+        build_decoder(cfg, model=object())
+    assert time.monotonic() - t0 < 5.0
+
+
+def test_cpu_affinity_pins_only_the_calling_thread_and_restores_it():
+    from poyo_rt.runtime.threads import CpuAffinity, format_cores, parse_cores
+
+    assert parse_cores("3") == (3,) and parse_cores("2-4,0,3") == (0, 2, 3, 4)
+    for bad in ("a", "3-1", "-1", "1,,2"):
+        with pytest.raises(ValueError, match="CPU list"):
+            parse_cores(bad)
+    assert format_cores({0, 1, 2, 5, 7, 8}) == "0-2,5,7-8" and format_cores([4]) == "4"
+    everything = os.sched_getaffinity(0)
+    core = max(everything)
+    seen: dict[str, object] = {}
+    pinned, release = threading.Event(), threading.Event()
+
+    def worker():
+        with CpuAffinity([core]) as aff:
+            seen["inside"], seen["active"] = os.sched_getaffinity(0), aff.active
+            pinned.set()
+            release.wait(10)
+        seen["after"] = os.sched_getaffinity(0)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert pinned.wait(10)
+    assert os.sched_getaffinity(0) == everything  # the other threads keep their cores meanwhile
+    release.set()
+    thread.join(10)
+    assert seen == {"inside": {core}, "active": True, "after": everything}
+    with CpuAffinity(()) as aff:
+        assert not aff.active and os.sched_getaffinity(0) == everything
+    with pytest.raises(ValueError, match=rf"cores \[{core + 1}\] are not available"):
+        with CpuAffinity([core + 1]):
+            pass
+    assert os.sched_getaffinity(0) == everything

@@ -397,6 +397,43 @@ def test_pre_tick_then_late_spikes_decode_as_one_window(model, stream_name, sour
     assert msg.newest_spike_s == times[in_window].max()
 
 
+def test_cpu_affinity_pins_the_loop_thread_for_the_run(model, stream_name, source_id):
+    """engine.cpu_affinity: every tick runs on the chosen core (seen from inside the publisher's send, which the
+    loop's thread calls), the rest of the process keeps its cores, and the thread gets them back after the run."""
+    import os
+
+    everything = os.sched_getaffinity(0)
+    core = min(everything)
+    outlet, decoder, sub = start(stream_name, source_id, model, cpu_affinity=[core])
+    engine, send = decoder.engine, decoder.publisher.send
+    cores_at_send: list[set[int]] = []
+
+    def send_and_look(**kw):
+        cores_at_send.append(os.sched_getaffinity(0))
+        return send(**kw)
+
+    engine.sink.send = send_and_look
+    after: list[set[int]] = []
+
+    def run():
+        engine.run(duration_s=1.0)
+        after.append(os.sched_getaffinity(0))
+
+    try:
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        poll(lambda: len(cores_at_send) >= 5, timeout_s=10, what="five ticks")
+        main_cores = os.sched_getaffinity(0)
+        msgs = collect(sub, thread)
+    finally:
+        decoder.close()
+        del outlet
+    assert main_cores == everything
+    assert len(cores_at_send) == engine.ticks >= 5 and all(c == {core} for c in cores_at_send)
+    assert after == [everything]
+    assert engine.summary()["pinned_cores"] == [core] and len(msgs) == engine.ticks
+
+
 def test_spin_is_at_most_a_quarter_period():
     """engine.spin_ms holds at 50 Hz; at 1 kHz a 1 ms spin would leave no sleep (and no pre-tick): a quarter."""
     from poyo_rt.runtime.engine import EngineSettings

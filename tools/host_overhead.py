@@ -16,9 +16,11 @@ each variant's tick p99 to the first variant's.
 the pre-tick does for a CPU tick (the forward stage then includes the cache's update of the tick's keys and
 values, which the pre-tick starts early).
 
-Variants (``--variant SPIN_MS:PRE_TICK[:ipc]``, repeatable): default ``0.5:off`` (the loop of the seventh
-session: spin 0.5 ms, pulling), ``1:off`` (a longer spin alone) and ``1:on`` (the default now); ``:ipc``
-publishes on an ``ipc://`` endpoint instead of ``tcp://127.0.0.1``.
+Variants (``--variant SPIN_MS:PRE_TICK[:ipc][:pin]``, repeatable): default ``0.5:off`` (the loop of the
+seventh session: spin 0.5 ms, pulling), ``1:off`` (a longer spin alone) and ``1:on`` (the default now);
+``:ipc`` publishes on an ``ipc://`` endpoint instead of ``tcp://127.0.0.1``; ``:pin`` pins the engine's loop
+to the last core of this process (``engine.cpu_affinity``) and the player and subscriber processes to the
+others, as ``poyo-rt bench e2e --cpu-affinity`` does (unpinned variants move them back to every core).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from poyo_rt.bench.e2e import Player, e2e_config, run_phase
 from poyo_rt.bench.forward import BENCH_CONFIGS, build_model
 from poyo_rt.model.fused import PackedLayout
 from poyo_rt.runtime.runner import CUDA_BUCKET_GROWTH, ForwardResult, Runner, default_buckets
+from poyo_rt.runtime.threads import allowed_cores
 from poyo_rt.stream import lsl
 from poyo_rt.stream.tokenizer import bucket_for
 
@@ -76,18 +79,24 @@ class HostOnlyRunner:
         return {}
 
 
-def parse_variant(text: str) -> tuple[float, bool, str]:
-    spin, _, rest = text.partition(":")
-    pre, _, transport = rest.partition(":")
-    if pre not in ("on", "off") or transport not in ("", "tcp", "ipc"):
-        raise argparse.ArgumentTypeError(f"variant {text!r}: expected SPIN_MS:on|off[:tcp|ipc]")
-    return float(spin), pre == "on", transport or "tcp"
+def parse_variant(text: str) -> tuple[float, bool, str, bool]:
+    """``SPIN_MS:on|off[:tcp|ipc][:pin]`` -> (spin ms, pre-tick, transport, pinned)."""
+    spin, pre, *options = text.split(":")
+    transports = [o for o in options if o in ("tcp", "ipc")]
+    try:
+        spin_ms = float(spin)
+    except ValueError:
+        spin_ms = -1.0
+    if spin_ms < 0 or pre not in ("on", "off") or len(transports) > 1 or set(options) - {"tcp", "ipc", "pin"}:
+        raise argparse.ArgumentTypeError(f"variant {text!r}: expected SPIN_MS:on|off[:tcp|ipc][:pin]")
+    return spin_ms, pre == "on", (transports or ["tcp"])[0], "pin" in options
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variant", type=parse_variant, action="append",
-                    help="SPIN_MS:on|off[:tcp|ipc] (engine.spin_ms, engine.pre_tick, the output transport); "
+                    help="SPIN_MS:on|off[:tcp|ipc][:pin] (engine.spin_ms, engine.pre_tick, the output transport, "
+                         "engine.cpu_affinity); "
                          "repeatable (default 0.5:off 1:off 1:on)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of all variants, alternating")
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds a variant runs in each round")
@@ -96,24 +105,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="write every phase's numbers here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    variants = args.variant or [(0.5, False, "tcp"), (1.0, False, "tcp"), (1.0, True, "tcp")]
+    variants = args.variant or [(0.5, False, "tcp", False), (1.0, False, "tcp", False), (1.0, True, "tcp", False)]
+    cores = sorted(allowed_cores() or ())
+    if any(v[3] for v in variants) and len(cores) < 2:
+        ap.error(":pin needs at least 2 cores (the loop's, and the others' for the player and subscriber)")
     lsl.configure_lsl()
     torch.set_num_threads(1)
     model = build_model(BENCH_CONFIGS["poyo_1.3M"], n_units=100)
     n_phases = args.rounds * len(variants)
     player = Player(n_phases, n_units=100, rate_hz=args.rate)
-    results: dict[tuple[float, bool, str], list[dict]] = {v: [] for v in variants}
+    results: dict[tuple[float, bool, str, bool], list[dict]] = {v: [] for v in variants}
     sockets = tempfile.TemporaryDirectory(prefix="poyo-rt-")
     try:
         i = 0
         for r in range(args.rounds):
-            for spin, pre, transport in variants:
+            for spin, pre, transport, pin in variants:
                 endpoint = f"ipc://{sockets.name}/out{i}" if transport == "ipc" else "tcp://127.0.0.1:*"
+                player.pin(tuple(cores[:-1]) if pin else None)
                 cfg = e2e_config(player.name, device="cpu", threads=1, rate_hz=args.rate, endpoint=endpoint,
-                                 spin_ms=spin, pre_tick=pre)
-                label = f"spin {spin:g} ms, pre-tick {'on' if pre else 'off'}, {transport}"
+                                 spin_ms=spin, pre_tick=pre, cpu_affinity=cores[-1:] if pin else [])
+                label = f"spin {spin:g} ms, pre-tick {'on' if pre else 'off'}, {transport}{', pinned' if pin else ''}"
                 print(f"round {r + 1}/{args.rounds}: {label}", file=sys.stderr, flush=True)
-                results[(spin, pre, transport)].append(run_phase(
+                results[(spin, pre, transport, pin)].append(run_phase(
                     label, i, model=model, cfg=cfg, duration_s=args.seconds, player=player, progress=lambda m: None,
                     make_runner=None if args.forward else HostOnlyRunner))
                 i += 1
@@ -128,12 +141,12 @@ def main(argv: list[str] | None = None) -> int:
             else "forward replaced by the CUDA runner's host packing")
     print(f"poyo_1.3M windows, 100 units, {args.rate:g} spikes/s, 50 Hz, {what}; {args.rounds} rounds x "
           f"{args.seconds:g} s; engine stages in µs (median of the rounds' values), receipt in ms")
-    head = f"{'variant':<31}" + "".join(f"{s + ' p50/p99':>18}" for s in STAGES) + f"{'tick->receipt':>16}{'x tick p99':>11}"
+    head = f"{'variant':<39}" + "".join(f"{s + ' p50/p99':>18}" for s in STAGES) + f"{'tick->receipt':>16}{'x tick p99':>11}"
     print(head)
     base = pooled(results[variants[0]], "tick", "p99_us")
     for v in variants:
         phases = results[v]
-        row = f"{phases[0]['path']:<31}" + "".join(
+        row = f"{phases[0]['path']:<39}" + "".join(
             f"{pooled(phases, s, 'median_us'):>10.0f}/{pooled(phases, s, 'p99_us'):<7.0f}" for s in STAGES)
         t2r = [p["tick_to_receipt_us"] for p in phases]
         row += f"{np.median([t['median_us'] for t in t2r]) / 1e3:>8.2f}/{np.median([t['p99_us'] for t in t2r]) / 1e3:<7.2f}"
@@ -143,11 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         ticks = sum(p["ticks_published"] for p in phases)
         pushed = sum(p["spikes_pushed"] for p in phases)
         taken = sum(p["spikes_taken_in"] for p in phases)
-        print(f"{'':<31}ticks {ticks}, tokenized early {early}, misses {sum(p['deadline_misses'] for p in phases)}, "
+        print(f"{'':<39}ticks {ticks}, tokenized early {early}, misses {sum(p['deadline_misses'] for p in phases)}, "
               f"spikes pushed {pushed} = taken in {taken}: {pushed == taken}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({f"{s}:{'on' if p else 'off'}:{t}": ph for (s, p, t), ph in results.items()}, f, indent=1,
+            json.dump({f"{s}:{'on' if p else 'off'}:{t}{':pin' if pin else ''}": ph
+                       for (s, p, t, pin), ph in results.items()}, f, indent=1,
                       default=str)
     return 0
 

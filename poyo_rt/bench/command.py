@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from poyo_rt import __version__
+from poyo_rt.cli import cores_arg
 from poyo_rt.errors import ConfigError
 
 WHAT = ("forward", "tokenizer", "e2e", "all")
@@ -64,6 +65,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="spike tokens a window holds (default: 1.25 x rate x window, at least 8192)")
     g.add_argument("--realtime-priority", type=int, default=None, metavar="N",
                    help="run the engine's tick loop under SCHED_FIFO at priority N (1-99; needs root/CAP_SYS_NICE)")
+    g.add_argument("--cpu-affinity", type=cores_arg, default=None, metavar="CORES",
+                   help="pin the engine's tick loop to these CPU cores (engine.cpu_affinity, e.g. 1 or 2-3), and the "
+                        "player and subscriber processes to the process's other cores")
     g.add_argument("--spin-ms", type=float, default=1.0,
                    help="wake this long before each tick, then busy-wait instead of sleeping (engine.spin_ms; 0 = off)")
     g.add_argument("--no-pre-tick", dest="pre_tick", action="store_false",
@@ -142,8 +146,7 @@ def run(args: argparse.Namespace) -> int:
                                 threads="auto" if args.threads is None else args.threads,
                                 max_spikes=args.max_spikes, realtime_priority=args.realtime_priority,
                                 report_dir=args.report_dir, kernels=args.kernels, spin_ms=args.spin_ms,
-                                pre_tick=args.pre_tick,
-                                progress=progress)
+                                pre_tick=args.pre_tick, cpu_affinity=args.cpu_affinity, progress=progress)
             payload["e2e"].append(res)
             print(format_e2e_table(res), flush=True)
     if args.json:

@@ -35,10 +35,11 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -57,7 +58,18 @@ ROW = ("t_recv_s", "window_end_s", "newest_spike_s", "forward_us", "flags")  # a
 
 
 # ------------------------------------------------------------------------------- the player process
-def play(name: str, source_id: str, n_units: int, rate_hz: float, seed: int, phase, pushed, alive, ready) -> None:
+def pin_process(pid: int, cores: tuple[int, ...]) -> None:
+    """Move every thread of process ``pid`` (those numpy's or liblsl's libraries started too) to ``cores``;
+    threads it starts later inherit them from the thread that starts them."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(task), cores)
+        except ProcessLookupError:  # a thread that ended meanwhile
+            pass
+
+
+def play(name: str, source_id: str, n_units: int, rate_hz: float, seed: int, phase, pushed, alive, ready,
+         cores: tuple[int, ...] | None = None) -> None:
     """Child process: an events outlet pushing Poisson spikes every ``CHUNK_S`` on average while
     ``phase.value`` >= 0, each push the spikes of the interval since the last one.
 
@@ -65,10 +77,12 @@ def play(name: str, source_id: str, n_units: int, rate_hz: float, seed: int, pha
     phase against the engine's ticks (both run on the LSL clock) for a whole run, so the newest spike's age
     at each tick, and the receipt latency with it, depended on that phase, drawn once at start (medians
     0.3 to 1.4 ms apart between otherwise equal runs). ``pushed[i]`` counts the spikes pushed during phase
-    ``i``; the loop ends when ``alive`` is cleared.
+    ``i``; the loop ends when ``alive`` is cleared. ``cores``: run on these CPU cores only.
     """
     from poyo_rt.stream import lsl
 
+    if cores:
+        pin_process(os.getpid(), cores)
     lsl.configure_lsl()
     outlet = lsl.make_spike_outlet(name, [f"unit{i}" for i in range(n_units)], source_id)
     rng = np.random.default_rng(seed)
@@ -93,12 +107,15 @@ def play(name: str, source_id: str, n_units: int, rate_hz: float, seed: int, pha
             pushed[i] += n
 
 
-def listen(endpoint: str, conn, stop, ready) -> None:
+def listen(endpoint: str, conn, stop, ready, cores: tuple[int, ...] | None = None) -> None:
     """Child process: subscribe to ``endpoint`` and stamp each message's receipt on the LSL clock until
-    ``stop`` is set; then send one row a message through ``conn``: the :data:`ROW` fields."""
+    ``stop`` is set; then send one row a message through ``conn``: the :data:`ROW` fields. ``cores``: run on
+    these CPU cores only."""
     from poyo_rt.stream import lsl
     from poyo_rt.stream.publisher import Subscriber
 
+    if cores:
+        pin_process(os.getpid(), cores)
     lsl.configure_lsl()
     sub = Subscriber(endpoint, rcvhwm=1_000_000, clock=lsl.local_clock)
     ready.set()
@@ -164,21 +181,32 @@ def torch_brain_runner(engine, model) -> TorchBrainRunner:
 
 class Player:
     """The player process (:func:`play`) and the shared values that steer it: ``phase`` (index of the phase
-    whose count ``pushed[index]`` the pushes go to; :data:`PAUSED`: push nothing)."""
+    whose count ``pushed[index]`` the pushes go to; :data:`PAUSED`: push nothing). ``cores``: the CPU cores of
+    the bench's helper processes (this player, and the subscriber of each phase); None = not pinned."""
 
-    def __init__(self, n_phases: int, *, n_units: int, rate_hz: float, seed: int = 0):
+    def __init__(self, n_phases: int, *, n_units: int, rate_hz: float, seed: int = 0,
+                 cores: tuple[int, ...] | None = None):
         self.ctx = mp.get_context("spawn")
+        self.cores = cores
         self.name = f"poyo-bench-{int(time.time() * 1e3) % 10**9}"
         self.phase = self.ctx.Value("i", PAUSED)
         self.pushed = self.ctx.Array("q", n_phases)
         self._alive, ready = self.ctx.Event(), self.ctx.Event()
         self._alive.set()
         self._proc = self.ctx.Process(target=play, args=(self.name, self.name + "-src", n_units, rate_hz, seed,
-                                                         self.phase, self.pushed, self._alive, ready), daemon=True)
+                                                         self.phase, self.pushed, self._alive, ready, cores), daemon=True)
         self._proc.start()
         if not ready.wait(20):
             self._proc.terminate()
             raise RuntimeError("the LSL player process did not start within 20 s")
+
+    def pin(self, cores: tuple[int, ...] | None) -> None:
+        """Move the player's threads (liblsl's included) to ``cores``, or back to all of this process's
+        cores (None); the subscribers of later phases start there too."""
+        from poyo_rt.runtime.threads import allowed_cores
+
+        self.cores = cores
+        pin_process(self._proc.pid, cores or tuple(allowed_cores() or ()))
 
     def close(self) -> None:
         self._alive.clear()
@@ -221,7 +249,7 @@ def run_phase(label: str, index: int, *, model, cfg, duration_s: float, player: 
         engine.runner = make_runner(engine)
     conn, child_conn = player.ctx.Pipe(duplex=False)
     stop, ready = player.ctx.Event(), player.ctx.Event()
-    listener = player.ctx.Process(target=listen, args=(decoder.publisher.endpoint, child_conn, stop, ready),
+    listener = player.ctx.Process(target=listen, args=(decoder.publisher.endpoint, child_conn, stop, ready, player.cores),
                                   daemon=True)
     listener.start()
 
@@ -294,18 +322,38 @@ def run_phase(label: str, index: int, *, model, cfg, duration_s: float, player: 
 
 
 # ------------------------------------------------------------------------------- the benchmark
+def split_cores(cpu_affinity: Sequence[int] | None) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    """(the engine loop's cores, the helper processes' cores) for ``--cpu-affinity``: the helpers get this
+    process's other cores, or stay unpinned (None) when there are none (a warning) or nothing is pinned."""
+    from poyo_rt.runtime.launch import check_cores
+    from poyo_rt.runtime.threads import allowed_cores, format_cores
+
+    pinned = tuple(sorted(set(cpu_affinity or ())))
+    if not pinned:
+        return (), None
+    check_cores(pinned)
+    rest = tuple(sorted((allowed_cores() or frozenset()) - set(pinned)))
+    if not rest:
+        log.warning("the engine is pinned to every core this process may use (%s): the player and subscriber "
+                    "share them", format_cores(pinned))
+        return pinned, None
+    return pinned, rest
+
+
 def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseline_duration_s: float | None = None,
                   tick_hz: float = 50.0, n_units: int = 100, rate_hz: float = 2000.0, device: str = "cpu",
                   threads: int | str | None = "auto", max_spikes: int | None = None, seed: int = 0,
                   realtime_priority: int | None = None, report_dir: str | Path | None = None,
                   kernels: str = "auto", spin_ms: float = 1.0, pre_tick: bool = True,
-                  progress: Callable[[str], None] = log.info) -> dict:
+                  cpu_affinity: Sequence[int] | None = None, progress: Callable[[str], None] = log.info) -> dict:
     """Run the baseline phase (unless ``baseline_duration_s`` is 0) and the poyo_rt phase; see the module
     docstring. ``max_spikes`` defaults to 1.25 x the spikes a window holds at ``rate_hz`` (at least 8,192).
     ``report_dir``: write each phase's engine latency log there (``e2e-CONFIG-PHASE.json``, per-stage
     histograms and the last 4,096 ticks; ``poyo-rt report`` turns it into a report). ``kernels``: the run
     config's ``model.kernels`` (``"auto"``: Triton on CUDA where it runs; each phase reports the kernels it
-    ran); ``spin_ms``, ``pre_tick``: its ``engine.spin_ms`` and ``engine.pre_tick``."""
+    ran); ``spin_ms``, ``pre_tick``: its ``engine.spin_ms`` and ``engine.pre_tick``; ``cpu_affinity``: its
+    ``engine.cpu_affinity``, and the player and subscriber processes then run on the process's other cores
+    (where there are any), as on a rig whose decoder has cores of its own."""
     from poyo_rt.stream import lsl
 
     if config not in BENCH_CONFIGS:
@@ -314,13 +362,15 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
     if duration_s <= 0 or baseline_duration_s < 0:
         raise ValueError("durations must be > 0 (the baseline's >= 0)")
     lsl.configure_lsl()
+    pinned, helper_cores = split_cores(cpu_affinity)
     model = build_model(BENCH_CONFIGS[config], n_units=n_units)
     window = model.sequence_length
     max_spikes = max_spikes or max(8192, int(1.25 * rate_hz * window))
     phases = ([("torch_brain", baseline_duration_s)] if baseline_duration_s > 0 else []) + [("poyo_rt", duration_s)]
-    player = Player(len(phases), n_units=n_units, rate_hz=rate_hz, seed=seed)
+    player = Player(len(phases), n_units=n_units, rate_hz=rate_hz, seed=seed, cores=helper_cores)
     cfg = e2e_config(player.name, device=device, threads=threads, kernels=kernels, tick_hz=tick_hz, rate_hz=rate_hz,
-                     max_spikes=max_spikes, realtime_priority=realtime_priority, spin_ms=spin_ms, pre_tick=pre_tick)
+                     max_spikes=max_spikes, realtime_priority=realtime_priority, spin_ms=spin_ms, pre_tick=pre_tick,
+                     cpu_affinity=list(pinned))
     results = []
     try:
         for i, (label, dur) in enumerate(phases):
@@ -336,7 +386,8 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
         r["ratio_forward_median_vs_baseline"] = base["forward_us"]["median_us"] / r["forward_us"]["median_us"]
     return {"config": config, "tick_hz": tick_hz, "n_units": n_units, "rate_hz": rate_hz, "device": device,
             "max_spikes": max_spikes, "realtime_priority": realtime_priority, "kernels": kernels, "spin_ms": spin_ms,
-            "pre_tick": pre_tick, "spike_age_floor_p99_us": poisson_age_floor_us(rate_hz),
+            "pre_tick": pre_tick, "cpu_affinity": list(pinned), "helper_cores": list(helper_cores or ()),
+            "spike_age_floor_p99_us": poisson_age_floor_us(rate_hz),
             "phases": results, "baseline": base["path"]}
 
 
@@ -345,6 +396,11 @@ def format_e2e_table(result: dict) -> str:
     ran = result["phases"][-1].get("kernels") or result.get("kernels", "torch")
     kernels = f", {ran} kernels" if result["device"] != "cpu" else ""
     pre = ", tokenized early and warmed" if result.get("pre_tick") and result.get("spin_ms") else ""
+    if result.get("cpu_affinity"):
+        from poyo_rt.runtime.threads import format_cores
+
+        helpers = format_cores(result["helper_cores"]) if result.get("helper_cores") else "unpinned"
+        pre += f"; loop on core(s) {format_cores(result['cpu_affinity'])}, player and subscriber on {helpers}"
     lines = [f"{result['config']} at {result['tick_hz']:g} Hz, {result['n_units']} units, {result['rate_hz']:g} "
              f"spikes/s, {result['device']}{kernels}, woken {result.get('spin_ms', 0.0):g} ms before each tick{pre}",
              f"{'path':<12} {'metric (ms)':<22} {'median':>8} {'p90':>8} {'p99':>8} {'p99.9':>8} {'max':>8}"]

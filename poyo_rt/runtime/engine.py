@@ -41,7 +41,9 @@ spin keeps its length):
 
 Scheduling: ``EngineSettings.realtime_priority`` runs the loop's thread under ``SCHED_FIFO``
 (:class:`~poyo_rt.runtime.threads.RealtimePriority`), so other processes on the machine cannot preempt a
-forward; off by default (it needs root or CAP_SYS_NICE).
+forward; off by default (it needs root or CAP_SYS_NICE). ``EngineSettings.cpu_affinity`` pins the loop's thread
+to chosen cores (:class:`~poyo_rt.runtime.threads.CpuAffinity`): not moved between cores, it keeps its code and
+data in one core's caches between ticks.
 
 Latencies recorded per tick (µs): every stage above, ``e2e`` = newest spike's LSL time to
 the moment the message is handed to ZeroMQ, and ``tick`` = scheduled tick time to that
@@ -69,7 +71,7 @@ import numpy as np
 from poyo_rt.model.poyo import POYO
 from poyo_rt.runtime.metrics import LatencyStats, PeriodicReporter
 from poyo_rt.runtime.runner import Runner
-from poyo_rt.runtime.threads import RealtimePriority
+from poyo_rt.runtime.threads import CpuAffinity, RealtimePriority
 from poyo_rt.stream.buffer import SpikeBuffer
 from poyo_rt.stream.tokenizer import IncrementalTokenizer, TickTokens
 from poyo_rt.stream.wire import TickFlags
@@ -150,6 +152,7 @@ class EngineSettings:
     idle_poll_s: float = 0.0005
     freeze_gc: bool = True  #: gc.collect() + gc.freeze() before the loop (see the module docstring)
     realtime_priority: int | None = None  #: run the loop under SCHED_FIFO at this priority (1-99); None = normal
+    cpu_affinity: tuple[int, ...] = ()  #: CPU cores the loop's thread runs on; empty = wherever the OS puts it
     spin_ms: float = 1.0  #: wake this long before a tick (pre-tick work, then busy-wait: a sleep wakes late); 0 = off
     pre_tick: bool = True  #: on waking, tokenize early and warm the tick's code (Engine._pre_tick); False = only spin
 
@@ -248,6 +251,7 @@ class Engine:
         self._early: TickTokens | None = None  # the early update of the coming tick
         self._pre_tick_s = 0.0  # how long _pre_tick takes: a moving average (s, LSL clock)
         self.gc: dict | None = None  #: garbage collections during the last run() (GcWatch.as_dict)
+        self.pinned_cores: list[int] = []  #: CPU cores the loop ran pinned to in the last run() (cpu_affinity)
         self._stop = threading.Event()
         self._report_requested = threading.Event()
         self.on_report: Callable[[], None] | None = None  #: called between ticks after request_report()
@@ -349,8 +353,10 @@ class Engine:
         if self.settings.freeze_gc:
             gc.collect()
             gc.freeze()
-        with RealtimePriority(self.settings.realtime_priority), GcWatch() as watch:
-            self._loop(duration_s, max_ticks)
+        with CpuAffinity(self.settings.cpu_affinity) as pinned:
+            self.pinned_cores = list(pinned.cores) if pinned.active else []
+            with RealtimePriority(self.settings.realtime_priority), GcWatch() as watch:
+                self._loop(duration_s, max_ticks)
         self.gc = watch.as_dict()
         return self.summary()
 
@@ -434,6 +440,7 @@ class Engine:
         out = self.stats.summary()
         out["ticks"] = self.ticks
         out["early_ticks"] = self.early_ticks
+        out["pinned_cores"] = self.pinned_cores
         out["counters"] = self.counters()
         out["runner"] = self.runner.counters()
         if self.gc is not None:

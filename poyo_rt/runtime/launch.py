@@ -12,7 +12,7 @@ from poyo_rt.errors import ConfigError
 from poyo_rt.model.poyo import POYO
 from poyo_rt.registry import MODALITY_REGISTRY
 from poyo_rt.runtime.engine import Engine, EngineSettings, install_signal_handlers
-from poyo_rt.runtime.threads import apply_threads
+from poyo_rt.runtime.threads import allowed_cores, apply_threads, format_cores
 from poyo_rt.version import code_version
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,15 @@ def session_index(model: POYO, session_id: str | None) -> int:
     return model.session_emb.vocab[session_id]
 
 
+def check_cores(cores: tuple[int, ...]) -> None:
+    """``engine.cpu_affinity`` must name cores this process may use (checked before the stream is resolved)."""
+    allowed = allowed_cores()
+    missing = sorted(set(cores) - allowed) if allowed is not None else []
+    if missing:
+        raise ConfigError("engine.cpu_affinity", f"cores {missing} are not available to this process (it may use "
+                                                 f"{format_cores(allowed)})")
+
+
 @dataclass
 class RunningDecoder:
     """An engine with the resources it owns; close() releases them."""
@@ -91,6 +100,7 @@ def build_decoder(config: RunConfig, *, model: POYO | LoadedModel | None = None)
     device = resolve_device(config.model.device)
     if config.model.precision == "tf32" and device == "cpu":
         raise ConfigError("model.precision", "tf32 is a CUDA option, and device auto found no CUDA device here")
+    check_cores(config.engine.cpu_affinity)
     apply_threads(config.model.threads, torch.device(device).type)
     loaded = load_model(config) if model is None else model if isinstance(model, LoadedModel) else LoadedModel(model)
     model = loaded.model
@@ -111,7 +121,8 @@ def build_decoder(config: RunConfig, *, model: POYO | LoadedModel | None = None)
             tick_hz=eng.tick_hz, input_delay_s=eng.input_delay_s, output_lag_s=eng.output_lag_s,
             n_outputs=eng.n_outputs, output_spacing_s=eng.output_spacing_s, max_spikes=eng.max_spikes,
             buffer_capacity=eng.buffer_capacity, deadline_ms=eng.deadline_ms, log_every_s=config.metrics.log_every_s,
-            freeze_gc=eng.freeze_gc, realtime_priority=eng.realtime_priority, spin_ms=eng.spin_ms,
+            freeze_gc=eng.freeze_gc, realtime_priority=eng.realtime_priority, cpu_affinity=eng.cpu_affinity,
+            spin_ms=eng.spin_ms,
             pre_tick=eng.pre_tick,
         )
         out = config.output

@@ -11,12 +11,16 @@ and 23 of 1,000 with 1 (docs/performance.md). ``auto`` therefore leaves one core
 * CUDA: 1 (the host only copies inputs and launches a graph).
 
 An integer sets the count; ``None`` keeps torch's default.
+
+:class:`CpuAffinity` and :class:`RealtimePriority` are for the tick loop's own thread (``engine.cpu_affinity``,
+``engine.realtime_priority``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from typing import Iterable
 
 import torch
 
@@ -98,3 +102,82 @@ class RealtimePriority:
             policy, prio = self._saved
             os.sched_setscheduler(0, policy, os.sched_param(prio))
             self.active = False
+
+
+def parse_cores(text: str) -> tuple[int, ...]:
+    """CPU cores from a ``taskset``-style list, e.g. ``"3"``, ``"2,3"`` or ``"2-5,8"``; raises ValueError."""
+    cores: list[int] = []
+    for part in text.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        try:
+            first, last = int(lo), int(hi) if dash else int(lo)
+        except ValueError:
+            raise ValueError(f"CPU list {text!r}: expected cores like 3, 2,3 or 2-5") from None
+        if first < 0 or last < first:
+            raise ValueError(f"CPU list {text!r}: {part.strip()!r} is not a range of cores >= 0")
+        cores.extend(range(first, last + 1))
+    return tuple(sorted(set(cores)))
+
+
+def allowed_cores() -> frozenset[int] | None:
+    """The cores this process may run on, or None where the platform cannot tell (not Linux)."""
+    try:
+        return frozenset(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+
+
+class CpuAffinity:
+    """Context manager: the calling thread runs only on ``cores`` (CPU ids) for the block, then goes back to
+    the cores it had.
+
+    For a rig's tick loop: on a machine where other processes (the acquisition or replay process, a
+    subscriber) run too, a loop pinned to its own cores is not moved between cores by the scheduler, and
+    keeps its code and data in that core's caches between ticks. Pair it with cores kept free of other work
+    (``isolcpus``/``taskset`` for the rest) and, if allowed, :class:`RealtimePriority`. Only the loop's thread
+    is pinned (Linux pins threads one by one): liblsl's and ZeroMQ's threads and torch's worker threads, all
+    started before the loop, keep the process's cores. Empty ``cores``: nothing changes. Cores the process may
+    not use are a ValueError that names them; platforms without ``sched_setaffinity`` log a warning and run
+    unpinned.
+    """
+
+    def __init__(self, cores: Iterable[int] = ()):
+        self.cores = tuple(sorted(set(int(c) for c in cores)))
+        self.active = False
+        self._saved: frozenset[int] | None = None
+
+    def __enter__(self) -> "CpuAffinity":
+        if not self.cores:
+            return self
+        allowed = allowed_cores()
+        if allowed is None or not hasattr(os, "sched_setaffinity"):
+            log.warning("CPU affinity %s requested, but this platform cannot pin threads: ignored", list(self.cores))
+            return self
+        missing = sorted(set(self.cores) - allowed)
+        if missing:
+            raise ValueError(f"CPU cores {missing} are not available to this process (it may use "
+                             f"{format_cores(allowed)})")
+        self._saved = allowed
+        os.sched_setaffinity(0, self.cores)
+        self.active = True
+        log.info("tick loop pinned to CPU core(s) %s", format_cores(self.cores))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.active and self._saved is not None:
+            os.sched_setaffinity(0, self._saved)
+            self.active = False
+
+
+def format_cores(cores: Iterable[int]) -> str:
+    """``taskset``-style text of a set of cores: ``{0, 1, 2, 5}`` -> ``"0-2,5"``."""
+    out: list[str] = []
+    run: list[int] = []
+    for c in sorted(cores):
+        if run and c != run[-1] + 1:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+            run = []
+        run.append(c)
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(out)
