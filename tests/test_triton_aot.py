@@ -61,3 +61,24 @@ def test_ffn_tunings_compile_for_sm90_without_spills():
     table = format_reports(reports)
     assert len(reports) >= 2 and {r["kernel"] for r in reports} == {"_ffn_kernel"} and all(r["ok"] for r in reports), table
     assert all(r["spill_store_bytes"] == 0 == r["spill_load_bytes"] for r in reports), table
+
+
+def test_phase_probe_compiles_for_sm90_with_its_barrier_atomics():
+    """tools/gpu_phase_probe.py (the next device run's persistent-kernel probe) builds for sm_90, and its grid
+    barrier is a release add and acquire loads issued by one thread of each program: what the device run's
+    correctness check then tests under real concurrency."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_DEFAULT_FP_FUSION"] = "1"
+    tool = Path(__file__).resolve().parents[1] / "tools" / "gpu_phase_probe.py"
+    res = subprocess.run([sys.executable, str(tool), "--compile-only"], capture_output=True, text=True, env=env,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    facts = {r["kernel"]: r["ptx_counts"] for r in map(json.loads, res.stdout.splitlines())}
+    assert facts["_persistent_kernel"]["global.gpu.release.add"] == 1
+    assert facts["_persistent_kernel"]["ld.global.gpu.acquire"] >= 1 and facts["_persistent_kernel"]["%tid.x"] >= 1
+    assert facts["_separate_kernel"]["global.gpu.release.add"] == 0 == facts["_separate_kernel"]["ld.global.gpu.acquire"]

@@ -5,27 +5,31 @@
 #   1. GPU tests: CUDA graphs of the exact forward, of the fused forward (torch ops and Triton kernels) and
 #      of the compiled fused forward, each streamed against the CPU runner; no host sync in a replay;
 #   2. tools/profile_gpu.py: GPU time per kernel of the Triton and fused forwards, against the graph's replay;
-#   2a. tools/profile_gpu.py --sweep: the Triton forward's tunings (encoder programs, summed-layout row blocks);
-#   2b. `poyo-rt bench forward` on CUDA, both configs: eager, CUDA graph (exact), fused graph, Triton graph (both
+#   2a. tools/gpu_phase_probe.py: a chain of kernels against one persistent kernel with grid barriers (does a
+#      persistent processor pay?), checked for correctness, under a 90 s limit (a barrier that hangs is killed);
+#   2b. tools/profile_gpu.py --sweep: the Triton forward's tunings (encoder programs, summed-layout row blocks);
+#   2c. `poyo-rt bench forward` on CUDA, both configs: eager, CUDA graph (exact), fused graph, Triton graph (both
 #      residual layouts), TF32 variants; kernel counts and errors per row (the JSON is written after each
 #      config); with COMPILE=1 also the fused graph compiled by inductor (default mode);
 #   3. `poyo-rt bench e2e` on CUDA (LSL player process -> engine with CUDA graphs -> ZeroMQ subscriber process),
-#      E2E_S seconds (default 30) each run of E2E_RUNS (KERNELS:SPIN_MS:PRE_TICK; default "auto:1:on auto:0.5:off":
-#      the default loop (woken 1 ms before each tick, tokenizing early and warming the tick's code), then the
-#      seventh session's loop (spin 0.5 ms, no pre-tick)), when the carried wheels of tools/gpu_wheels.sh are
+#      E2E_S seconds (default 30) each run of E2E_RUNS (KERNELS:SPIN_MS:PRE_TICK[:CORES]; default
+#      "auto:1:on auto:1:on:3 auto:0.5:off": the default loop (woken 1 ms before each tick, tokenizing early and
+#      warming the tick's code), the same with the loop pinned to core 3 and the player and subscriber on the
+#      other cores (--cpu-affinity), then the seventh session's loop (spin 0.5 ms, no pre-tick)), when the
+#      carried wheels of tools/gpu_wheels.sh are
 #      there (run that here first, then carry ".whl");
 #   4. with AUTOTUNE=1: poyo_1.3M compiled in max-autotune-no-cudagraphs mode (minutes of autotuning);
 #   5. with TRITON_TESTS=1: the Triton kernel tests compiled for the GPU (TRITON_INTERPRET=0), kernel by kernel
 #      and end to end (many kernel variants to compile; the bench rows already give each Triton forward's
 #      error, and CI runs these tests under Triton's interpreter).
-# STEPS picks among "tests profile sweep bench e2e" (default: all five).
+# STEPS picks among "tests profile probe sweep bench e2e" (default: all six).
 # Run from the repo root: bash tools/gpu_check.sh  (JSON results go to $OUT when OUT is set)
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp}
 BUDGET=${BUDGET:-540}
 E2E_S=${E2E_S:-30}
-STEPS=" ${STEPS:-tests profile sweep bench e2e} "
+STEPS=" ${STEPS:-tests profile probe sweep bench e2e} "
 want() { [[ "$STEPS" == *" $1 "* ]]; }
 exec > >(tee -a "$OUT/gpu_check.log") 2>&1
 T0=$SECONDS
@@ -49,6 +53,7 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}   # no install needed: torch, 
 want tests && step 150 "GPU tests" python3 -m pytest -q -p no:cacheprovider --durations=0 tests/test_gpu.py tests/test_static.py
 want profile && step 120 "GPU time per kernel" python3 tools/profile_gpu.py --slots 2200 --slots 4096 \
   --json "$OUT/profile_gpu.json"
+want probe && step 90 "persistent kernel probe" python3 tools/gpu_phase_probe.py --json "$OUT/phase_probe.json"
 want sweep && step 150 "Triton tunings" python3 tools/profile_gpu.py --sweep --json "$OUT/sweep_gpu.json"
 compile=(); [ "${COMPILE:-0}" = 1 ] && compile=(--compile default)
 want bench && step 200 "forward bench: exact, fused, Triton (both residual layouts), TF32 ${compile[*]}" python3 -m poyo_rt.cli \
@@ -56,12 +61,14 @@ want bench && step 200 "forward bench: exact, fused, Triton (both residual layou
 if ! want e2e; then
   :
 elif python3 -c "import pylsl, zmq" 2>/dev/null; then
-  for run in ${E2E_RUNS:-auto:1:on auto:0.5:off}; do  # KERNELS:SPIN_MS:PRE_TICK
-    IFS=: read -r kernels spin pre <<< "$run"
-    tag="${kernels}_spin${spin}_pre${pre:-on}" pre_flag=(); [ "${pre:-on}" = off ] && pre_flag=(--no-pre-tick)
-    step $((E2E_S + 45)) "end to end, $E2E_S s, $kernels kernels, woken $spin ms early, pre-tick ${pre:-on}" \
+  for run in ${E2E_RUNS:-auto:1:on auto:1:on:3 auto:0.5:off}; do  # KERNELS:SPIN_MS:PRE_TICK[:CORES]
+    IFS=: read -r kernels spin pre cores <<< "$run"
+    tag="${kernels}_spin${spin}_pre${pre:-on}${cores:+_cores$cores}" pre_flag=() pin_flag=()
+    [ "${pre:-on}" = off ] && pre_flag=(--no-pre-tick)
+    [ -n "$cores" ] && pin_flag=(--cpu-affinity "$cores")
+    step $((E2E_S + 45)) "end to end, $E2E_S s, $kernels kernels, woken $spin ms early, pre-tick ${pre:-on}, loop on cores ${cores:-any}" \
       env LSLAPICFG=$PWD/poyo_rt/stream/loopback.cfg python3 -m poyo_rt.cli bench e2e --device cuda \
-      --kernels "$kernels" --spin-ms "$spin" "${pre_flag[@]}" --duration "$E2E_S" --baseline-duration 0 \
+      --kernels "$kernels" --spin-ms "$spin" "${pre_flag[@]}" "${pin_flag[@]}" --duration "$E2E_S" --baseline-duration 0 \
       --json "$OUT/e2e_gpu_$tag.json" --report-dir "$OUT/e2e_logs_$tag"
   done
 else
