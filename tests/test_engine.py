@@ -397,9 +397,23 @@ def test_pre_tick_then_late_spikes_decode_as_one_window(model, stream_name, sour
     assert msg.newest_spike_s == times[in_window].max()
 
 
+def thread_names() -> dict[int, str]:
+    """This process's threads: kernel id -> name (Linux /proc)."""
+    import os
+
+    names = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            names[int(tid)] = open(f"/proc/self/task/{tid}/comm").read().strip()
+        except OSError:
+            continue
+    return names
+
+
 def test_cpu_affinity_pins_the_loop_thread_for_the_run(model, stream_name, source_id):
     """engine.cpu_affinity: every tick runs on the chosen core (seen from inside the publisher's send, which the
-    loop's thread calls), the rest of the process keeps its cores, and the thread gets them back after the run."""
+    loop's thread calls), the process's other threads (ZeroMQ's I/O thread, this test's) run on the other cores
+    meanwhile, and every thread gets its cores back after the run."""
     import os
 
     everything = os.sched_getaffinity(0)
@@ -423,12 +437,15 @@ def test_cpu_affinity_pins_the_loop_thread_for_the_run(model, stream_name, sourc
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         poll(lambda: len(cores_at_send) >= 5, timeout_s=10, what="five ticks")
-        main_cores = os.sched_getaffinity(0)
+        during = {name: os.sched_getaffinity(tid) for tid, name in thread_names().items()
+                  if name.startswith("ZMQbg/IO") or tid == threading.get_native_id()}
         msgs = collect(sub, thread)
     finally:
         decoder.close()
         del outlet
-    assert main_cores == everything
+    rest = everything - {core} or everything
+    assert len(during) >= 2 and all(c == rest for c in during.values()), during
+    assert os.sched_getaffinity(0) == everything
     assert len(cores_at_send) == engine.ticks >= 5 and all(c == {core} for c in cores_at_send)
     assert after == [everything]
     assert engine.summary()["pinned_cores"] == [core] and len(msgs) == engine.ticks

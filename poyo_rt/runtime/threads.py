@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from typing import Iterable
 
 import torch
@@ -128,22 +129,27 @@ def allowed_cores() -> frozenset[int] | None:
 
 
 class CpuAffinity:
-    """Context manager: the calling thread runs only on ``cores`` (CPU ids) for the block, then goes back to
-    the cores it had.
+    """Context manager: the calling thread runs only on ``cores`` (CPU ids) for the block, and the process's
+    other threads leave those cores; afterwards every thread goes back to the cores it had.
 
-    For a rig's tick loop: on a machine where other processes (the acquisition or replay process, a
-    subscriber) run too, a loop pinned to its own cores is not moved between cores by the scheduler, and
-    keeps its code and data in that core's caches between ticks. Pair it with cores kept free of other work
-    (``isolcpus``/``taskset`` for the rest) and, if allowed, :class:`RealtimePriority`. Only the loop's thread
-    is pinned (Linux pins threads one by one): liblsl's and ZeroMQ's threads and torch's worker threads, all
-    started before the loop, keep the process's cores. Empty ``cores``: nothing changes. Cores the process may
-    not use are a ValueError that names them; platforms without ``sched_setaffinity`` log a warning and run
-    unpinned.
+    For a rig's tick loop: a loop pinned to its own cores is not moved between cores by the scheduler, keeps
+    its code and data in that core's caches between ticks, and is not preempted on its core by the process's
+    own helper threads: ZeroMQ's I/O thread, woken by every publish, and liblsl's receiving threads, woken by
+    every incoming chunk (on the 2-core test VM, ZeroMQ's I/O thread left on the loop's core cost the tick's
+    publish stage ~45 µs at the median: ``tools/host_overhead.py``). torch's worker threads (``model.threads``
+    above 1) move too: the forward's parallel part then runs on the other cores. Threads started later inherit
+    the cores of the thread that starts them. Pair it with cores kept free of other processes
+    (``isolcpus``/``taskset`` for the rest) and, if allowed, :class:`RealtimePriority`.
+
+    Empty ``cores``: nothing changes. Cores the process may not use are a ValueError that names them; when the
+    loop takes every core the other threads stay where they are; platforms without ``sched_setaffinity`` log a
+    warning and run unpinned.
     """
 
     def __init__(self, cores: Iterable[int] = ()):
         self.cores = tuple(sorted(set(int(c) for c in cores)))
         self.active = False
+        self.moved: dict[int, frozenset[int]] = {}  #: thread id -> its cores before, for the threads moved off
         self._saved: frozenset[int] | None = None
 
     def __enter__(self) -> "CpuAffinity":
@@ -160,13 +166,45 @@ class CpuAffinity:
         self._saved = allowed
         os.sched_setaffinity(0, self.cores)
         self.active = True
-        log.info("tick loop pinned to CPU core(s) %s", format_cores(self.cores))
+        self._move_others(allowed - set(self.cores))
+        log.info("tick loop pinned to CPU core(s) %s; %d other thread(s) of the process moved to %s",
+                 format_cores(self.cores), len(self.moved), format_cores(allowed - set(self.cores)) or "-")
         return self
+
+    def _move_others(self, rest: frozenset[int]) -> None:
+        """Move this process's other threads off the loop's cores, to ``rest`` (Linux: /proc/self/task)."""
+        if not rest:
+            return
+        me = threading.get_native_id()
+        for tid in _thread_ids():
+            if tid == me:
+                continue
+            try:
+                before = frozenset(os.sched_getaffinity(tid))
+                if before & set(self.cores):
+                    os.sched_setaffinity(tid, (before - set(self.cores)) or rest)
+                    self.moved[tid] = before
+            except (ProcessLookupError, PermissionError):  # ended meanwhile / not ours to move
+                continue
 
     def __exit__(self, *exc: object) -> None:
         if self.active and self._saved is not None:
             os.sched_setaffinity(0, self._saved)
+            for tid, before in self.moved.items():
+                try:
+                    os.sched_setaffinity(tid, before)
+                except (ProcessLookupError, PermissionError):
+                    continue
+            self.moved = {}
             self.active = False
+
+
+def _thread_ids() -> list[int]:
+    """Kernel ids of this process's threads (Linux), or none where /proc is not there."""
+    try:
+        return [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        return []
 
 
 def format_cores(cores: Iterable[int]) -> str:
