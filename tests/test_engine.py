@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -399,13 +400,13 @@ def test_pre_tick_then_late_spikes_decode_as_one_window(model, stream_name, sour
 
 def thread_names() -> dict[int, str]:
     """This process's threads: kernel id -> name (Linux /proc)."""
-    import os
+    from poyo_rt.runtime.threads import thread_ids
 
     names = {}
-    for tid in os.listdir("/proc/self/task"):
+    for tid in thread_ids():
         try:
-            names[int(tid)] = open(f"/proc/self/task/{tid}/comm").read().strip()
-        except OSError:
+            names[tid] = Path(f"/proc/self/task/{tid}/comm").read_text().strip()
+        except OSError:  # ended meanwhile
             continue
     return names
 

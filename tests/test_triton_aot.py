@@ -81,4 +81,5 @@ def test_phase_probe_compiles_for_sm90_with_its_barrier_atomics():
     facts = {r["kernel"]: r["ptx_counts"] for r in map(json.loads, res.stdout.splitlines())}
     assert facts["_persistent_kernel"]["global.gpu.release.add"] == 1
     assert facts["_persistent_kernel"]["ld.global.gpu.acquire"] >= 1 and facts["_persistent_kernel"]["%tid.x"] >= 1
-    assert facts["_separate_kernel"]["global.gpu.release.add"] == 0 == facts["_separate_kernel"]["ld.global.gpu.acquire"]
+    separate = facts["_separate_kernel"]
+    assert separate["global.gpu.release.add"] == 0 == separate["ld.global.gpu.acquire"]

@@ -47,6 +47,7 @@ import torch
 from poyo_rt.bench.common import percentiles_us
 from poyo_rt.bench.forward import BENCH_CONFIGS, build_model, torch_brain_kwargs, torch_brain_twin
 from poyo_rt.runtime.report import describe_preparation
+from poyo_rt.runtime.threads import allowed_cores, format_cores, pin_process
 from poyo_rt.runtime.runner import ForwardResult, trimmed_views
 from poyo_rt.stream.tokenizer import WindowTimes
 
@@ -58,16 +59,6 @@ ROW = ("t_recv_s", "window_end_s", "newest_spike_s", "forward_us", "flags")  # a
 
 
 # ------------------------------------------------------------------------------- the player process
-def pin_process(pid: int, cores: tuple[int, ...]) -> None:
-    """Move every thread of process ``pid`` (those numpy's or liblsl's libraries started too) to ``cores``;
-    threads it starts later inherit them from the thread that starts them."""
-    for task in os.listdir(f"/proc/{pid}/task"):
-        try:
-            os.sched_setaffinity(int(task), cores)
-        except ProcessLookupError:  # a thread that ended meanwhile
-            pass
-
-
 def play(name: str, source_id: str, n_units: int, rate_hz: float, seed: int, phase, pushed, alive, ready,
          cores: tuple[int, ...] | None = None) -> None:
     """Child process: an events outlet pushing Poisson spikes every ``CHUNK_S`` on average while
@@ -193,8 +184,8 @@ class Player:
         self.pushed = self.ctx.Array("q", n_phases)
         self._alive, ready = self.ctx.Event(), self.ctx.Event()
         self._alive.set()
-        self._proc = self.ctx.Process(target=play, args=(self.name, self.name + "-src", n_units, rate_hz, seed,
-                                                         self.phase, self.pushed, self._alive, ready, cores), daemon=True)
+        self._proc = self.ctx.Process(target=play, daemon=True, args=(
+            self.name, self.name + "-src", n_units, rate_hz, seed, self.phase, self.pushed, self._alive, ready, cores))
         self._proc.start()
         if not ready.wait(20):
             self._proc.terminate()
@@ -203,8 +194,6 @@ class Player:
     def pin(self, cores: tuple[int, ...] | None) -> None:
         """Move the player's threads (liblsl's included) to ``cores``, or back to all of this process's
         cores (None); the subscribers of later phases start there too."""
-        from poyo_rt.runtime.threads import allowed_cores
-
         self.cores = cores
         pin_process(self._proc.pid, cores or tuple(allowed_cores() or ()))
 
@@ -249,8 +238,8 @@ def run_phase(label: str, index: int, *, model, cfg, duration_s: float, player: 
         engine.runner = make_runner(engine)
     conn, child_conn = player.ctx.Pipe(duplex=False)
     stop, ready = player.ctx.Event(), player.ctx.Event()
-    listener = player.ctx.Process(target=listen, args=(decoder.publisher.endpoint, child_conn, stop, ready, player.cores),
-                                  daemon=True)
+    listener = player.ctx.Process(target=listen, daemon=True,
+                                  args=(decoder.publisher.endpoint, child_conn, stop, ready, player.cores))
     listener.start()
 
     paused_at = [np.inf]  # LSL time the player paused: later windows have no new spikes to measure receipt by
@@ -326,7 +315,6 @@ def split_cores(cpu_affinity: Sequence[int] | None) -> tuple[tuple[int, ...], tu
     """(the engine loop's cores, the helper processes' cores) for ``--cpu-affinity``: the helpers get this
     process's other cores, or stay unpinned (None) when there are none (a warning) or nothing is pinned."""
     from poyo_rt.runtime.launch import check_cores
-    from poyo_rt.runtime.threads import allowed_cores, format_cores
 
     pinned = tuple(sorted(set(cpu_affinity or ())))
     if not pinned:
@@ -397,8 +385,6 @@ def format_e2e_table(result: dict) -> str:
     kernels = f", {ran} kernels" if result["device"] != "cpu" else ""
     pre = ", tokenized early and warmed" if result.get("pre_tick") and result.get("spin_ms") else ""
     if result.get("cpu_affinity"):
-        from poyo_rt.runtime.threads import format_cores
-
         helpers = format_cores(result["helper_cores"]) if result.get("helper_cores") else "unpinned"
         pre += f"; loop on core(s) {format_cores(result['cpu_affinity'])}, player and subscriber on {helpers}"
     lines = [f"{result['config']} at {result['tick_hz']:g} Hz, {result['n_units']} units, {result['rate_hz']:g} "

@@ -176,7 +176,7 @@ class CpuAffinity:
         if not rest:
             return
         me = threading.get_native_id()
-        for tid in _thread_ids():
+        for tid in thread_ids():
             if tid == me:
                 continue
             try:
@@ -199,12 +199,23 @@ class CpuAffinity:
             self.active = False
 
 
-def _thread_ids() -> list[int]:
-    """Kernel ids of this process's threads (Linux), or none where /proc is not there."""
+def thread_ids(pid: int | None = None) -> list[int]:
+    """Kernel ids of the threads of process ``pid`` (default: this one) (Linux), or none where /proc is not
+    there."""
     try:
-        return [int(t) for t in os.listdir("/proc/self/task")]
+        return [int(t) for t in os.listdir(f"/proc/{pid or 'self'}/task")]
     except OSError:
         return []
+
+
+def pin_process(pid: int, cores: Iterable[int]) -> None:
+    """Move every thread of process ``pid`` (those its libraries started too) to ``cores``; threads it starts
+    later inherit them from the thread that starts them."""
+    for tid in thread_ids(pid):
+        try:
+            os.sched_setaffinity(tid, cores)
+        except ProcessLookupError:  # a thread that ended meanwhile
+            continue
 
 
 def format_cores(cores: Iterable[int]) -> str:
