@@ -42,8 +42,9 @@ spin keeps its length):
 Scheduling: ``EngineSettings.realtime_priority`` runs the loop's thread under ``SCHED_FIFO``
 (:class:`~poyo_rt.runtime.threads.RealtimePriority`), so other processes on the machine cannot preempt a
 forward; off by default (it needs root or CAP_SYS_NICE). ``EngineSettings.cpu_affinity`` pins the loop's thread
-to chosen cores (:class:`~poyo_rt.runtime.threads.CpuAffinity`): not moved between cores, it keeps its code and
-data in one core's caches between ticks.
+to chosen cores and moves the process's other threads (ZeroMQ's and liblsl's I/O, torch's workers) off them
+(:class:`~poyo_rt.runtime.threads.CpuAffinity`): the loop keeps its code and data in its core's caches and is
+not preempted there by the threads that every publish and every incoming chunk wake.
 
 Latencies recorded per tick (µs): every stage above, ``e2e`` = newest spike's LSL time to
 the moment the message is handed to ZeroMQ, and ``tick`` = scheduled tick time to that

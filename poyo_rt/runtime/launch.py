@@ -12,7 +12,7 @@ from poyo_rt.errors import ConfigError
 from poyo_rt.model.poyo import POYO
 from poyo_rt.registry import MODALITY_REGISTRY
 from poyo_rt.runtime.engine import Engine, EngineSettings, install_signal_handlers
-from poyo_rt.runtime.threads import allowed_cores, apply_threads, format_cores
+from poyo_rt.runtime.threads import apply_threads, check_available
 from poyo_rt.version import code_version
 
 log = logging.getLogger(__name__)
@@ -66,11 +66,10 @@ def session_index(model: POYO, session_id: str | None) -> int:
 
 def check_cores(cores: tuple[int, ...]) -> None:
     """``engine.cpu_affinity`` must name cores this process may use (checked before the stream is resolved)."""
-    allowed = allowed_cores()
-    missing = sorted(set(cores) - allowed) if allowed is not None else []
-    if missing:
-        raise ConfigError("engine.cpu_affinity", f"cores {missing} are not available to this process (it may use "
-                                                 f"{format_cores(allowed)})")
+    try:
+        check_available(cores)
+    except ValueError as err:
+        raise ConfigError("engine.cpu_affinity", str(err)) from None
 
 
 @dataclass
@@ -122,8 +121,7 @@ def build_decoder(config: RunConfig, *, model: POYO | LoadedModel | None = None)
             n_outputs=eng.n_outputs, output_spacing_s=eng.output_spacing_s, max_spikes=eng.max_spikes,
             buffer_capacity=eng.buffer_capacity, deadline_ms=eng.deadline_ms, log_every_s=config.metrics.log_every_s,
             freeze_gc=eng.freeze_gc, realtime_priority=eng.realtime_priority, cpu_affinity=eng.cpu_affinity,
-            spin_ms=eng.spin_ms,
-            pre_tick=eng.pre_tick,
+            spin_ms=eng.spin_ms, pre_tick=eng.pre_tick,
         )
         out = config.output
         publisher = Publisher(out.endpoint, topic=out.topic, sndhwm=out.sndhwm, tick_hz=eng.tick_hz or 100.0,

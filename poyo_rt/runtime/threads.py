@@ -128,6 +128,15 @@ def allowed_cores() -> frozenset[int] | None:
         return None
 
 
+def check_available(cores: Iterable[int]) -> None:
+    """Raise ValueError naming the ``cores`` this process may not run on (none where the platform cannot tell)."""
+    allowed = allowed_cores()
+    missing = sorted(set(cores) - allowed) if allowed is not None else []
+    if missing:
+        raise ValueError(f"CPU cores {missing} are not available to this process (it may use "
+                         f"{format_cores(allowed)})")
+
+
 class CpuAffinity:
     """Context manager: the calling thread runs only on ``cores`` (CPU ids) for the block, and the process's
     other threads leave those cores; afterwards every thread goes back to the cores it had.
@@ -159,10 +168,7 @@ class CpuAffinity:
         if allowed is None or not hasattr(os, "sched_setaffinity"):
             log.warning("CPU affinity %s requested, but this platform cannot pin threads: ignored", list(self.cores))
             return self
-        missing = sorted(set(self.cores) - allowed)
-        if missing:
-            raise ValueError(f"CPU cores {missing} are not available to this process (it may use "
-                             f"{format_cores(allowed)})")
+        check_available(self.cores)
         self._saved = allowed
         os.sched_setaffinity(0, self.cores)
         self.active = True
