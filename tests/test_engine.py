@@ -452,6 +452,24 @@ def test_cpu_affinity_pins_the_loop_thread_for_the_run(model, stream_name, sourc
     assert engine.summary()["pinned_cores"] == [core] and len(msgs) == engine.ticks
 
 
+def test_start_stage_is_how_late_a_tick_began(model, stream_name, source_id):
+    """``start``: the time from a tick's schedule to its first step, in the latency log and in the message, so a
+    miss can be told apart into starting late and working long (tick >= start + the work that follows)."""
+    outlet, decoder, sub = start(stream_name, source_id, model)
+    engine = decoder.engine
+    try:
+        scheduled = lsl.local_clock() - 0.005  # this tick begins at least 5 ms after its schedule
+        stages = engine.tick(scheduled)
+        msg = sub.recv(timeout_s=2.0)
+    finally:
+        decoder.close()
+        del outlet
+    assert 5000.0 <= stages["start"] < stages["tick"]
+    assert stages["tick"] >= stages["start"] + stages["runner"] + stages["publish"]
+    assert msg is not None and msg.stages_us["start"] == stages["start"]
+    assert engine.stats.summary()["stages"]["start"]["count"] == 1
+
+
 def test_spin_is_at_most_a_quarter_period():
     """engine.spin_ms holds at 50 Hz; at 1 kHz a 1 ms spin would leave no sleep (and no pre-tick): a quarter."""
     from poyo_rt.runtime.engine import EngineSettings

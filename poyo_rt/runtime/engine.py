@@ -46,7 +46,9 @@ to chosen cores and moves the process's other threads (ZeroMQ's and liblsl's I/O
 (:class:`~poyo_rt.runtime.threads.CpuAffinity`): the loop keeps its code and data in its core's caches and is
 not preempted there by the threads that every publish and every incoming chunk wake.
 
-Latencies recorded per tick (µs): every stage above, ``e2e`` = newest spike's LSL time to
+Latencies recorded per tick (µs): ``start`` = scheduled tick time to the tick's first step (a late wake-up, or
+the previous tick and preparation running over: how much of a miss is not the tick's own work), every stage
+above, ``e2e`` = newest spike's LSL time to
 the moment the message is handed to ZeroMQ, and ``tick`` = scheduled tick time to that
 moment; a ``tick`` above the deadline (default: one period) is a deadline miss. ``spike_age`` = the window
 end minus the newest spike's time (also in the message): ``e2e = spike_age + input_delay_s + tick``, and for
@@ -84,7 +86,8 @@ MAX_PULLS_PER_TICK = 16
 #: The loop wakes at most this much earlier than the spin for the pre-tick (s).
 MAX_PRE_TICK_S = 0.005
 
-STAGES = ("pull", "buffer", "tokenize", "h2d", "forward", "d2h", "runner", "publish", "spike_age", "e2e", "tick")
+STAGES = ("start", "pull", "buffer", "tokenize", "h2d", "forward", "d2h", "runner", "publish", "spike_age", "e2e",
+          "tick")
 
 # Wire-format counter names are at most 16 ASCII characters.
 _SHORT_NAMES = {"unit_out_of_range": "unit_range", "non_integer_count": "non_int_count"}
@@ -295,6 +298,7 @@ class Engine:
     def tick(self, t_tick: float) -> dict[str, float]:
         """Run one tick scheduled at ``t_tick`` (LSL s); returns its stage latencies (µs)."""
         s = self.settings
+        start_us = (self.clock() - t_tick) * 1e6 if s.tick_hz > 0 else math.nan
         pull_ns = buffer_ns = 0
         for self.last_pulls in range(1, MAX_PULLS_PER_TICK + 1):  # drain: a pull is capped at the inlet's max_chunk samples
             c0 = time.perf_counter_ns()
@@ -330,7 +334,7 @@ class Engine:
         if self.stats.deadline_us is not None and tick_us > self.stats.deadline_us:
             flags |= TickFlags.DEADLINE_MISSED
         stages = {
-            "pull": pull_ns / 1e3, "buffer": buffer_ns / 1e3, "tokenize": (c3 - c2) / 1e3,
+            "start": start_us, "pull": pull_ns / 1e3, "buffer": buffer_ns / 1e3, "tokenize": (c3 - c2) / 1e3,
             "h2d": result.h2d_us, "forward": result.forward_us, "d2h": result.d2h_us, "runner": (c4 - c3) / 1e3,
             "spike_age": (t_end - info.newest_spike_s) * 1e6 if math.isfinite(info.newest_spike_s) else math.nan,
         }

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 SCHEMA = "poyo-rt.latency/1"
-PIPELINE = ("pull", "buffer", "tokenize", "h2d", "forward", "d2h", "publish")
+PIPELINE = ("start", "pull", "buffer", "tokenize", "h2d", "forward", "d2h", "publish")
 SPANS = ("runner", "e2e", "tick")  # stages that span others (runner: h2d + forward + d2h and the host work around them)
 INPUT = ("spike_age",)  # not a stage: the newest spike's age at the window end (e2e = spike_age + input delay + tick)
 
@@ -71,7 +71,8 @@ def plot_run(doc: dict, png_path: str | Path, title: str | None = None) -> Path:
             lo, hi = np.floor(np.log10(centres.min()) * 20), np.ceil(np.log10(centres.max()) * 20) + 1
             edges = 10 ** (np.arange(lo, hi + 1) / 20)
             coarse, _ = np.histogram(centres, bins=edges, weights=counts)
-            ax.stairs(coarse / counts.sum(), edges / 1e3, label=stage)
+            style = "-" if stage in PIPELINE else "--"  # spans and the input's age dashed: more stages than colours
+            ax.stairs(coarse / counts.sum(), edges / 1e3, label=stage, linestyle=style)
     ax.set_xscale("log")
     ax.set_xlabel("latency (ms)")
     ax.set_ylabel("fraction of ticks")
@@ -80,7 +81,7 @@ def plot_run(doc: dict, png_path: str | Path, title: str | None = None) -> Path:
 
     ax = axes[1]
     recent = doc.get("recent_us", {})
-    for stage in ("tick", "e2e", "spike_age", "forward"):
+    for stage in ("tick", "e2e", "spike_age", "forward", "start"):
         samples = np.asarray(recent.get(stage) or [], dtype=np.float64)
         if samples.size:
             ax.plot(np.arange(samples.size), samples / 1e3, lw=0.8, label=stage)
