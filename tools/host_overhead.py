@@ -42,7 +42,7 @@ from poyo_rt.runtime.threads import allowed_cores
 from poyo_rt.stream import lsl
 from poyo_rt.stream.tokenizer import bucket_for
 
-STAGES = ("pull", "buffer", "tokenize", "forward", "runner", "publish", "tick")
+STAGES = ("start", "pull", "buffer", "tokenize", "forward", "runner", "publish", "tick")
 
 
 class HostOnlyRunner:
