@@ -152,7 +152,8 @@ class CpuAffinity:
 
     Empty ``cores``: nothing changes. Cores the process may not use are a ValueError that names them; when the
     loop takes every core the other threads stay where they are; platforms without ``sched_setaffinity`` log a
-    warning and run unpinned.
+    warning and run unpinned. One pinned loop a process: a second one's exit would give the first loop's
+    thread back the cores it had before the second was entered.
     """
 
     def __init__(self, cores: Iterable[int] = ()):
