@@ -33,10 +33,11 @@ import json
 import os
 import sys
 
-import numpy as np
 import torch
 import triton
 import triton.language as tl
+
+from poyo_rt.bench.common import replay_times
 
 BLOCK = 128  # lanes a program: one load of BLOCK int32 a step
 
@@ -121,15 +122,7 @@ def time_graph(fn, replays: int) -> tuple[float, float]:
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         fn()
-    times = []
-    for _ in range(replays):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3)
-    return float(np.median(times)), float(np.percentile(times, 99))
+    return replay_times(graph, replays)
 
 
 def compile_only(arch: int) -> int:

@@ -29,9 +29,8 @@ import argparse
 import json
 from collections import defaultdict
 
-import numpy as np
 import torch
-from poyo_rt.bench.common import cuda_kernel_events
+from poyo_rt.bench.common import cuda_kernel_events, replay_times
 from poyo_rt.bench.forward import BENCH_CONFIGS, bench_inputs, build_model, fused_inputs
 from poyo_rt.model.fused import FusedPOYO
 from poyo_rt.model.static import allocate_static_inputs
@@ -61,19 +60,6 @@ def kernel_times(fn, iters: int) -> dict[str, dict[str, float]]:
     return {name: {"launches": n / iters, "us": t / iters} for name, (n, t) in per.items()}
 
 
-def graph_times(graph: GraphedForward, iters: int) -> tuple[float, float]:
-    """(median, p99) µs of one replay, CUDA events around each."""
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(iters):
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1e3)
-    return float(np.median(times)), float(np.percentile(times, 99))
-
-
 def sweep(name: str, replays: int) -> list[dict]:
     """Graph replay times of the Triton forward in each tuning (see the module docstring), one config."""
     from poyo_rt.kernels import TritonPOYO
@@ -97,7 +83,7 @@ def sweep(name: str, replays: int) -> list[dict]:
             with torch.inference_mode():
                 err = float((forward(packed) - exact).abs().max())
                 graph = GraphedForward(forward, packed, call=lambda m, x: m(x))
-                p50, p99 = graph_times(graph, replays)
+                p50, p99 = replay_times(graph, replays)
         except Exception as exc:  # a tuning that does not compile here is reported, the others go on
             print(f"   {label}: unavailable ({type(exc).__name__}: {exc})")
             continue
@@ -157,7 +143,7 @@ def main() -> int:
                     forward(packed)  # compiles the Triton kernels
                     kernels = kernel_times(lambda: forward(packed), args.iters)
                     graph = GraphedForward(forward, packed, call=lambda m, x: m(x))
-                    p50, p99 = graph_times(graph, args.replays)
+                    p50, p99 = replay_times(graph, args.replays)
                 busy = sum(k["us"] for k in kernels.values())
                 launches = sum(k["launches"] for k in kernels.values())
                 print(f"\n== {name}, {n_slots} slots, {label}: graph replay p50 {p50:.1f} µs, p99 {p99:.1f} µs; "

@@ -134,3 +134,17 @@ def cuda_kernel_events(fn: Callable[[], object], calls: int = 1) -> list:
 def count_cuda_kernels(fn: Callable[[], object]) -> int:
     """GPU kernels one call of ``fn`` launches: the nodes a CUDA graph of ``fn`` replays."""
     return len(cuda_kernel_events(fn))
+
+
+def replay_times(graph, replays: int) -> tuple[float, float]:
+    """(median, p99) µs of one ``graph.replay()`` (a ``torch.cuda.CUDAGraph`` or anything with ``replay``),
+    CUDA events around each of ``replays`` replays."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(replays):
+        start.record()
+        graph.replay()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) * 1e3)
+    return float(np.median(times)), float(np.percentile(times, 99))

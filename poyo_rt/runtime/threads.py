@@ -144,8 +144,9 @@ class CpuAffinity:
     For a rig's tick loop: a loop pinned to its own cores is not moved between cores by the scheduler, keeps
     its code and data in that core's caches between ticks, and is not preempted on its core by the process's
     own helper threads: ZeroMQ's I/O thread, woken by every publish, and liblsl's receiving threads, woken by
-    every incoming chunk (on the 2-core test VM, ZeroMQ's I/O thread left on the loop's core cost the tick's
-    publish stage ~45 µs at the median: ``tools/host_overhead.py``). torch's worker threads (``model.threads``
+    every incoming chunk (on the 2-core test VM, pinning the loop with ZeroMQ's I/O thread left free to run on
+    its core raised the tick's publish stage from 84 to 117 µs at the median: ``tools/host_overhead.py``,
+    docs/performance.md). torch's worker threads (``model.threads``
     above 1) move too: the forward's parallel part then runs on the other cores. Threads started later inherit
     the cores of the thread that starts them. Pair it with cores kept free of other processes
     (``isolcpus``/``taskset`` for the rest) and, if allowed, :class:`RealtimePriority`.
@@ -227,13 +228,10 @@ def pin_process(pid: int, cores: Iterable[int]) -> None:
 
 def format_cores(cores: Iterable[int]) -> str:
     """``taskset``-style text of a set of cores: ``{0, 1, 2, 5}`` -> ``"0-2,5"``."""
-    out: list[str] = []
-    run: list[int] = []
+    runs: list[list[int]] = []
     for c in sorted(cores):
-        if run and c != run[-1] + 1:
-            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-            run = []
-        run.append(c)
-    if run:
-        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
-    return ",".join(out)
+        if runs and c == runs[-1][-1] + 1:
+            runs[-1].append(c)
+        else:
+            runs.append([c])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
