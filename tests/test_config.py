@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -146,6 +148,55 @@ def test_cpu_affinity_config_is_validated_and_checked_against_this_machine():
     with pytest.raises(ConfigError, match=r"engine.cpu_affinity.*not available to this process"):
         build_decoder(cfg, model=object())
     assert time.monotonic() - t0 < 5.0
+
+
+def test_thread_clock_splits_wall_time_into_cpu_wait_and_off_cpu():
+    """ThreadClock, real threads and a real competing process: a thread that sleeps is off the CPU, one that
+    computes is on it, and one that shares its core with a busy process waits for it about half the time; each
+    thread reads its own accounting from one shared clock."""
+    from poyo_rt.runtime.threads import ThreadClock
+
+    clock = ThreadClock()
+
+    def span(work):  # (wall, cpu, wait) in ms of work() on the calling thread
+        w0, (c0, q0) = time.perf_counter_ns(), clock.read()
+        work()
+        (c1, q1), w1 = clock.read(), time.perf_counter_ns()
+        return (w1 - w0) / 1e6, (c1 - c0) / 1e6, (q1 - q0) / 1e6
+
+    def busy(seconds):
+        t_end = time.perf_counter() + seconds
+        while time.perf_counter() < t_end:
+            pass
+
+    wall, cpu, wait = span(lambda: time.sleep(0.05))
+    assert wall >= 50 and cpu < 10 and wall - cpu - wait >= 40  # asleep: off the CPU
+    wall, cpu, wait = span(lambda: busy(0.05))
+    assert cpu >= 0.5 * wall and cpu <= wall + 0.1
+
+    core = max(os.sched_getaffinity(0))
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    seen = {}
+    try:
+        os.sched_setaffinity(hog.pid, {core})
+
+        def contended():
+            os.sched_setaffinity(0, {core})  # this thread only
+            seen["worker"] = span(lambda: busy(0.4))
+
+        main_before = clock.read()
+        thread = threading.Thread(target=contended)
+        thread.start()
+        thread.join(10)
+        main_after = clock.read()
+    finally:
+        hog.kill()
+        hog.wait()
+    wall, cpu, wait = seen["worker"]
+    assert wait >= 0.2 * wall and cpu <= 0.8 * wall  # the fair scheduler gives each about half the core
+    assert cpu + wait <= wall + 1.0
+    assert main_after[1] - main_before[1] < 0.1 * wall * 1e6  # the main thread's own wait (ns), not the worker's
+    clock.close()
 
 
 def test_cpu_affinity_pins_only_the_calling_thread_and_restores_it():

@@ -25,6 +25,7 @@ from poyo_rt.errors import StreamFormatError, UnitMismatchError
 from poyo_rt.model import collate
 from poyo_rt.runtime.engine import GcWatch, wait_until
 from poyo_rt.runtime.launch import build_decoder
+from poyo_rt.runtime.report import load_run
 from poyo_rt.stream import lsl
 from poyo_rt.stream.publisher import Subscriber
 from poyo_rt.stream.wire import TickFlags
@@ -468,6 +469,51 @@ def test_start_stage_is_how_late_a_tick_began(model, stream_name, source_id):
     assert stages["tick"] >= stages["start"] + stages["runner"] + stages["publish"]
     assert msg is not None and msg.stages_us["start"] == stages["start"]
     assert engine.stats.summary()["stages"]["start"]["count"] == 1
+
+
+def test_each_miss_is_counted_under_its_cause(model, stream_name, source_id, tmp_path):
+    """``cpu``, ``cpu_wait`` and ``off_cpu`` account for a tick's work (in the log and the message), and a missed
+    tick is counted under what ran long: a forward that sleeps is ``off_cpu``, one that computes ``cpu_time``, a
+    tick begun late ``late_start``. Real LSL, ZeroMQ and model; the runner's call is lengthened by 60 ms."""
+    outlet, decoder, sub = start(stream_name, source_id, model, deadline_ms=40.0)
+    engine = decoder.engine
+    run, extra = engine.runner.run, {}
+
+    def lengthened(*args):
+        out = run(*args)
+        if extra.get("sleep"):
+            time.sleep(0.06)
+        if extra.get("busy"):
+            t_end = time.perf_counter() + 0.06
+            while time.perf_counter() < t_end:
+                pass
+        return out
+
+    engine.runner.run = lengthened
+    ticks = {}
+    try:
+        for _ in range(5):
+            ticks["normal"] = engine.tick(lsl.local_clock())
+        for case in ("sleep", "busy"):
+            extra[case] = True
+            ticks[case] = engine.tick(lsl.local_clock())
+            extra.clear()
+        ticks["late"] = engine.tick(lsl.local_clock() - 0.06)
+        msgs = [sub.recv(timeout_s=2.0) for _ in range(8)]
+    finally:
+        decoder.close()
+        del outlet
+    assert engine.miss_causes == {"off_cpu": 1, "cpu_time": 1, "late_start": 1}
+    assert engine.summary()["miss_causes"] == engine.miss_causes
+    assert load_run(engine.write_report(tmp_path / "run.json"))["meta"]["miss_causes"] == engine.miss_causes
+    assert ticks["sleep"]["off_cpu"] >= 60_000 and ticks["sleep"]["cpu"] < 40_000
+    assert ticks["busy"]["cpu"] >= 0.5 * 60_000 and ticks["busy"]["off_cpu"] < 40_000
+    for stages in ticks.values():  # the accounting spans the tick's work: after its start, before its send
+        assert stages["cpu"] > 0 and stages["cpu_wait"] >= 0
+        accounted = stages["cpu"] + stages["cpu_wait"] + stages["off_cpu"]
+        assert stages["runner"] <= accounted + 1.0 and accounted <= stages["tick"] - stages["start"]
+    assert all(m is not None for m in msgs)
+    assert msgs[5].stages_us["off_cpu"] == ticks["sleep"]["off_cpu"] and msgs[6].stages_us["cpu"] == ticks["busy"]["cpu"]
 
 
 def test_spin_is_at_most_a_quarter_period():

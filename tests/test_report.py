@@ -9,22 +9,25 @@ import numpy as np
 import pytest
 
 from poyo_rt.runtime.metrics import LatencyStats
-from poyo_rt.runtime.report import histogram_arrays, load_run
+from poyo_rt.runtime.report import describe_miss_causes, histogram_arrays, load_run
 
 
 @pytest.fixture
 def run_json(tmp_path):
     rng = np.random.default_rng(0)
-    stats = LatencyStats(["pull", "tokenize", "forward", "publish", "spike_age", "e2e", "tick"], deadline_us=20_000,
-                         deadline_stages=("tick",), recent=500)
+    stats = LatencyStats(["pull", "tokenize", "forward", "publish", "spike_age", "e2e", "tick", "cpu", "cpu_wait",
+                          "off_cpu"], deadline_us=20_000, deadline_stages=("tick",), recent=500)
     for _ in range(2000):
         fwd, age = rng.lognormal(np.log(15_000), 0.2), rng.exponential(500.0)
         stats.record_tick({"pull": rng.lognormal(np.log(120), 0.3), "tokenize": rng.lognormal(np.log(50), 0.3),
                            "forward": fwd, "publish": 250.0, "spike_age": age, "e2e": fwd + 1000 + age,
-                           "tick": fwd + 1000})
+                           "tick": fwd + 1000, "cpu": fwd + 600, "cpu_wait": 20.0, "off_cpu": 80.0})
     stats.count("token_overflow", 7)
     path = tmp_path / "latency.json"
-    stats.to_json(path, extra={"config": {"engine": {"tick_hz": 50}}, "code_version": "test"}, include_recent=True)
+    misses = stats.summary()["stages"]["tick"]["deadline_misses"]
+    causes = {"cpu_time": misses - 1, "late_start": 1}  # as Engine.miss_causes would count them
+    stats.to_json(path, extra={"config": {"engine": {"tick_hz": 50}}, "code_version": "test", "miss_causes": causes},
+                  include_recent=True)
     return path, stats
 
 
@@ -49,6 +52,14 @@ def test_report_cli_writes_png_and_html(run_json, tmp_path):
     assert "deadline misses" in text and "token_overflow" in text and "data:image/png;base64," in text
     misses = stats.summary()["stages"]["tick"]["deadline_misses"]
     assert misses > 0 and f"<td>{misses}</td>" in text
+    assert f"{misses} missed: slow work (CPU time) {misses - 1}, late start 1." in text  # by cause, most first
+    assert "<td>cpu_wait</td>" in text  # the loop thread's accounting in the percentile table
+
+
+def test_miss_causes_in_words():
+    assert describe_miss_causes({}) == "" and describe_miss_causes({"cpu_wait": 0}) == ""
+    assert (describe_miss_causes({"late_start": 2, "off_cpu": 5, "publish": 2})
+            == "off the CPU (blocked, or stolen by a hypervisor) 5, late start 2, publish 2")
 
 
 def test_report_rejects_other_files(tmp_path):

@@ -46,7 +46,7 @@ import torch
 
 from poyo_rt.bench.common import percentiles_us
 from poyo_rt.bench.forward import BENCH_CONFIGS, build_model, torch_brain_kwargs, torch_brain_twin
-from poyo_rt.runtime.report import describe_preparation
+from poyo_rt.runtime.report import describe_miss_causes, describe_preparation
 from poyo_rt.runtime.threads import allowed_cores, format_cores, pin_process
 from poyo_rt.runtime.runner import ForwardResult, trimmed_views
 from poyo_rt.stream.tokenizer import WindowTimes
@@ -402,6 +402,9 @@ def format_e2e_table(result: dict) -> str:
                      f"{r['deadline_misses']} (late {r['late_ticks']}, skipped {r['skipped_ticks']}), "
                      f"{r['threads']} thread(s); x baseline: receipt p99 {r['ratio_receipt_p99_vs_baseline']:.2f}, "
                      f"forward p50 {r['ratio_forward_median_vs_baseline']:.2f}")
+        causes = describe_miss_causes(r.get("engine", {}).get("miss_causes", {}))
+        if causes:
+            lines.append(f"{r['path']:<12} misses by cause: {causes}")
         lines.append(f"{r['path']:<12} ingest: pushed {r['spikes_pushed']}, taken in {r['spikes_taken_in']}, "
                      f"accepted {r['spikes_accepted']}, drops {r['drops'] or 'none'}")
         if "spike_age_us" in r:

@@ -54,6 +54,12 @@ moment; a ``tick`` above the deadline (default: one period) is a deadline miss. 
 end minus the newest spike's time (also in the message): ``e2e = spike_age + input_delay_s + tick``, and for
 a Poisson stream at r spikes/s the age alone exceeds a with probability exp(-r a) (the stream's silence,
 not the decoder's latency).
+
+Where the loop's time went, per tick (µs, from the tick's first step to its send; :class:`ThreadClock`): ``cpu``
+= the loop thread's CPU time, ``cpu_wait`` = the time it was ready but another thread or process had its core,
+``off_cpu`` = the rest (blocked, or stolen by the hypervisor of a virtual machine; where the run-queue wait
+cannot be read, not on Linux, it includes that wait). Each deadline miss is counted under the cause whose value
+exceeded its median the most (:data:`MISS_CAUSES`; ``Engine.miss_causes``, in the summary and the latency log).
 """
 
 from __future__ import annotations
@@ -74,7 +80,7 @@ import numpy as np
 from poyo_rt.model.poyo import POYO
 from poyo_rt.runtime.metrics import LatencyStats, PeriodicReporter
 from poyo_rt.runtime.runner import Runner
-from poyo_rt.runtime.threads import CpuAffinity, RealtimePriority
+from poyo_rt.runtime.threads import CpuAffinity, RealtimePriority, ThreadClock
 from poyo_rt.stream.buffer import SpikeBuffer
 from poyo_rt.stream.tokenizer import IncrementalTokenizer, TickTokens
 from poyo_rt.stream.wire import TickFlags
@@ -87,7 +93,13 @@ MAX_PULLS_PER_TICK = 16
 MAX_PRE_TICK_S = 0.005
 
 STAGES = ("start", "pull", "buffer", "tokenize", "h2d", "forward", "d2h", "runner", "publish", "spike_age", "e2e",
-          "tick")
+          "tick", "cpu", "cpu_wait", "off_cpu")
+
+#: What a missed tick is blamed on: the stage that exceeded its median the most -> the cause's name.
+MISS_CAUSES = {"start": "late_start", "cpu": "cpu_time", "cpu_wait": "cpu_wait", "off_cpu": "off_cpu",
+               "publish": "publish"}
+#: Ticks between two updates of the medians the causes are measured against.
+TYPICAL_EVERY = 256
 
 # Wire-format counter names are at most 16 ASCII characters.
 _SHORT_NAMES = {"unit_out_of_range": "unit_range", "non_integer_count": "non_int_count"}
@@ -256,6 +268,10 @@ class Engine:
         self._pre_tick_s = 0.0  # how long _pre_tick takes: a moving average (s, LSL clock)
         self.gc: dict | None = None  #: garbage collections during the last run() (GcWatch.as_dict)
         self.pinned_cores: list[int] = []  #: CPU cores the loop ran pinned to in the last run() (cpu_affinity)
+        self.miss_causes: dict[str, int] = {}  #: deadline misses by cause (MISS_CAUSES), since construction
+        self._thread_clock = ThreadClock()
+        self._typical: dict[str, float] = {}  # medians of the MISS_CAUSES stages (µs), refreshed every TYPICAL_EVERY
+        self._typical_tick = -TYPICAL_EVERY
         self._stop = threading.Event()
         self._report_requested = threading.Event()
         self.on_report: Callable[[], None] | None = None  #: called between ticks after request_report()
@@ -299,6 +315,8 @@ class Engine:
         """Run one tick scheduled at ``t_tick`` (LSL s); returns its stage latencies (µs)."""
         s = self.settings
         start_us = (self.clock() - t_tick) * 1e6 if s.tick_hz > 0 else math.nan
+        w0 = time.perf_counter_ns()
+        cpu0, wait0 = self._thread_clock.read()
         pull_ns = buffer_ns = 0
         for self.last_pulls in range(1, MAX_PULLS_PER_TICK + 1):  # drain: a pull is capped at the inlet's max_chunk samples
             c0 = time.perf_counter_ns()
@@ -329,6 +347,8 @@ class Engine:
             flags |= TickFlags.TOKEN_OVERFLOW
         if not getattr(self.source, "connected", True):
             flags |= TickFlags.STREAM_DISCONNECTED
+        cpu1, wait1 = self._thread_clock.read()
+        work_ns = time.perf_counter_ns() - w0
         t_before_send = self.clock()
         tick_us = (t_before_send - t_tick) * 1e6
         if self.stats.deadline_us is not None and tick_us > self.stats.deadline_us:
@@ -337,6 +357,7 @@ class Engine:
             "start": start_us, "pull": pull_ns / 1e3, "buffer": buffer_ns / 1e3, "tokenize": (c3 - c2) / 1e3,
             "h2d": result.h2d_us, "forward": result.forward_us, "d2h": result.d2h_us, "runner": (c4 - c3) / 1e3,
             "spike_age": (t_end - info.newest_spike_s) * 1e6 if math.isfinite(info.newest_spike_s) else math.nan,
+            **thread_times(work_ns, cpu1 - cpu0, wait1 - wait0 if wait0 >= 0 and wait1 >= 0 else -1),
         }
         output_times = info.origin_s + self.tokenizer.output_timestamps[0]  # (N_out,) LSL s
         publish_us = self.sink.send(
@@ -350,7 +371,20 @@ class Engine:
         stages["e2e"] = (t_sent - info.newest_spike_s) * 1e6 if math.isfinite(info.newest_spike_s) else math.nan
         self.stats.record_tick({k: v for k, v in stages.items() if not math.isnan(v)})
         self.ticks += 1
+        if self.stats.deadline_us is not None and stages["tick"] > self.stats.deadline_us:
+            self._count_miss(stages)
         return stages
+
+    def _count_miss(self, stages: dict[str, float]) -> None:
+        """Count a missed tick under the cause (:data:`MISS_CAUSES`) that exceeded its median the most."""
+        if self.ticks - self._typical_tick >= TYPICAL_EVERY:
+            medians = {st: self.stats.percentile(st, 50.0) for st in MISS_CAUSES}  # NaN: never recorded
+            self._typical = {st: m for st, m in medians.items() if not math.isnan(m)}
+            self._typical_tick = self.ticks
+        excess = {cause: stages[st] - self._typical[st] for st, cause in MISS_CAUSES.items()
+                  if st in self._typical and not math.isnan(stages.get(st, math.nan))}
+        cause = max(excess, key=excess.__getitem__) if excess else "unknown"
+        self.miss_causes[cause] = self.miss_causes.get(cause, 0) + 1
 
     # --- the loop ------------------------------------------------------------------------------
     def run(self, duration_s: float | None = None, max_ticks: int | None = None) -> dict:
@@ -446,6 +480,7 @@ class Engine:
         out["ticks"] = self.ticks
         out["early_ticks"] = self.early_ticks
         out["pinned_cores"] = self.pinned_cores
+        out["miss_causes"] = dict(self.miss_causes)
         out["counters"] = self.counters()
         out["runner"] = self.runner.counters()
         if self.gc is not None:
@@ -458,9 +493,18 @@ class Engine:
         path.parent.mkdir(parents=True, exist_ok=True)
         for name, value in self.counters().items():
             self.stats.set_counter(name, value)
-        self.stats.to_json(path, extra={"ticks": self.ticks, "runner": self.runner.counters(), **(extra or {})},
+        self.stats.to_json(path, extra={"ticks": self.ticks, "runner": self.runner.counters(),
+                                        "miss_causes": dict(self.miss_causes), **(extra or {})},
                            include_recent=True)
         return path
+
+
+def thread_times(work_ns: int, cpu_ns: int, wait_ns: int) -> dict[str, float]:
+    """``cpu``, ``cpu_wait`` and ``off_cpu`` (µs) of a span of ``work_ns`` wall time in which the thread ran
+    ``cpu_ns`` and waited ``wait_ns`` for a core (-1 = unknown: ``cpu_wait`` NaN, ``off_cpu`` includes it)."""
+    wait = max(wait_ns, 0)
+    return {"cpu": cpu_ns / 1e3, "cpu_wait": wait_ns / 1e3 if wait_ns >= 0 else math.nan,
+            "off_cpu": (work_ns - cpu_ns - wait) / 1e3}
 
 
 def install_signal_handlers(engine: Engine, report: Callable[[], None] | None = None) -> None:

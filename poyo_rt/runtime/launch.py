@@ -12,6 +12,7 @@ from poyo_rt.errors import ConfigError
 from poyo_rt.model.poyo import POYO
 from poyo_rt.registry import MODALITY_REGISTRY
 from poyo_rt.runtime.engine import Engine, EngineSettings, install_signal_handlers
+from poyo_rt.runtime.report import describe_miss_causes
 from poyo_rt.runtime.threads import apply_threads, check_available
 from poyo_rt.version import code_version
 
@@ -161,5 +162,7 @@ def run_decoder(config: RunConfig, *, model: POYO | LoadedModel | None = None) -
     finally:
         decoder.close()
     log.info("final latency after %d ticks:\n%s", decoder.engine.ticks, decoder.engine.stats.format_table())
+    if decoder.engine.miss_causes:
+        log.info("deadline misses by cause: %s", describe_miss_causes(decoder.engine.miss_causes))
     report()
     return summary

@@ -3,7 +3,7 @@
 The JSON is what :meth:`LatencyStats.to_json` writes (schema ``poyo-rt.latency/1``): a summary per stage,
 sparse log-spaced histograms, optionally the last raw samples per stage, and run metadata (config, code
 version). The figure shows: per-stage latency histograms, latency over time with the deadline, and the drop
-counters; the HTML page adds the percentile table and the resolved configuration.
+counters; the HTML page adds the percentile table, the deadline misses by cause and the resolved configuration.
 """
 
 from __future__ import annotations
@@ -22,6 +22,18 @@ SCHEMA = "poyo-rt.latency/1"
 PIPELINE = ("start", "pull", "buffer", "tokenize", "h2d", "forward", "d2h", "publish")
 SPANS = ("runner", "e2e", "tick")  # stages that span others (runner: h2d + forward + d2h and the host work around them)
 INPUT = ("spike_age",)  # not a stage: the newest spike's age at the window end (e2e = spike_age + input delay + tick)
+ACCOUNTING = ("cpu", "cpu_wait", "off_cpu")  # where the loop thread's time went from a tick's start to its send
+
+#: Deadline-miss causes (``Engine.miss_causes``) in words.
+MISS_CAUSE_NAMES = {"late_start": "late start", "cpu_time": "slow work (CPU time)",
+                    "cpu_wait": "waiting for a core", "off_cpu": "off the CPU (blocked, or stolen by a hypervisor)",
+                    "publish": "publish", "unknown": "unknown"}
+
+
+def describe_miss_causes(causes: dict[str, int]) -> str:
+    """``"late start 2, slow work (CPU time) 40"``: the misses by cause, most first ("" when none)."""
+    ranked = sorted(((n, c) for c, n in causes.items() if n), key=lambda nc: (-nc[0], nc[1]))
+    return ", ".join(f"{MISS_CAUSE_NAMES.get(c, c)} {n}" for n, c in ranked)
 
 
 def load_run(path: str | Path) -> dict[str, Any]:
@@ -61,7 +73,7 @@ def plot_run(doc: dict, png_path: str | Path, title: str | None = None) -> Path:
     import matplotlib.pyplot as plt
 
     summary = doc["summary"]
-    stages = [s for s in (*PIPELINE, *SPANS, *INPUT) if summary["stages"].get(s, {}).get("count")]
+    stages = [s for s in (*PIPELINE, *SPANS, *INPUT, *ACCOUNTING) if summary["stages"].get(s, {}).get("count")]
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
 
     ax = axes[0]
@@ -71,7 +83,8 @@ def plot_run(doc: dict, png_path: str | Path, title: str | None = None) -> Path:
             lo, hi = np.floor(np.log10(centres.min()) * 20), np.ceil(np.log10(centres.max()) * 20) + 1
             edges = 10 ** (np.arange(lo, hi + 1) / 20)
             coarse, _ = np.histogram(centres, bins=edges, weights=counts)
-            style = "-" if stage in PIPELINE else "--"  # spans and the input's age dashed: more stages than colours
+            # spans and the input's age dashed, the thread's accounting dotted: more stages than colours
+            style = "-" if stage in PIPELINE else ":" if stage in ACCOUNTING else "--"
             ax.stairs(coarse / counts.sum(), edges / 1e3, label=stage, linestyle=style)
     ax.set_xscale("log")
     ax.set_xlabel("latency (ms)")
@@ -140,9 +153,21 @@ def _runner_section(runner: dict) -> str:
     return f"<h2>Forward path (key/value cache)</h2>{line}<pre>{html.escape(json.dumps(runner, indent=1))}</pre>\n"
 
 
+def _misses_section(doc: dict) -> str:
+    """HTML for the deadline misses by cause (``meta.miss_causes``, written since the tenth session), or nothing."""
+    causes = doc.get("meta", {}).get("miss_causes")
+    if causes is None:
+        return ""
+    misses = doc["summary"]["stages"].get("tick", {}).get("deadline_misses", sum(causes.values()))
+    line = describe_miss_causes(causes) or "none"
+    return (f"<h2>Deadline misses by cause</h2><p>{misses} missed: {html.escape(line)}. Each miss is counted under "
+            "what exceeded its median the most: the tick's start, the loop thread's CPU time, its wait for a core, "
+            "its time off the CPU, or the publish.</p>\n")
+
+
 def write_html(doc: dict, html_path: str | Path, png_path: str | Path) -> Path:
-    """A self-contained HTML page: the figure (embedded), the percentile table, counters, the forward path's
-    counters (when the run log has them), config."""
+    """A self-contained HTML page: the figure (embedded), the percentile table, the misses by cause, counters, the
+    forward path's counters (when the run log has them), config."""
     png = base64.b64encode(Path(png_path).read_bytes()).decode()
     head = ["stage", "ticks", "median ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "deadline misses"]
     table = "".join(f"<th>{h}</th>" for h in head)
@@ -157,7 +182,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} pre{{background:
 {doc['summary'].get('ticks', 0)} ticks</p>
 <img src="data:image/png;base64,{png}" style="max-width:100%">
 <h2>Percentiles</h2><table><tr>{table}</table>
-<h2>Counters</h2><pre>{html.escape(json.dumps(doc['summary'].get('counters', {}), indent=1))}</pre>
+{_misses_section(doc)}<h2>Counters</h2><pre>{html.escape(json.dumps(doc['summary'].get('counters', {}), indent=1))}</pre>
 {_runner_section(meta.get('runner') or {})}<h2>Configuration</h2><pre>{html.escape(json.dumps(meta.get('config', {}), indent=1))}</pre>
 </body></html>"""
     html_path = Path(html_path)
