@@ -94,6 +94,10 @@ def test_bench_e2e_quick_counts_every_spike(tmp_path):
         log = json.loads((tmp_path / "logs" / f"e2e-poyo_1.3M-{phase['path']}.json").read_text())
         assert log["meta"]["phase"] == phase["path"] and log["meta"]["ticks"] == phase["ticks_published"]
         assert log["meta"]["runner"] == phase["runner"]
+        # every tick over the deadline counted under one cause (the baseline's slow forward misses some)
+        causes, over = phase["engine"]["miss_causes"], phase["engine"]["stages"]["tick"]["deadline_misses"]
+        assert log["meta"]["miss_causes"] == causes and sum(causes.values()) == over
+        assert (f"{phase['path']:<12} {over} ticks over the deadline once sent, by cause:" in res.stdout) == (over > 0)
     # poyo_rt's key/value cache prepared the next tick's encoder attention between ticks, and the ticks after a
     # preparation used it (torch_brain's runner has no cache: nothing counted). How many ticks prepare depends on
     # the time the forward leaves in each period, which this shared VM's slow stretches cut (one CI run: 60 of
@@ -107,7 +111,9 @@ def test_bench_e2e_quick_counts_every_spike(tmp_path):
     res = run_cli("report", str(tmp_path / "logs" / "e2e-poyo_1.3M-poyo_rt.json"), "--html", str(html))
     assert res.returncode == 0, res.stderr
     assert html.stat().st_size > 0
-    assert "prepared between ticks" in html.read_text()  # the run log's forward-path counters, rendered
+    page = html.read_text()
+    assert "prepared between ticks" in page  # the run log's forward-path counters, rendered
+    assert "Deadline misses by cause" in page and "<td>cpu_wait</td>" in page
 
 
 def test_bench_bad_iters_is_usage_error():
