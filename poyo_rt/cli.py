@@ -148,7 +148,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
         help="turn a run's latency JSON into a PNG figure and an HTML page",
         description="Read the latency JSON a run wrote (metrics.report_path) and write a figure (per-stage "
         "histograms, latency over time against the deadline, drops) and a self-contained HTML page with the "
-        "percentile table and the run's configuration.",
+        "percentile table, the deadline misses by cause and the run's configuration; print the table and the "
+        "misses by cause.",
     )
     p.add_argument("run", help="latency JSON written by `poyo-rt run`, the demo or `poyo-rt bench e2e --report-dir`")
     p.add_argument("--png", help="figure path (default: RUN with .png)")
@@ -159,7 +160,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
 def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from poyo_rt.runtime.report import load_run, percentile_table, plot_run, write_html
+    from poyo_rt.runtime.report import (TABLE_HEAD, describe_miss_causes, load_run, percentile_table, plot_run,
+                                        write_html)
 
     try:
         doc = load_run(args.run)
@@ -167,8 +169,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
         raise ConfigError("RUN", str(err)) from None
     png = plot_run(doc, args.png or Path(args.run).with_suffix(".png"))
     page = write_html(doc, args.html or Path(args.run).with_suffix(".html"), png)
-    for row in percentile_table(doc):
+    for row in [TABLE_HEAD, *percentile_table(doc)]:
         print("  ".join(f"{c:>10}" for c in row))
+    causes = doc.get("meta", {}).get("miss_causes")
+    if causes:
+        print(f"deadline misses by cause: {describe_miss_causes(causes)}")
     print(f"wrote {png} and {page}")
     return EXIT_OK
 

@@ -54,6 +54,8 @@ def test_report_cli_writes_png_and_html(run_json, tmp_path):
     assert misses > 0 and f"<td>{misses}</td>" in text
     assert f"{misses} missed: slow work (CPU time) {misses - 1}, late start 1." in text  # by cause, most first
     assert "<td>cpu_wait</td>" in text  # the loop thread's accounting in the percentile table
+    assert "p99.9 ms" in res.stdout and "tick" in res.stdout  # the table, printed
+    assert f"deadline misses by cause: slow work (CPU time) {misses - 1}, late start 1" in res.stdout
 
 
 def test_miss_causes_in_words():

@@ -123,8 +123,11 @@ def plot_run(doc: dict, png_path: str | Path, title: str | None = None) -> Path:
     return png_path
 
 
+TABLE_HEAD = ("stage", "ticks", "median ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "deadline misses")
+
+
 def percentile_table(doc: dict) -> list[list[str]]:
-    """Rows of stage, count, median, p90, p99, p99.9, max (ms), misses."""
+    """Rows of stage, count, median, p90, p99, p99.9, max (ms), misses (columns: :data:`TABLE_HEAD`)."""
     rows = []
     for stage, st in doc["summary"]["stages"].items():
         if not st.get("count"):
@@ -169,8 +172,7 @@ def write_html(doc: dict, html_path: str | Path, png_path: str | Path) -> Path:
     """A self-contained HTML page: the figure (embedded), the percentile table, the misses by cause, counters, the
     forward path's counters (when the run log has them), config."""
     png = base64.b64encode(Path(png_path).read_bytes()).decode()
-    head = ["stage", "ticks", "median ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "deadline misses"]
-    table = "".join(f"<th>{h}</th>" for h in head)
+    table = "".join(f"<th>{h}</th>" for h in TABLE_HEAD)
     for row in percentile_table(doc):
         table += "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
     meta = doc.get("meta", {})
