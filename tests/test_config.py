@@ -150,19 +150,6 @@ def test_cpu_affinity_config_is_validated_and_checked_against_this_machine():
     assert time.monotonic() - t0 < 5.0
 
 
-def test_rt_reserve_is_read_from_the_kernels_throttling(tmp_path):
-    """The share of a core Linux keeps for normal threads: 1 - runtime / period; 0 when throttling is off."""
-    from poyo_rt.runtime.threads import rt_reserve_fraction
-
-    runtime, period = tmp_path / "runtime", tmp_path / "period"
-    period.write_text("1000000\n")
-    for text, share in (("950000\n", 0.05), ("-1\n", 0.0), ("1000000\n", 0.0), ("800000", 0.2)):
-        runtime.write_text(text)
-        assert rt_reserve_fraction(str(runtime), str(period)) == pytest.approx(share)
-    assert rt_reserve_fraction(str(tmp_path / "absent"), str(period)) == 0.05  # Linux's default
-    assert 0.0 <= rt_reserve_fraction() < 1.0  # this machine's
-
-
 def test_thread_clock_splits_wall_time_into_cpu_wait_and_off_cpu():
     """ThreadClock, real threads and a real competing process: a thread that sleeps is off the CPU, one that
     computes is on it, and one that shares its core with a busy process waits for it about half the time; each

@@ -41,14 +41,7 @@ spin keeps its length):
 
 Scheduling: ``EngineSettings.realtime_priority`` runs the loop's thread under ``SCHED_FIFO``
 (:class:`~poyo_rt.runtime.threads.RealtimePriority`), so other processes on the machine cannot preempt a
-forward; off by default (it needs root or CAP_SYS_NICE). Linux stops a real-time thread for ~50 ms when it
-leaves a normal thread on its core waiting for about a second without sleeping (the kernel keeps 5 % of each
-core for them), which a loop running late tick after tick does: on the 2-core test VM, a pinned loop in one of
-the VM's slow stretches waited 30-50 ms for its core 13 times in 10 minutes. A real-time loop therefore sleeps
-at least :data:`NAP_MARGIN` x that share of its time: when the sleep ahead of a tick is shorter than that share
-of the time awake since the last sleep, it naps first (``rt_naps`` in the summary), and it prepares the next
-tick only if the nap still fits. Decoding on arrival (``tick_hz: 0``), it naps once it owes
-:data:`MIN_ARRIVAL_NAP_S`. ``EngineSettings.cpu_affinity`` pins the loop's thread
+forward; off by default (it needs root or CAP_SYS_NICE). ``EngineSettings.cpu_affinity`` pins the loop's thread
 to chosen cores and moves the process's other threads (ZeroMQ's and liblsl's I/O, torch's workers) off them
 (:class:`~poyo_rt.runtime.threads.CpuAffinity`): the loop keeps its code and data in its core's caches and is
 not preempted there by the threads that every publish and every incoming chunk wake.
@@ -107,10 +100,6 @@ MISS_CAUSES = {"start": "late_start", "cpu": "cpu_time", "cpu_wait": "cpu_wait",
                "publish": "publish"}
 #: Ticks between two updates of the medians the causes are measured against.
 TYPICAL_EVERY = 256
-#: A real-time loop sleeps at least this many times the kernel's reserve for normal threads.
-NAP_MARGIN = 1.2
-#: Decoding on arrival, a real-time loop naps once it owes this much sleep (s; shorter sleeps overshoot).
-MIN_ARRIVAL_NAP_S = 0.001
 
 # Wire-format counter names are at most 16 ASCII characters.
 _SHORT_NAMES = {"unit_out_of_range": "unit_range", "non_integer_count": "non_int_count"}
@@ -280,9 +269,6 @@ class Engine:
         self.gc: dict | None = None  #: garbage collections during the last run() (GcWatch.as_dict)
         self.pinned_cores: list[int] = []  #: CPU cores the loop ran pinned to in the last run() (cpu_affinity)
         self.miss_causes: dict[str, int] = {}  #: deadline misses by cause (MISS_CAUSES), since construction
-        self.rt_naps = 0  #: naps a real-time loop took because a late tick left it too little sleep
-        self._nap_share = 0.0  # least share of the time a real-time loop sleeps: NAP_MARGIN x the kernel's reserve
-        self._awake_since = 0.0  # when the loop's last sleep ended (LSL clock, s)
         self._thread_clock = ThreadClock()
         self._typical: dict[str, float] = {}  # medians of the MISS_CAUSES stages (µs), refreshed every TYPICAL_EVERY
         self._typical_tick = -TYPICAL_EVERY
@@ -408,13 +394,8 @@ class Engine:
             gc.freeze()
         with CpuAffinity(self.settings.cpu_affinity) as pinned:
             self.pinned_cores = list(pinned.cores) if pinned.active else []
-            with RealtimePriority(self.settings.realtime_priority) as rt, GcWatch() as watch:
-                self._nap_share = min(0.5, NAP_MARGIN * rt.reserve)
-                self._awake_since = self.clock()
-                try:
-                    self._loop(duration_s, max_ticks)
-                finally:
-                    self._nap_share = 0.0
+            with RealtimePriority(self.settings.realtime_priority), GcWatch() as watch:
+                self._loop(duration_s, max_ticks)
         self.gc = watch.as_dict()
         return self.summary()
 
@@ -451,27 +432,11 @@ class Engine:
         now = self.clock()
         if not math.isfinite(self.tokenizer.origin_s):
             return
-        if next_deadline - now < self._prepare_s + self._sleep_owed(self._prepare_s):  # the nap comes first
+        if next_deadline - now < self._prepare_s:
             self._prepare_s *= 0.5
             return
         self.runner.prepare(self.tokenizer.window_times_at(next_deadline - self.settings.input_delay_s))
         self._prepare_s = moving_average(self._prepare_s, self.clock() - now)
-
-    def _sleep(self, seconds: float) -> None:
-        """Every sleep of the loop: notes when it ended (what a real-time loop owes counts from there)."""
-        self.sleep(seconds)
-        self._awake_since = self.clock()
-
-    def _sleep_owed(self, more_s: float = 0.0) -> float:
-        """The sleep (s) a real-time loop owes normal threads for its time awake since its last sleep, plus
-        ``more_s`` still to come before it can sleep; 0 for other loops."""
-        if not self._nap_share:
-            return 0.0
-        return (self.clock() - self._awake_since + more_s) * self._nap_share / (1.0 - self._nap_share)
-
-    def _nap(self, seconds: float) -> None:
-        self._sleep(seconds)
-        self.rt_naps += 1
 
     def _loop(self, duration_s: float | None, max_ticks: int | None) -> None:
         s = self.settings
@@ -483,14 +448,10 @@ class Engine:
                 k += 1
                 deadline = t_start + k * s.period_s
                 wait = deadline - self.clock()
-                wake_s = min(self._pre_tick_s, MAX_PRE_TICK_S) if s.pre_tick else 0.0
-                owed = self._sleep_owed(s.spin_s + wake_s)
-                if owed and wait - s.spin_s - wake_s < owed:  # the sleep ahead falls short of the reserve
-                    self._nap(owed)
-                    wait = deadline - self.clock()
                 if wait > 0:
-                    wait_until(deadline, self.clock, self._sleep, s.spin_s, poll=self._take_in,
-                               on_wake=(lambda: self._pre_tick(deadline)) if s.pre_tick else None, wake_s=wake_s)
+                    wait_until(deadline, self.clock, self.sleep, s.spin_s, poll=self._take_in,
+                               on_wake=(lambda: self._pre_tick(deadline)) if s.pre_tick else None,
+                               wake_s=min(self._pre_tick_s, MAX_PRE_TICK_S))
                 elif wait < -s.period_s:  # more than a whole period late: skip the missed ticks
                     missed = int(-wait // s.period_s)
                     self.skipped_ticks += missed
@@ -504,12 +465,9 @@ class Engine:
                 if len(times):
                     self.buffer.append(times, units)
                 if self.buffer.next_seq == before:
-                    self._sleep(s.idle_poll_s)
+                    self.sleep(s.idle_poll_s)
                     continue
                 self.tick(self.clock())
-                owed = self._sleep_owed()
-                if owed >= MIN_ARRIVAL_NAP_S:
-                    self._nap(owed)
             if self.reporter is not None:
                 self.reporter.maybe_log()
             if self._report_requested.is_set():
@@ -523,7 +481,6 @@ class Engine:
         out["early_ticks"] = self.early_ticks
         out["pinned_cores"] = self.pinned_cores
         out["miss_causes"] = dict(self.miss_causes)
-        out["rt_naps"] = self.rt_naps
         out["counters"] = self.counters()
         out["runner"] = self.runner.counters()
         if self.gc is not None:

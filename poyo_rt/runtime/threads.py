@@ -68,12 +68,12 @@ class RealtimePriority:
     to the scheduling it had.
 
     A real-time thread is not preempted by normal processes (the acquisition or replay process, a browser),
-    which is what makes a forward's tail long on a busy machine. But Linux keeps a share of each core for normal
-    threads (:func:`rt_reserve_fraction`, 5 % by default): a real-time thread that leaves a normal one waiting
-    on its core for about a second without sleeping is stopped for ~50 ms while it runs. The tick loop
-    therefore sleeps at least that share of every period (``reserve``: the fraction while active, else 0;
-    ``Engine`` naps when a late tick leaves no sleep). Needs root or ``CAP_SYS_NICE`` (or an ``rtprio`` limit
-    in /etc/security/limits.conf); without it a warning is logged and the loop runs at normal priority
+    which is what makes a forward's tail long on a busy machine. Linux still stops a real-time thread that runs
+    more than ``sched_rt_runtime_us`` of every ``sched_rt_period_us`` (950 ms of 1 s by default) for the rest
+    of that second: ~50 ms, once a second, for a loop that runs late tick after tick (``tools/rt_throttle.py``;
+    the tick's ``cpu_wait`` shows it). A loop with slack sleeps far more than that between ticks; an overloaded
+    one misses ticks either way. Needs root or ``CAP_SYS_NICE`` (or an ``rtprio`` limit in
+    /etc/security/limits.conf); without it a warning is logged and the loop runs at normal priority
     (``active`` tells). Linux only; elsewhere it does nothing.
     """
 
@@ -82,7 +82,6 @@ class RealtimePriority:
             raise ValueError(f"realtime priority must be an int in [1, 99] or None, got {priority!r}")
         self.priority = priority
         self.active = False
-        self.reserve = 0.0  #: share of the core the thread must leave to normal threads while active
         self._saved: tuple[int, int] | None = None
 
     def __enter__(self) -> "RealtimePriority":
@@ -100,9 +99,7 @@ class RealtimePriority:
             self._saved = None
             return self
         self.active = True
-        self.reserve = rt_reserve_fraction()
-        log.info("tick loop runs under SCHED_FIFO, priority %d (sleeping at least %.0f %% of each period: the "
-                 "kernel's reserve for normal threads)", self.priority, 100 * self.reserve)
+        log.info("tick loop runs under SCHED_FIFO, priority %d", self.priority)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -110,25 +107,6 @@ class RealtimePriority:
             policy, prio = self._saved
             os.sched_setscheduler(0, policy, os.sched_param(prio))
             self.active = False
-            self.reserve = 0.0
-
-
-def rt_reserve_fraction(runtime_path: str = "/proc/sys/kernel/sched_rt_runtime_us",
-                        period_path: str = "/proc/sys/kernel/sched_rt_period_us") -> float:
-    """The share of each core Linux keeps for normal threads against real-time ones: ``1 - runtime / period``
-    of its real-time throttling (950,000 of 1,000,000 µs by default: 0.05; the deadline "fair server" of
-    Linux >= 6.12 reserves the same 50 ms a second). 0 when throttling is off (runtime -1); the default
-    0.05 where the files cannot be read."""
-    try:
-        with open(runtime_path) as f:
-            runtime = int(f.read())
-        with open(period_path) as f:
-            period = int(f.read())
-    except (OSError, ValueError):
-        return 0.05
-    if runtime < 0 or period <= 0:
-        return 0.0
-    return max(0.0, 1.0 - runtime / period)
 
 
 def parse_cores(text: str) -> tuple[int, ...]:
