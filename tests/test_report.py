@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from poyo_rt.runtime.metrics import LatencyStats
-from poyo_rt.runtime.report import describe_miss_causes, histogram_arrays, load_run
+from poyo_rt.runtime.report import describe_miss_causes, histogram_arrays, load_run, miss_timeline, plot_run
 
 
 @pytest.fixture
@@ -70,3 +70,31 @@ def test_report_rejects_other_files(tmp_path):
     res = subprocess.run([sys.executable, "-m", "poyo_rt.cli", "report", str(bad)], capture_output=True, text=True,
                          timeout=60)
     assert res.returncode == 2 and "not a poyo-rt latency report" in res.stderr
+
+
+def test_missed_ticks_are_marked_with_their_cause(tmp_path):
+    """The report's latency-over-time panel marks each missed tick of the log's raw samples with its cause,
+    judged as the engine judges it: the stage that exceeded its median the most."""
+    stats = LatencyStats(["start", "cpu", "cpu_wait", "off_cpu", "publish", "tick"], deadline_us=20_000,
+                         deadline_stages=("tick",), recent=500)
+    normal = {"start": 10.0, "cpu": 10_000.0, "cpu_wait": 0.0, "off_cpu": 30.0, "publish": 100.0}
+    late = {5: ("start", 12_000.0), 50: ("cpu", 22_000.0), 51: ("cpu_wait", 15_000.0), 90: ("off_cpu", 11_000.0)}
+    for i in range(100):
+        stages = dict(normal)
+        if i in late:
+            stage, value = late[i]
+            stages[stage] = value
+        stages["tick"] = sum(stages.values())
+        stats.record_tick(stages)
+    path = tmp_path / "run.json"
+    stats.to_json(path, include_recent=True)
+    doc = load_run(path)
+    timeline = miss_timeline(doc)
+    assert [(i, cause) for i, _, cause in timeline] == [(5, "late_start"), (50, "cpu_time"), (51, "cpu_wait"),
+                                                        (90, "off_cpu")]
+    assert all(t > 20_000 for _, t, _ in timeline)
+    assert plot_run(doc, tmp_path / "run.png").stat().st_size > 20_000
+    doc["recent_us"]["cpu"] = doc["recent_us"]["cpu"][1:]  # a stage not recorded at every tick: no alignment
+    assert miss_timeline(doc) == []
+    del doc["summary"]["deadline_us"]
+    assert miss_timeline(doc) == []

@@ -79,6 +79,7 @@ import numpy as np
 
 from poyo_rt.model.poyo import POYO
 from poyo_rt.runtime.metrics import LatencyStats, PeriodicReporter
+from poyo_rt.runtime.report import MISS_CAUSES, miss_cause
 from poyo_rt.runtime.runner import Runner
 from poyo_rt.runtime.threads import CpuAffinity, RealtimePriority, ThreadClock
 from poyo_rt.stream.buffer import SpikeBuffer
@@ -95,9 +96,6 @@ MAX_PRE_TICK_S = 0.005
 STAGES = ("start", "pull", "buffer", "tokenize", "h2d", "forward", "d2h", "runner", "publish", "spike_age", "e2e",
           "tick", "cpu", "cpu_wait", "off_cpu")
 
-#: What a missed tick is blamed on: the stage that exceeded its median the most -> the cause's name.
-MISS_CAUSES = {"start": "late_start", "cpu": "cpu_time", "cpu_wait": "cpu_wait", "off_cpu": "off_cpu",
-               "publish": "publish"}
 #: Ticks between two updates of the medians the causes are measured against.
 TYPICAL_EVERY = 256
 
@@ -381,9 +379,7 @@ class Engine:
             medians = {st: self.stats.percentile(st, 50.0) for st in MISS_CAUSES}  # NaN: never recorded
             self._typical = {st: m for st, m in medians.items() if not math.isnan(m)}
             self._typical_tick = self.ticks
-        excess = {cause: stages[st] - self._typical[st] for st, cause in MISS_CAUSES.items()
-                  if st in self._typical and not math.isnan(stages.get(st, math.nan))}
-        cause = max(excess, key=excess.__getitem__) if excess else "unknown"
+        cause = miss_cause(stages, self._typical)
         self.miss_causes[cause] = self.miss_causes.get(cause, 0) + 1
 
     # --- the loop ------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import html
 import io
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,39 @@ SPANS = ("runner", "e2e", "tick")  # stages that span others (runner: h2d + forw
 INPUT = ("spike_age",)  # not a stage: the newest spike's age at the window end (e2e = spike_age + input delay + tick)
 ACCOUNTING = ("cpu", "cpu_wait", "off_cpu")  # where the loop thread's time went from a tick's start to its send
 
+#: What a missed tick is blamed on (:func:`miss_cause`): the stage that exceeded its median the most -> the cause.
+MISS_CAUSES = {"start": "late_start", "cpu": "cpu_time", "cpu_wait": "cpu_wait", "off_cpu": "off_cpu",
+               "publish": "publish"}
 #: Deadline-miss causes (``Engine.miss_causes``) in words.
 MISS_CAUSE_NAMES = {"late_start": "late start", "cpu_time": "slow work (CPU time)",
                     "cpu_wait": "waiting for a core", "off_cpu": "off the CPU (blocked, or stolen by a hypervisor)",
                     "publish": "publish", "unknown": "unknown"}
+
+
+def miss_cause(stages: Mapping[str, float], typical: Mapping[str, float]) -> str:
+    """The cause (:data:`MISS_CAUSES`) of a missed tick: of its stages (µs) that have a typical value (µs, a
+    median), the one that exceeded it the most; ``"unknown"`` when none can be compared."""
+    excess = {cause: stages[st] - typical[st] for st, cause in MISS_CAUSES.items()
+              if st in typical and not math.isnan(stages.get(st, math.nan))}
+    return max(excess, key=excess.__getitem__) if excess else "unknown"
+
+
+def miss_timeline(doc: dict) -> list[tuple[int, float, str]]:
+    """``(index, tick µs, cause)`` of each missed tick among a latency log's last raw samples (``recent_us``),
+    causes judged against the whole run's medians; empty when the log has no deadline, no raw samples, or
+    samples of unequal length (a stage not recorded at every tick)."""
+    summary, recent = doc["summary"], doc.get("recent_us") or {}
+    deadline = summary.get("deadline_us")
+    stages = [st for st in ("tick", *MISS_CAUSES) if recent.get(st)]
+    if not deadline or "tick" not in stages or len({len(recent[st]) for st in stages}) != 1:
+        return []
+    typical = {st: summary["stages"][st]["median_us"] for st in stages if st in MISS_CAUSES}
+    out = []
+    for i, tick_us in enumerate(recent["tick"]):
+        if tick_us is not None and tick_us > deadline:
+            values = {st: math.nan if recent[st][i] is None else recent[st][i] for st in stages}
+            out.append((i, float(tick_us), miss_cause(values, typical)))
+    return out
 
 
 def describe_miss_causes(causes: dict[str, int]) -> str:
@@ -100,11 +130,16 @@ def plot_run(doc: dict, png_path: str | Path, title: str | None = None) -> Path:
             ax.plot(np.arange(samples.size), samples / 1e3, lw=0.8, label=stage)
     if summary.get("deadline_us"):
         ax.axhline(summary["deadline_us"] / 1e3, color="k", ls="--", lw=1, label="deadline")
+    misses = miss_timeline(doc)
+    for k, cause in enumerate(sorted({c for _, _, c in misses})):  # each missed tick marked with its cause
+        at = [(i, t / 1e3) for i, t, c in misses if c == cause]
+        ax.scatter(*zip(*at), s=18, marker="x", color=f"C{5 + k % 5}", zorder=3,  # C0-C4: the lines
+                   label=f"missed: {MISS_CAUSE_NAMES.get(cause, cause)}")
     ax.set_xlabel("tick (most recent run of ticks)")
     ax.set_ylabel("latency (ms)")
     ax.set_yscale("log")
     ax.set_title("latency over time")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, framealpha=0.6)
 
     ax = axes[2]
     counters = summary.get("counters", {})
