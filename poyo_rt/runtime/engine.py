@@ -58,8 +58,10 @@ not the decoder's latency).
 Where the loop's time went, per tick (µs, from the tick's first step to its send; :class:`ThreadClock`): ``cpu``
 = the loop thread's CPU time, ``cpu_wait`` = the time it was ready but another thread or process had its core,
 ``off_cpu`` = the rest (blocked, or stolen by the hypervisor of a virtual machine; where the run-queue wait
-cannot be read, not on Linux, it includes that wait). Each deadline miss is counted under the cause whose value
-exceeded its median the most (:data:`MISS_CAUSES`; ``Engine.miss_causes``, in the summary and the latency log).
+cannot be read, not on Linux, it includes that wait). On CUDA the wait for the GPU (an event's ``synchronize``,
+a spin under CUDA's default scheduling while there are fewer CUDA contexts than cores) counts as ``cpu``; the
+GPU's own time is ``forward``. Each deadline miss is counted under the cause whose value exceeded its median the
+most (:data:`~poyo_rt.runtime.report.MISS_CAUSES`; ``Engine.miss_causes``, in the summary and the latency log).
 """
 
 from __future__ import annotations
