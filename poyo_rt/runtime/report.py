@@ -24,6 +24,7 @@ PIPELINE = ("start", "pull", "buffer", "tokenize", "h2d", "forward", "d2h", "pub
 SPANS = ("runner", "e2e", "tick")  # stages that span others (runner: h2d + forward + d2h and the host work around them)
 INPUT = ("spike_age",)  # not a stage: the newest spike's age at the window end (e2e = spike_age + input delay + tick)
 ACCOUNTING = ("cpu", "cpu_wait", "off_cpu")  # where the loop thread's time went from a tick's start to its send
+TABLE_HEAD = ("stage", "ticks", "median ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "deadline misses")
 
 #: What a missed tick is blamed on (:func:`miss_cause`): the stage that exceeded its median the most -> the cause.
 MISS_CAUSES = {"start": "late_start", "cpu": "cpu_time", "cpu_wait": "cpu_wait", "off_cpu": "off_cpu",
@@ -158,9 +159,6 @@ def plot_run(doc: dict, png_path: str | Path, title: str | None = None) -> Path:
     return png_path
 
 
-TABLE_HEAD = ("stage", "ticks", "median ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "deadline misses")
-
-
 def percentile_table(doc: dict) -> list[list[str]]:
     """Rows of stage, count, median, p90, p99, p99.9, max (ms), misses (columns: :data:`TABLE_HEAD`)."""
     rows = []
@@ -192,7 +190,7 @@ def _runner_section(runner: dict) -> str:
 
 
 def _misses_section(doc: dict) -> str:
-    """HTML for the deadline misses by cause (``meta.miss_causes``, written since the tenth session), or nothing."""
+    """HTML for the deadline misses by cause (``meta.miss_causes``), or nothing (logs of older versions)."""
     causes = doc.get("meta", {}).get("miss_causes")
     if causes is None:
         return ""
