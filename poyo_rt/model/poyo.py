@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
 from poyo_rt.model.attention import RotaryCrossAttention, RotarySelfAttention
