@@ -149,31 +149,43 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
         description="Read the latency JSON a run wrote (metrics.report_path) and write a figure (per-stage "
         "histograms, latency over time against the deadline, drops) and a self-contained HTML page with the "
         "percentile table, the deadline misses by cause and the run's configuration; print the table and the "
-        "misses by cause.",
+        "misses by cause. With --baseline, both also set the run beside another run's log (medians, p99s, "
+        "their ratios, misses).",
     )
     p.add_argument("run", help="latency JSON written by `poyo-rt run`, the demo or `poyo-rt bench e2e --report-dir`")
     p.add_argument("--png", help="figure path (default: RUN with .png)")
     p.add_argument("--html", help="HTML path (default: RUN with .html)")
+    p.add_argument("--baseline", metavar="BASE", help="another run's latency JSON to compare against")
     p.set_defaults(func=_cmd_report)
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from poyo_rt.runtime.report import (TABLE_HEAD, describe_miss_causes, load_run, percentile_table, plot_run,
-                                        write_html)
+    from poyo_rt.runtime.report import (COMPARE_HEAD, TABLE_HEAD, compare_table, describe_miss_causes,
+                                        describe_misses, load_run, percentile_table, plot_run, write_html)
 
-    try:
-        doc = load_run(args.run)
-    except ValueError as err:
-        raise ConfigError("RUN", str(err)) from None
+    docs = {}
+    for field, path in (("RUN", args.run), ("--baseline", args.baseline)):
+        try:
+            docs[field] = load_run(path) if path else None
+        except ValueError as err:
+            raise ConfigError(field, str(err)) from None
+    doc, base = docs["RUN"], docs["--baseline"]
     png = plot_run(doc, args.png or Path(args.run).with_suffix(".png"))
-    page = write_html(doc, args.html or Path(args.run).with_suffix(".html"), png)
+    page = write_html(doc, args.html or Path(args.run).with_suffix(".html"), png, base=base,
+                      base_name=str(args.baseline or ""))
     for row in [TABLE_HEAD, *percentile_table(doc)]:
         print("  ".join(f"{c:>10}" for c in row))
     causes = doc.get("meta", {}).get("miss_causes")
     if causes:
         print(f"deadline misses by cause: {describe_miss_causes(causes)}")
+    if base is not None:
+        print(f"\nagainst the baseline {args.baseline} (x base: its latency over this run's; above 1: this run "
+              "is faster)")
+        for row in [COMPARE_HEAD, *compare_table(doc, base)]:
+            print("  ".join(f"{c:>11}" for c in row))
+        print(f"deadline misses: {describe_misses(doc)}, against {describe_misses(base)} in the baseline")
     print(f"wrote {png} and {page}")
     return EXIT_OK
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from poyo_rt.runtime.metrics import LatencyStats
-from poyo_rt.runtime.report import describe_miss_causes, histogram_arrays, load_run, miss_timeline, plot_run
+from poyo_rt.runtime.report import (compare_table, describe_miss_causes, histogram_arrays, load_run, miss_timeline,
+                                    plot_run)
 
 
 @pytest.fixture
@@ -98,3 +99,36 @@ def test_missed_ticks_are_marked_with_their_cause(tmp_path):
     assert miss_timeline(doc) == []
     del doc["summary"]["deadline_us"]
     assert miss_timeline(doc) == []
+
+
+def test_report_against_a_baseline(run_json, tmp_path):
+    """`poyo-rt report RUN --baseline BASE`: each stage's median and p99 beside the baseline's, with base / run,
+    and both runs' misses; the same in the HTML page. A baseline that is not a latency log is a usage error."""
+    path, stats = run_json
+    rng = np.random.default_rng(1)
+    base = LatencyStats(["forward", "tick", "publish"], deadline_us=20_000, deadline_stages=("tick",))
+    for _ in range(1000):  # a forward twice as slow, a publish the same
+        fwd = rng.lognormal(np.log(30_000), 0.2)
+        base.record_tick({"forward": fwd, "tick": fwd + 1000, "publish": 250.0})
+    base_path = tmp_path / "base.json"
+    base.to_json(base_path)
+    doc, base_doc = load_run(path), load_run(base_path)
+    rows = {row[0]: row for row in compare_table(doc, base_doc)}
+    assert set(rows) == {"forward", "tick", "publish"}  # the stages both recorded
+    ours, theirs = stats.stage_summary("forward"), base.stage_summary("forward")
+    assert float(rows["forward"][3]) == pytest.approx(theirs["median_us"] / ours["median_us"], abs=0.006)
+    assert float(rows["forward"][3]) == pytest.approx(2.0, rel=0.05) and rows["publish"][3] == "1.00"
+    page = tmp_path / "r.html"
+    res = subprocess.run([sys.executable, "-m", "poyo_rt.cli", "report", str(path), "--baseline", str(base_path),
+                          "--html", str(page), "--png", str(tmp_path / "r.png")], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    n_ours, n_base = stats.stage_summary("tick")["deadline_misses"], base.stage_summary("tick")["deadline_misses"]
+    line = f"deadline misses: {n_ours} of 2,000 ticks ({100 * n_ours / 2000:.2f} %), against {n_base} of 1,000"
+    assert line in res.stdout and "  ".join(f"{c:>11}" for c in rows["forward"]) in res.stdout
+    assert "Against the baseline" in page.read_text() and "<td>forward</td>" in page.read_text()
+    bad = tmp_path / "bad.json"
+    bad.write_text("[]")
+    res = subprocess.run([sys.executable, "-m", "poyo_rt.cli", "report", str(path), "--baseline", str(bad)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "--baseline" in res.stderr and "not a poyo-rt latency report" in res.stderr

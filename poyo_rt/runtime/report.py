@@ -171,6 +171,36 @@ def percentile_table(doc: dict) -> list[list[str]]:
     return rows
 
 
+COMPARE_HEAD = ("stage", "median ms", "base median", "x base", "p99 ms", "base p99", "x base")
+
+
+def compare_table(doc: dict, base: dict) -> list[list[str]]:
+    """Rows of stage, median and p99 (ms) of ``doc`` beside ``base``'s, each with ``base / doc`` (above 1: this run
+    is faster; columns :data:`COMPARE_HEAD`), for the stages both runs recorded."""
+    rows = []
+    ours, theirs = doc["summary"]["stages"], base["summary"]["stages"]
+    for stage, st in ours.items():
+        other = theirs.get(stage, {})
+        if not st.get("count") or not other.get("count"):
+            continue
+        row = [stage]
+        for key in ("median_us", "p99_us"):
+            a, b = st.get(key), other.get(key)
+            ratio = f"{b / a:.2f}" if a and b and a > 0 else "-"
+            row += [f"{a / 1e3:.3f}" if a is not None else "-", f"{b / 1e3:.3f}" if b is not None else "-", ratio]
+        rows.append(row)
+    return rows
+
+
+def describe_misses(doc: dict) -> str:
+    """``"130 of 29,995 ticks (0.43 %)"``: a run's deadline misses ("no deadline" when it had none)."""
+    tick = doc["summary"]["stages"].get("tick", {})
+    n, count = tick.get("deadline_misses"), tick.get("count") or 0
+    if n is None:
+        return "no deadline"
+    return f"{n} of {count:,} ticks ({100 * n / count:.2f} %)" if count else f"{n} of 0 ticks"
+
+
 def describe_preparation(counters: dict[str, int]) -> str:
     """One line on the preparation between ticks from :meth:`Runner.counters` ("" when none was made)."""
     if not counters.get("prepared"):
@@ -200,9 +230,25 @@ def _misses_section(doc: dict) -> str:
             "its time off the CPU, or the publish.</p>\n")
 
 
-def write_html(doc: dict, html_path: str | Path, png_path: str | Path) -> Path:
-    """A self-contained HTML page: the figure (embedded), the percentile table, the misses by cause, counters, the
-    forward path's counters (when the run log has them), config."""
+def _baseline_section(doc: dict, base: dict | None, base_name: str) -> str:
+    """HTML for the run against a baseline run (:func:`compare_table`), or nothing."""
+    if base is None:
+        return ""
+    table = "".join(f"<th>{h}</th>" for h in COMPARE_HEAD)
+    for row in compare_table(doc, base):
+        table += "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+    causes = describe_miss_causes((base.get("meta") or {}).get("miss_causes") or {})
+    line = f"<p>Deadline misses: {describe_misses(doc)}, against {describe_misses(base)} in the baseline"
+    line += f" (by cause: {html.escape(causes)}).</p>" if causes else ".</p>"
+    return (f"<h2>Against the baseline {html.escape(base_name)}</h2><p>x base: the baseline's latency over this "
+            f"run's (above 1: this run is faster).</p><table><tr>{table}</table>{line}\n")
+
+
+def write_html(doc: dict, html_path: str | Path, png_path: str | Path, base: dict | None = None,
+               base_name: str = "") -> Path:
+    """A self-contained HTML page: the figure (embedded), the percentile table, the misses by cause, the run
+    against a baseline run (``base``, a latency log too; named ``base_name``) if given, counters, the forward
+    path's counters (when the run log has them), config."""
     png = base64.b64encode(Path(png_path).read_bytes()).decode()
     table = "".join(f"<th>{h}</th>" for h in TABLE_HEAD)
     for row in percentile_table(doc):
@@ -216,7 +262,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} pre{{background:
 {doc['summary'].get('ticks', 0)} ticks</p>
 <img src="data:image/png;base64,{png}" style="max-width:100%">
 <h2>Percentiles</h2><table><tr>{table}</table>
-{_misses_section(doc)}<h2>Counters</h2><pre>{html.escape(json.dumps(doc['summary'].get('counters', {}), indent=1))}</pre>
+{_misses_section(doc)}{_baseline_section(doc, base, base_name)}<h2>Counters</h2><pre>{html.escape(json.dumps(doc['summary'].get('counters', {}), indent=1))}</pre>
 {_runner_section(meta.get('runner') or {})}<h2>Configuration</h2><pre>{html.escape(json.dumps(meta.get('config', {}), indent=1))}</pre>
 </body></html>"""
     html_path = Path(html_path)
