@@ -12,7 +12,7 @@ import base64
 import html
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -218,6 +218,12 @@ def _runner_section(runner: dict) -> str:
     return f"<h2>Forward path (key/value cache)</h2>{line}<pre>{html.escape(json.dumps(runner, indent=1))}</pre>\n"
 
 
+def _html_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """An HTML table of a header row and text rows (escaped)."""
+    cells = lambda row, tag: "".join(f"<{tag}>{html.escape(c)}</{tag}>" for c in row)  # noqa: E731
+    return f"<table><tr>{cells(head, 'th')}</tr>" + "".join(f"<tr>{cells(r, 'td')}</tr>" for r in rows) + "</table>"
+
+
 def _misses_section(doc: dict) -> str:
     """HTML for the deadline misses by cause (``meta.miss_causes``), or nothing (logs of older versions)."""
     causes = doc.get("meta", {}).get("miss_causes")
@@ -234,14 +240,12 @@ def _baseline_section(doc: dict, base: dict | None, base_name: str) -> str:
     """HTML for the run against a baseline run (:func:`compare_table`), or nothing."""
     if base is None:
         return ""
-    table = "".join(f"<th>{h}</th>" for h in COMPARE_HEAD)
-    for row in compare_table(doc, base):
-        table += "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+    table = _html_table(COMPARE_HEAD, compare_table(doc, base))
     causes = describe_miss_causes((base.get("meta") or {}).get("miss_causes") or {})
     line = f"<p>Deadline misses: {describe_misses(doc)}, against {describe_misses(base)} in the baseline"
     line += f" (by cause: {html.escape(causes)}).</p>" if causes else ".</p>"
     return (f"<h2>Against the baseline {html.escape(base_name)}</h2><p>x base: the baseline's latency over this "
-            f"run's (above 1: this run is faster).</p><table><tr>{table}</table>{line}\n")
+            f"run's (above 1: this run is faster).</p>{table}{line}\n")
 
 
 def write_html(doc: dict, html_path: str | Path, png_path: str | Path, base: dict | None = None,
@@ -250,9 +254,7 @@ def write_html(doc: dict, html_path: str | Path, png_path: str | Path, base: dic
     against a baseline run (``base``, a latency log too; named ``base_name``) if given, counters, the forward
     path's counters (when the run log has them), config."""
     png = base64.b64encode(Path(png_path).read_bytes()).decode()
-    table = "".join(f"<th>{h}</th>" for h in TABLE_HEAD)
-    for row in percentile_table(doc):
-        table += "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+    table = _html_table(TABLE_HEAD, percentile_table(doc))
     meta = doc.get("meta", {})
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>poyo-rt latency report</title>
 <style>body{{font-family:sans-serif;margin:2em}} table{{border-collapse:collapse}}
@@ -261,7 +263,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}} pre{{background:
 <p>code version {html.escape(str(meta.get('code_version', 'unknown')))}, device {html.escape(str(meta.get('device', '?')))},
 {doc['summary'].get('ticks', 0)} ticks</p>
 <img src="data:image/png;base64,{png}" style="max-width:100%">
-<h2>Percentiles</h2><table><tr>{table}</table>
+<h2>Percentiles</h2>{table}
 {_misses_section(doc)}{_baseline_section(doc, base, base_name)}<h2>Counters</h2><pre>{html.escape(json.dumps(doc['summary'].get('counters', {}), indent=1))}</pre>
 {_runner_section(meta.get('runner') or {})}<h2>Configuration</h2><pre>{html.escape(json.dumps(meta.get('config', {}), indent=1))}</pre>
 </body></html>"""

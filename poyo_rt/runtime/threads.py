@@ -33,10 +33,8 @@ MAX_AUTO_THREADS = 8
 
 def available_cores() -> int:
     """CPU cores this process may run on (its affinity mask, else ``os.cpu_count()``)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        return os.cpu_count() or 1
+    allowed = allowed_cores()
+    return len(allowed) if allowed is not None else os.cpu_count() or 1
 
 
 def auto_threads(device_type: str, cores: int | None = None) -> int:
