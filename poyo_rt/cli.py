@@ -148,8 +148,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
         help="turn a run's latency JSON into a PNG figure and an HTML page",
         description="Read the latency JSON a run wrote (metrics.report_path) and write a figure (per-stage "
         "histograms, latency over time against the deadline, drops) and a self-contained HTML page with the "
-        "percentile table, the deadline misses by cause and the run's configuration; print the table and the "
-        "misses by cause. With --baseline, both also set the run beside another run's log (medians, p99s, "
+        "percentile table, the deadline misses by cause, each missed tick's stages and the run's configuration; "
+        "print the table, the misses by cause and the last missed ticks. With --baseline, both also set the run beside another run's log (medians, p99s, "
         "their ratios, misses).",
     )
     p.add_argument("run", help="latency JSON written by `poyo-rt run`, the demo or `poyo-rt bench e2e --report-dir`")
@@ -159,11 +159,15 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_report)
 
 
+MISSED_SHOWN = 20  # missed ticks `poyo-rt report` prints (the HTML page lists them all)
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from poyo_rt.runtime.report import (COMPARE_HEAD, TABLE_HEAD, compare_table, describe_miss_causes,
-                                        describe_misses, load_run, percentile_table, plot_run, write_html)
+    from poyo_rt.runtime.report import (COMPARE_HEAD, MISSED_HEAD, TABLE_HEAD, compare_table, describe_miss_causes,
+                                        describe_misses, describe_steal, load_run, missed_ticks_table,
+                                        percentile_table, plot_run, write_html)
 
     docs = {}
     for field, path in (("RUN", args.run), ("--baseline", args.baseline)):
@@ -180,6 +184,15 @@ def _cmd_report(args: argparse.Namespace) -> int:
     causes = doc.get("meta", {}).get("miss_causes")
     if causes:
         print(f"deadline misses by cause: {describe_miss_causes(causes)}")
+    if describe_steal(doc):
+        print(describe_steal(doc))
+    missed = missed_ticks_table(doc)
+    if missed:
+        shown = missed[-MISSED_SHOWN:]
+        print(f"\nthe last {len(shown)} of the {len(missed)} missed ticks the engine kept (ms; all in the HTML page):")
+        widths = [max(len(r[i]) for r in [MISSED_HEAD, *shown]) for i in range(len(MISSED_HEAD))]
+        for row in [MISSED_HEAD, *shown]:
+            print("  ".join(c.rjust(w) if i != 3 else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
     if base is not None:
         print(f"\nagainst the baseline {args.baseline} (x base: its latency over this run's; above 1: this run "
               "is faster)")

@@ -199,6 +199,40 @@ def test_thread_clock_splits_wall_time_into_cpu_wait_and_off_cpu():
     clock.close()
 
 
+def _proc_stat(steal_by_core: dict[int, int]) -> str:
+    """A /proc/stat as Linux writes it: the sum line, one line per core (steal is the 8th number), the rest."""
+    total = sum(steal_by_core.values())
+    lines = [f"cpu  46420 0 4456 171768 151 0 431 {total} 0 0"]
+    lines += [f"cpu{c} 4116 0 2182 103807 37 0 387 {n} 0 0" for c, n in sorted(steal_by_core.items())]
+    return "\n".join(lines + ["intr 1084189 0 0 0", "ctxt 2254812", "btime 1795794200", ""])
+
+
+def test_steal_clock_reads_the_steal_time_of_its_cores(tmp_path):
+    """StealClock, on a real file in /proc/stat's format rewritten between laps: a lap is the steal time of the
+    most-robbed core among its own since the last lap, in ns (the kernel counts clock ticks); other cores do
+    not count; an unreadable file is -1; this machine's /proc/stat reads."""
+    from poyo_rt.runtime.threads import StealClock
+
+    tick_ns = 1e9 / os.sysconf("SC_CLK_TCK")
+    stat = tmp_path / "stat"
+    stat.write_text(_proc_stat({0: 4, 1: 6, 2: 0}))
+    pinned, every = StealClock([1], path=str(stat)), StealClock(path=str(stat))
+    assert pinned.available and pinned.lap() == 0 and every.lap() == 0
+    stat.write_text(_proc_stat({0: 4 + 9, 1: 6 + 3, 2: 0}))  # core 0 lost 9 ticks, core 1 (the pinned one) 3
+    assert pinned.lap() == round(3 * tick_ns) and every.lap() == round(9 * tick_ns)
+    assert pinned.lap() == 0  # since the previous lap
+    stat.write_text(_proc_stat({0: 13, 1: 9, 2: 5}))
+    assert StealClock([7], path=str(stat)).lap() == -1  # no such core
+    stat.write_text("cpu0 1 2 3\n")  # too few numbers: not a steal count
+    assert StealClock(path=str(stat)).lap() == -1
+    missing = StealClock(path=str(tmp_path / "absent"))
+    assert not missing.available and missing.lap() == -1
+    if Path("/proc/stat").exists():
+        here = StealClock(os.sched_getaffinity(0))
+        assert here.available and here.lap() >= 0
+        here.close()
+
+
 def test_cpu_affinity_pins_only_the_calling_thread_and_restores_it():
     from poyo_rt.runtime.threads import CpuAffinity, format_cores, parse_cores
 

@@ -9,6 +9,7 @@ window has reached the inlet before its tick, whatever the machine's load.
 from __future__ import annotations
 
 import gc
+import os
 import threading
 import time
 from pathlib import Path
@@ -415,7 +416,7 @@ def thread_names() -> dict[int, str]:
 def test_cpu_affinity_pins_the_loop_thread_for_the_run(model, stream_name, source_id):
     """engine.cpu_affinity: every tick runs on the chosen core (seen from inside the publisher's send, which the
     loop's thread calls), the process's other threads (ZeroMQ's I/O thread, this test's) run on the other cores
-    meanwhile, and every thread gets its cores back after the run."""
+    meanwhile, and every thread gets its cores back after the run; the steal time read is that core's."""
     import os
 
     everything = os.sched_getaffinity(0)
@@ -451,6 +452,7 @@ def test_cpu_affinity_pins_the_loop_thread_for_the_run(model, stream_name, sourc
     assert len(cores_at_send) == engine.ticks >= 5 and all(c == {core} for c in cores_at_send)
     assert after == [everything]
     assert engine.summary()["pinned_cores"] == [core] and len(msgs) == engine.ticks
+    assert engine.steal_clock.cores == {core} and engine.summary()["stolen_ms"] >= 0  # the steal of the loop's core
 
 
 def test_start_stage_is_how_late_a_tick_began(model, stream_name, source_id):
@@ -521,6 +523,67 @@ def test_each_miss_is_counted_under_its_cause(model, stream_name, source_id, tmp
         assert stages["runner"] <= accounted + 1.0 and accounted <= stages["tick"] - stages["start"]
     assert all(m is not None for m in msgs)
     assert msgs[5].stages_us["off_cpu"] == ticks["sleep"]["off_cpu"] and msgs[6].stages_us["cpu"] == ticks["busy"]["cpu"]
+
+
+def test_a_miss_the_hypervisor_caused_is_counted_stolen_and_every_miss_is_logged(model, stream_name, source_id,
+                                                                                 tmp_path):
+    """A tick whose lateness the steal time of the loop's core covers is counted ``stolen``; one as late without
+    steal is ``off_cpu``. Both are logged with their stages (``missed_ticks``: the summary and the latency log),
+    and the run's steal time is summed. Real LSL, ZeroMQ and model; the steal time is a real file in
+    /proc/stat's format (the test cannot make a hypervisor stall this VM), rewritten while the forward sleeps."""
+    from poyo_rt.runtime.threads import StealClock
+    from test_config import _proc_stat
+
+    stat = tmp_path / "stat"
+    stat.write_text(_proc_stat({0: 0, 1: 0}))
+    steal_ticks = -(-60 * os.sysconf("SC_CLK_TCK") // 1000)  # 60 ms of clock ticks, rounded up
+    outlet, decoder, sub = start(stream_name, source_id, model, deadline_ms=40.0)
+    engine = decoder.engine
+    engine.steal_clock = StealClock([1], path=str(stat))
+    run, stolen = engine.runner.run, {"ticks": 0}
+
+    def stalled(*args):
+        out = run(*args)
+        if stolen.get("sleep"):
+            time.sleep(0.06)
+            if stolen.get("steal"):
+                stolen["ticks"] += steal_ticks
+                stat.write_text(_proc_stat({0: 0, 1: stolen["ticks"]}))
+        return out
+
+    engine.runner.run = stalled
+    index, counted = {}, {}
+
+    def tick(case):  # (a normal tick on a slow machine may miss too: each case's own count)
+        before = dict(engine.miss_causes)
+        index[case] = engine.ticks
+        engine.tick(lsl.local_clock())
+        counted[case] = {k: n - before.get(k, 0) for k, n in engine.miss_causes.items() if n != before.get(k, 0)}
+
+    try:
+        for _ in range(5):
+            tick("normal")
+        stolen.update(sleep=True, steal=True)
+        tick("stolen")
+        stolen.update(steal=False)
+        tick("blocked")
+    finally:
+        decoder.close()
+        del outlet
+    assert counted["stolen"] == {"stolen": 1} and counted["blocked"] == {"off_cpu": 1}
+    logged = {m["index"]: m for m in engine.missed_ticks}
+    for case, cause in (("stolen", "stolen"), ("blocked", "off_cpu")):
+        miss = logged[index[case]]
+        assert miss["cause"] == cause and miss["tick"] > 40_000 and miss["off_cpu"] >= 60_000
+        assert set(miss) >= {"index", "at_s", "stolen_us", "start", "cpu", "cpu_wait", "publish", "runner"}
+        assert 0 < miss["at_s"] < 10
+    assert logged[index["stolen"]]["stolen_us"] == pytest.approx(steal_ticks * 1e6 / os.sysconf("SC_CLK_TCK"))
+    assert logged[index["blocked"]]["stolen_us"] == 0
+    assert engine.stolen_ms == pytest.approx(steal_ticks * 1e3 / os.sysconf("SC_CLK_TCK"))
+    summary = engine.summary()
+    assert summary["missed_ticks"] == list(engine.missed_ticks) and summary["stolen_ms"] == engine.stolen_ms
+    meta = load_run(engine.write_report(tmp_path / "run.json"))["meta"]
+    assert meta["missed_ticks"] == list(engine.missed_ticks) and meta["stolen_ms"] == engine.stolen_ms
 
 
 def test_spin_is_at_most_a_quarter_period():

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from poyo_rt.runtime.metrics import LatencyStats
-from poyo_rt.runtime.report import (compare_table, describe_miss_causes, histogram_arrays, load_run, miss_timeline,
-                                    plot_run)
+from poyo_rt.runtime.report import (compare_table, describe_miss_causes, histogram_arrays, load_run, miss_cause,
+                                    miss_timeline, missed_ticks_table, plot_run)
 
 
 @pytest.fixture
@@ -63,6 +63,50 @@ def test_miss_causes_in_words():
     assert describe_miss_causes({}) == "" and describe_miss_causes({"cpu_wait": 0}) == ""
     assert (describe_miss_causes({"late_start": 2, "off_cpu": 5, "publish": 2})
             == "off the CPU (blocked, or stolen by a hypervisor) 5, late start 2, publish 2")
+
+
+def test_a_miss_is_stolen_when_the_hypervisor_took_half_its_lateness():
+    """miss_cause: steal time of at least half the tick's excess over its median blames the hypervisor; less
+    (or unknown, -1) leaves the stage that exceeded its median the most."""
+    typical = {"start": 10.0, "cpu": 10_000.0, "cpu_wait": 0.0, "off_cpu": 30.0, "publish": 100.0, "tick": 10_500.0}
+    stalled = {**typical, "off_cpu": 20_030.0, "tick": 30_500.0}  # 20 ms more than usual, off the CPU
+    assert miss_cause(stalled, typical, stolen_us=20_000.0) == "stolen"
+    assert miss_cause(stalled, typical, stolen_us=10_000.0) == "stolen"  # half: the 10 ms steps of steal time
+    assert miss_cause(stalled, typical, stolen_us=9_000.0) == "off_cpu"
+    assert miss_cause(stalled, typical, stolen_us=0.0) == "off_cpu" and miss_cause(stalled, typical) == "off_cpu"
+    no_tick = {k: v for k, v in typical.items() if k != "tick"}  # no typical tick yet: steal cannot be weighed
+    assert miss_cause(stalled, no_tick, stolen_us=20_000.0) == "off_cpu"
+    assert describe_miss_causes({"stolen": 3, "cpu_time": 1}) == "stolen by the hypervisor 3, slow work (CPU time) 1"
+
+
+def test_report_lists_the_missed_ticks_the_engine_kept(run_json, tmp_path):
+    """`poyo-rt report` prints the last missed ticks with their stages and the run's steal time, and the HTML
+    page lists them all (``meta.missed_ticks`` and ``meta.stolen_ms``, as Engine.write_report writes them)."""
+    path, stats = run_json
+    doc = load_run(path)
+    missed = [{"index": 100 + i, "at_s": 2.0 + 0.02 * i, "cause": "cpu_time", "stolen_us": 0.0, "start": 12.0,
+               "cpu": 24_000.0 + i, "cpu_wait": 1.0, "off_cpu": 40.0, "publish": 90.0, "tick": 25_100.0 + i}
+              for i in range(30)]
+    missed.append({"index": 900, "at_s": 18.5, "cause": "stolen", "stolen_us": 20_000.0, "start": 23_115.0,
+                   "cpu": 7_500.0, "off_cpu": 20.0, "publish": 95.0, "tick": 31_341.0})  # no cpu_wait: not read
+    doc["meta"].update(missed_ticks=missed, stolen_ms=110.0)
+    path.write_text(__import__("json").dumps(doc))
+    rows = missed_ticks_table(load_run(path))
+    assert len(rows) == 31 and rows[0][:4] == ["100", "2.000", "25.10", "slow work (CPU time)"]
+    assert rows[-1] == ["900", "18.500", "31.34", "stolen by the hypervisor", "23.11", "7.50", "-", "0.02", "0.10",
+                        "20.00"]
+    page = tmp_path / "r.html"
+    res = subprocess.run([sys.executable, "-m", "poyo_rt.cli", "report", str(path), "--png", str(tmp_path / "r.png"),
+                          "--html", str(page)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "the last 20 of the 31 missed ticks the engine kept" in res.stdout
+    assert "hypervisor steal on the loop's cores: 110 ms over the run" in res.stdout
+    printed = [line for line in res.stdout.splitlines() if line.strip().startswith(("1", "9")) and "ms" not in line]
+    assert any(line.split()[:3] == ["900", "18.500", "31.34"] for line in printed)
+    assert not any(line.split()[:1] == ["100"] for line in printed)  # the first 11 are in the page only
+    text = page.read_text()
+    assert "The missed ticks (31" in text and "<td>stolen by the hypervisor</td>" in text and "<td>100</td>" in text
+    assert "Hypervisor steal on the loop&#x27;s cores: 110 ms over the run." in text
 
 
 def test_report_rejects_other_files(tmp_path):

@@ -405,7 +405,9 @@ def format_e2e_table(result: dict) -> str:
         causes = describe_miss_causes(r.get("engine", {}).get("miss_causes", {}))
         if causes:  # the engine counts a tick late once handed to ZeroMQ; a message's flag is set before its send
             over = r["engine"]["stages"]["tick"].get("deadline_misses", "?")
-            lines.append(f"{r['path']:<12} {over} ticks over the deadline once sent, by cause: {causes}")
+            stolen = r["engine"].get("stolen_ms")
+            steal = f" ({stolen:.0f} ms stolen by the hypervisor from the loop's cores in all)" if stolen else ""
+            lines.append(f"{r['path']:<12} {over} ticks over the deadline once sent, by cause: {causes}{steal}")
         lines.append(f"{r['path']:<12} ingest: pushed {r['spikes_pushed']}, taken in {r['spikes_taken_in']}, "
                      f"accepted {r['spikes_accepted']}, drops {r['drops'] or 'none'}")
         if "spike_age_us" in r:

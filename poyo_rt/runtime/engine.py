@@ -61,7 +61,12 @@ Where the loop's time went, per tick (µs, from the tick's first step to its sen
 cannot be read, not on Linux, it includes that wait). On CUDA the wait for the GPU (an event's ``synchronize``,
 a spin under CUDA's default scheduling while there are fewer CUDA contexts than cores) counts as ``cpu``; the
 GPU's own time is ``forward``. Each deadline miss is counted under the cause whose value exceeded its median the
-most (:data:`~poyo_rt.runtime.report.MISS_CAUSES`; ``Engine.miss_causes``, in the summary and the latency log).
+most (:data:`~poyo_rt.runtime.report.MISS_CAUSES`; ``Engine.miss_causes``, in the summary and the latency log),
+or as ``stolen`` when a hypervisor took the loop's core for at least half the time the tick ran over its median
+(:class:`~poyo_rt.runtime.threads.StealClock`, read once a tick after the send: Linux's steal time, in 10 ms
+steps; ``Engine.stolen_us`` sums it over the run). The last :data:`MISS_LOG` missed ticks are kept with all their
+stages (``Engine.missed_ticks``, in the summary and the latency log, listed by ``poyo-rt report``), so every
+miss of a long run can be looked at, not only those among the last ticks' raw samples.
 """
 
 from __future__ import annotations
@@ -73,6 +78,7 @@ import os
 import signal
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
@@ -83,7 +89,7 @@ from poyo_rt.model.poyo import POYO
 from poyo_rt.runtime.metrics import LatencyStats, PeriodicReporter
 from poyo_rt.runtime.report import MISS_CAUSES, miss_cause
 from poyo_rt.runtime.runner import Runner
-from poyo_rt.runtime.threads import CpuAffinity, RealtimePriority, ThreadClock
+from poyo_rt.runtime.threads import CpuAffinity, RealtimePriority, StealClock, ThreadClock, allowed_cores
 from poyo_rt.stream.buffer import SpikeBuffer
 from poyo_rt.stream.tokenizer import IncrementalTokenizer, TickTokens
 from poyo_rt.stream.wire import TickFlags
@@ -94,6 +100,8 @@ log = logging.getLogger(__name__)
 MAX_PULLS_PER_TICK = 16
 #: The loop wakes at most this much earlier than the spin for the pre-tick (s).
 MAX_PRE_TICK_S = 0.005
+#: Missed ticks whose stages the engine keeps (the most recent; ``Engine.missed_ticks``).
+MISS_LOG = 1024
 
 STAGES = ("start", "pull", "buffer", "tokenize", "h2d", "forward", "d2h", "runner", "publish", "spike_age", "e2e",
           "tick", "cpu", "cpu_wait", "off_cpu")
@@ -224,6 +232,8 @@ class Engine:
         settings: :class:`EngineSettings`.
         device: "cpu" or "cuda"; buckets / compile / cuda_graphs / kv_cache / precision / fused / kernels: see :class:`~poyo_rt.runtime.runner.Runner`.
         clock: LSL clock, seconds (``pylsl.local_clock``; CLOCK_MONOTONIC on Linux).
+        steal_clock: where the steal time of the loop's cores is read; default: :meth:`run` reads
+            ``/proc/stat`` for the cores the loop may run on (its pinned cores, else the process's).
     """
 
     def __init__(self, model: POYO, source: SpikeSource, sink: TickSink, *, unit_map: np.ndarray,
@@ -231,7 +241,8 @@ class Engine:
                  buckets: list[int] | None = None, compile: bool = False, cuda_graphs: bool = True,
                  kv_cache: bool = True, precision: str = "fp32", fused: bool | None = None, kernels: str = "auto",
                  output_mean: Sequence[float] | None = None, output_std: Sequence[float] | None = None,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+                 steal_clock: StealClock | None = None):
         self.model = model
         self.source = source
         self.sink = sink
@@ -270,6 +281,10 @@ class Engine:
         self.pinned_cores: list[int] = []  #: CPU cores the loop ran pinned to in the last run() (cpu_affinity)
         self.miss_causes: dict[str, int] = {}  #: deadline misses by cause (MISS_CAUSES), since construction
         self._thread_clock = ThreadClock()
+        self.steal_clock = steal_clock
+        self.stolen_us = 0.0  #: steal time of the loop's cores over the ticks (µs; StealClock laps), since construction
+        self.missed_ticks: deque[dict[str, Any]] = deque(maxlen=MISS_LOG)  #: the last missed ticks (_count_miss)
+        self._t0: float | None = None  # LSL s the first run (or, without one, the first tick) began: missed ticks' ``at_s``
         self._typical: dict[str, float] = {}  # medians of the MISS_CAUSES stages (µs), refreshed every TYPICAL_EVERY
         self._typical_tick = -TYPICAL_EVERY
         self._stop = threading.Event()
@@ -314,6 +329,8 @@ class Engine:
     def tick(self, t_tick: float) -> dict[str, float]:
         """Run one tick scheduled at ``t_tick`` (LSL s); returns its stage latencies (µs)."""
         s = self.settings
+        if self._t0 is None:
+            self._t0 = t_tick
         start_us = (self.clock() - t_tick) * 1e6 if s.tick_hz > 0 else math.nan
         w0 = time.perf_counter_ns()
         cpu0, wait0 = self._thread_clock.read()
@@ -369,20 +386,36 @@ class Engine:
         stages["publish"] = publish_us
         stages["tick"] = (t_sent - t_tick) * 1e6
         stages["e2e"] = (t_sent - info.newest_spike_s) * 1e6 if math.isfinite(info.newest_spike_s) else math.nan
+        stolen_us = self._stolen_since_last_tick()
         self.stats.record_tick({k: v for k, v in stages.items() if not math.isnan(v)})
         self.ticks += 1
         if self.stats.deadline_us is not None and stages["tick"] > self.stats.deadline_us:
-            self._count_miss(stages)
+            self._count_miss(stages, stolen_us, t_tick)
         return stages
 
-    def _count_miss(self, stages: dict[str, float]) -> None:
-        """Count a missed tick under the cause (:data:`MISS_CAUSES`) that exceeded its median the most."""
+    def _stolen_since_last_tick(self) -> float:
+        """Steal time of the loop's cores (µs) since the previous tick's send, -1 if unknown; adds to ``stolen_us``."""
+        if self.steal_clock is None:
+            return -1.0
+        ns = self.steal_clock.lap()
+        if ns < 0:
+            return -1.0
+        self.stolen_us += ns / 1e3
+        return ns / 1e3
+
+    def _count_miss(self, stages: dict[str, float], stolen_us: float, t_tick: float) -> None:
+        """Count a missed tick under its cause (:func:`~poyo_rt.runtime.report.miss_cause`) and log its stages."""
         if self.ticks - self._typical_tick >= TYPICAL_EVERY:
-            medians = {st: self.stats.percentile(st, 50.0) for st in MISS_CAUSES}  # NaN: never recorded
+            medians = {st: self.stats.percentile(st, 50.0) for st in (*MISS_CAUSES, "tick")}  # NaN: never recorded
             self._typical = {st: m for st, m in medians.items() if not math.isnan(m)}
             self._typical_tick = self.ticks
-        cause = miss_cause(stages, self._typical)
+        cause = miss_cause(stages, self._typical, stolen_us)
         self.miss_causes[cause] = self.miss_causes.get(cause, 0) + 1
+        self.missed_ticks.append({
+            "index": self.ticks - 1, "at_s": round(t_tick - self._t0, 6), "cause": cause,
+            "stolen_us": stolen_us if stolen_us >= 0 else None,
+            **{k: round(v, 1) for k, v in stages.items() if not math.isnan(v)},
+        })
 
     # --- the loop ------------------------------------------------------------------------------
     def run(self, duration_s: float | None = None, max_ticks: int | None = None) -> dict:
@@ -392,6 +425,8 @@ class Engine:
             gc.freeze()
         with CpuAffinity(self.settings.cpu_affinity) as pinned:
             self.pinned_cores = list(pinned.cores) if pinned.active else []
+            if self.steal_clock is None:
+                self.steal_clock = StealClock(self.pinned_cores or allowed_cores())
             with RealtimePriority(self.settings.realtime_priority), GcWatch() as watch:
                 self._loop(duration_s, max_ticks)
         self.gc = watch.as_dict()
@@ -439,6 +474,8 @@ class Engine:
     def _loop(self, duration_s: float | None, max_ticks: int | None) -> None:
         s = self.settings
         t_start = self.clock()
+        if self._t0 is None:
+            self._t0 = t_start
         t_stop = t_start + duration_s if duration_s else math.inf
         k = 0
         while not self._stop.is_set() and self.clock() < t_stop and (max_ticks is None or self.ticks < max_ticks):
@@ -479,6 +516,8 @@ class Engine:
         out["early_ticks"] = self.early_ticks
         out["pinned_cores"] = self.pinned_cores
         out["miss_causes"] = dict(self.miss_causes)
+        out["stolen_ms"] = self.stolen_ms
+        out["missed_ticks"] = list(self.missed_ticks)
         out["counters"] = self.counters()
         out["runner"] = self.runner.counters()
         if self.gc is not None:
@@ -492,9 +531,15 @@ class Engine:
         for name, value in self.counters().items():
             self.stats.set_counter(name, value)
         self.stats.to_json(path, extra={"ticks": self.ticks, "runner": self.runner.counters(),
-                                        "miss_causes": dict(self.miss_causes), **(extra or {})},
+                                        "miss_causes": dict(self.miss_causes), "stolen_ms": self.stolen_ms,
+                                        "missed_ticks": list(self.missed_ticks), **(extra or {})},
                            include_recent=True)
         return path
+
+    @property
+    def stolen_ms(self) -> float | None:
+        """Steal time of the loop's cores over the ticks so far (ms), None where it is not read."""
+        return None if self.steal_clock is None or not self.steal_clock.available else self.stolen_us / 1e3
 
 
 def thread_times(work_ns: int, cpu_ns: int, wait_ns: int) -> dict[str, float]:

@@ -164,5 +164,7 @@ def run_decoder(config: RunConfig, *, model: POYO | LoadedModel | None = None) -
     log.info("final latency after %d ticks:\n%s", decoder.engine.ticks, decoder.engine.stats.format_table())
     if decoder.engine.miss_causes:
         log.info("deadline misses by cause: %s", describe_miss_causes(decoder.engine.miss_causes))
+    if decoder.engine.stolen_ms:
+        log.info("hypervisor steal on the loop's cores: %.0f ms over the run", decoder.engine.stolen_ms)
     report()
     return summary

@@ -29,14 +29,21 @@ TABLE_HEAD = ("stage", "ticks", "median ms", "p90 ms", "p99 ms", "p99.9 ms", "ma
 MISS_CAUSES = {"start": "late_start", "cpu": "cpu_time", "cpu_wait": "cpu_wait", "off_cpu": "off_cpu",
                "publish": "publish"}
 #: Deadline-miss causes (``Engine.miss_causes``) in words.
-MISS_CAUSE_NAMES = {"late_start": "late start", "cpu_time": "slow work (CPU time)",
-                    "cpu_wait": "waiting for a core", "off_cpu": "off the CPU (blocked, or stolen by a hypervisor)",
-                    "publish": "publish", "unknown": "unknown"}
+MISS_CAUSE_NAMES = {"stolen": "stolen by the hypervisor", "late_start": "late start",
+                    "cpu_time": "slow work (CPU time)", "cpu_wait": "waiting for a core",
+                    "off_cpu": "off the CPU (blocked, or stolen by a hypervisor)", "publish": "publish",
+                    "unknown": "unknown"}
 
 
-def miss_cause(stages: Mapping[str, float], typical: Mapping[str, float]) -> str:
-    """The cause (:data:`MISS_CAUSES`) of a missed tick: of its stages (µs) that have a typical value (µs, a
-    median), the one that exceeded it the most; ``"unknown"`` when none can be compared."""
+def miss_cause(stages: Mapping[str, float], typical: Mapping[str, float], stolen_us: float = -1.0) -> str:
+    """The cause of a missed tick. ``"stolen"`` when a hypervisor took the loop's core for at least half of
+    the time the tick ran over its median (``typical["tick"]``; ``stolen_us``: steal time since the previous
+    tick ended, -1 = unknown, :class:`~poyo_rt.runtime.threads.StealClock`); else, of its stages (µs) that
+    have a typical value (µs, a median), the one that exceeded it the most (:data:`MISS_CAUSES`);
+    ``"unknown"`` when none can be compared."""
+    over = stages.get("tick", math.nan) - typical.get("tick", math.nan)
+    if stolen_us > 0 and not math.isnan(over) and stolen_us >= 0.5 * over:
+        return "stolen"
     excess = {cause: stages[st] - typical[st] for st, cause in MISS_CAUSES.items()
               if st in typical and not math.isnan(stages.get(st, math.nan))}
     return max(excess, key=excess.__getitem__) if excess else "unknown"
@@ -64,6 +71,22 @@ def describe_miss_causes(causes: dict[str, int]) -> str:
     """``"late start 2, slow work (CPU time) 40"``: the misses by cause, most first ("" when none)."""
     ranked = sorted(((n, c) for c, n in causes.items() if n), key=lambda nc: (-nc[0], nc[1]))
     return ", ".join(f"{MISS_CAUSE_NAMES.get(c, c)} {n}" for n, c in ranked)
+
+
+MISSED_HEAD = ("tick #", "at s", "tick ms", "cause", "start", "cpu", "cpu_wait", "off_cpu", "publish", "stolen")
+
+
+def missed_ticks_table(doc: dict) -> list[list[str]]:
+    """Rows of the missed ticks the engine logged (``meta.missed_ticks``, the last ``MISS_LOG``): tick index, seconds
+    since the run began, tick ms, cause in words, then the stages a cause is judged on and the steal time, ms
+    (columns :data:`MISSED_HEAD`; "-" where a value was not recorded)."""
+    rows = []
+    for miss in (doc.get("meta") or {}).get("missed_ticks") or []:
+        ms = lambda key: "-" if miss.get(key) is None else f"{miss[key] / 1e3:.2f}"  # noqa: E731
+        rows.append([str(miss.get("index", "-")), f"{miss.get('at_s', math.nan):.3f}", ms("tick"),
+                     MISS_CAUSE_NAMES.get(miss.get("cause"), str(miss.get("cause"))),
+                     *(ms(st) for st in MISS_CAUSES), ms("stolen_us")])
+    return rows
 
 
 def load_run(path: str | Path) -> dict[str, Any]:
@@ -224,16 +247,32 @@ def _html_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return f"<table><tr>{cells(head, 'th')}</tr>" + "".join(f"<tr>{cells(r, 'td')}</tr>" for r in rows) + "</table>"
 
 
+def describe_steal(doc: dict) -> str:
+    """``"hypervisor steal on the loop's cores: 110 ms over the run"`` ("" where the log has none)."""
+    stolen = (doc.get("meta") or {}).get("stolen_ms")
+    return "" if stolen is None else f"hypervisor steal on the loop's cores: {stolen:.0f} ms over the run"
+
+
 def _misses_section(doc: dict) -> str:
-    """HTML for the deadline misses by cause (``meta.miss_causes``), or nothing (logs of older versions)."""
-    causes = doc.get("meta", {}).get("miss_causes")
+    """HTML for the deadline misses by cause (``meta.miss_causes``) and the missed ticks the engine logged
+    (``meta.missed_ticks``), or nothing (logs of older versions)."""
+    meta = doc.get("meta", {})
+    causes = meta.get("miss_causes")
     if causes is None:
         return ""
     misses = doc["summary"]["stages"].get("tick", {}).get("deadline_misses", sum(causes.values()))
     line = describe_miss_causes(causes) or "none"
-    return (f"<h2>Deadline misses by cause</h2><p>{misses} missed: {html.escape(line)}. Each miss is counted under "
-            "what exceeded its median the most: the tick's start, the loop thread's CPU time, its wait for a core, "
-            "its time off the CPU, or the publish.</p>\n")
+    steal = describe_steal(doc)
+    out = (f"<h2>Deadline misses by cause</h2><p>{misses} missed: {html.escape(line)}. Each miss is counted as "
+           "stolen when the hypervisor took the loop's core for at least half the time the tick ran over its "
+           "median (Linux's steal time, in 10 ms steps), else under what exceeded its median the most: the "
+           "tick's start, the loop thread's CPU time, its wait for a core, its time off the CPU, or the "
+           f"publish.{' ' + html.escape(steal.capitalize()) + '.' if steal else ''}</p>\n")
+    rows = missed_ticks_table(doc)
+    if rows:
+        out += (f"<h3>The missed ticks ({len(rows)}, the most recent the engine kept), ms</h3>"
+                f"{_html_table(MISSED_HEAD, rows)}\n")
+    return out
 
 
 def _baseline_section(doc: dict, base: dict | None, base_name: str) -> str:

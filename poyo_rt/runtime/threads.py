@@ -13,7 +13,8 @@ and 23 of 1,000 with 1 (docs/performance.md). ``auto`` therefore leaves one core
 An integer sets the count; ``None`` keeps torch's default.
 
 :class:`CpuAffinity` and :class:`RealtimePriority` are for the tick loop's own thread (``engine.cpu_affinity``,
-``engine.realtime_priority``); :class:`ThreadClock` reads where that thread's time went (on a CPU, waiting for one).
+``engine.realtime_priority``); :class:`ThreadClock` reads where that thread's time went (on a CPU, waiting for one),
+:class:`StealClock` how much of it a hypervisor took.
 """
 
 from __future__ import annotations
@@ -285,6 +286,73 @@ class ThreadClock:
             os.close(self._fd)
         self._fd = -1
         self._tid = None
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class StealClock:
+    """Time a hypervisor took from some of this machine's CPU cores, ns: Linux's steal time (``/proc/stat``).
+
+    On a virtual machine the host can stop a virtual CPU for milliseconds (another guest, the host's own
+    work); the guest's kernel counts that time as stolen, per core. :meth:`lap` returns the most any of
+    ``cores`` (None: every core) lost since the previous lap: a pinned tick loop's own core tells exactly,
+    several cores bound it from above. -1 where it cannot be read (not Linux). The kernel exports steal in
+    clock ticks (``USER_HZ``, 10 ms on most systems), so laps resolve stalls of ~10 ms and more, and read 0 on
+    bare metal. A lap costs one read of the file's first lines (~10 µs); ``path`` is for tests.
+    """
+
+    def __init__(self, cores: Iterable[int] | None = None, path: str = "/proc/stat") -> None:
+        self._fd = -1
+        self.cores = None if cores is None else frozenset(cores)
+        self.path = path
+        self._ns_per_tick = 1e9 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 1e7
+        self._size = 160 * ((os.cpu_count() or 1) + 2)  # the per-core lines, which come first
+        try:
+            self._fd = os.open(path, os.O_RDONLY)
+        except OSError:  # not Linux, or /proc not mounted
+            self._fd = -1
+        self._last = self._read()
+
+    def _read(self) -> dict[int, int] | None:
+        """Clock ticks stolen from each core (of ``cores``) so far, or None."""
+        if self._fd < 0:
+            return None
+        try:
+            text = os.pread(self._fd, self._size, 0)
+        except OSError:
+            return None
+        lines = text.split(b"\n")
+        if len(text) == self._size:
+            lines = lines[:-1]  # cut off mid-line
+        out = {}
+        for line in lines:  # "cpuN user nice system idle iowait irq softirq steal ..."
+            fields = line.split()
+            if not fields or not fields[0].startswith(b"cpu"):
+                break
+            name = fields[0][3:]
+            if name.isdigit() and len(fields) > 8 and fields[8].isdigit() and (
+                    self.cores is None or int(name) in self.cores):
+                out[int(name)] = int(fields[8])
+        return out or None
+
+    @property
+    def available(self) -> bool:
+        """Whether the steal time could be read (at the last lap, or at construction)."""
+        return self._last is not None
+
+    def lap(self) -> int:
+        """ns stolen from the most-robbed core since the previous lap (or construction), -1 if unknown."""
+        now, last = self._read(), self._last
+        self._last = now
+        if now is None or last is None:
+            return -1
+        return round(max(now[c] - last.get(c, now[c]) for c in now) * self._ns_per_tick)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd = -1
 
     def __del__(self) -> None:
         self.close()
