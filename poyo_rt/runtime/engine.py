@@ -65,8 +65,10 @@ most (:data:`~poyo_rt.runtime.report.MISS_CAUSES`; ``Engine.miss_causes``, in th
 or as ``stolen`` when a hypervisor took the loop's core for at least half the time the tick ran over its median
 (:class:`~poyo_rt.runtime.threads.StealClock`, read once a tick after the send: Linux's steal time, in 10 ms
 steps; ``Engine.stolen_us`` sums it over the run). The last :data:`MISS_LOG` missed ticks are kept with all their
-stages (``Engine.missed_ticks``, in the summary and the latency log, listed by ``poyo-rt report``), so every
-miss of a long run can be looked at, not only those among the last ticks' raw samples.
+stages, the time it was scheduled (``t_tick_s``, LSL s: CLOCK_MONOTONIC on Linux, to set beside other logs of the
+machine, e.g. ``tools/stall_watch.py``'s) and seconds since the run began (``Engine.missed_ticks``, in the summary
+and the latency log, listed by ``poyo-rt report``), so every miss of a long run can be looked at, not only those
+among the last ticks' raw samples.
 """
 
 from __future__ import annotations
@@ -412,7 +414,7 @@ class Engine:
         cause = miss_cause(stages, self._typical, stolen_us)
         self.miss_causes[cause] = self.miss_causes.get(cause, 0) + 1
         self.missed_ticks.append({
-            "index": self.ticks - 1, "at_s": round(t_tick - self._t0, 6), "cause": cause,
+            "index": self.ticks - 1, "at_s": round(t_tick - self._t0, 6), "t_tick_s": t_tick, "cause": cause,
             "stolen_us": stolen_us if stolen_us >= 0 else None,
             **{k: round(v, 1) for k, v in stages.items() if not math.isnan(v)},
         })

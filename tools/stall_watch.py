@@ -1,0 +1,134 @@
+"""Does this machine stop? Gaps in a busy loop on each core, told apart by where the time went.
+
+A rig check, like ``cyclictest`` for the question a tick loop's rare misses leave open: was it the decoder, or
+did the machine stand still? One process per core busy-loops there (normal scheduling, pinned), reading the
+monotonic clock and its thread's CPU time and run delay (:class:`poyo_rt.runtime.threads.ThreadClock`) every
+turn. A turn longer than ``--threshold-ms`` is a gap, put down to what most of it was:
+
+* ``cpu_wait``: another task had the core (the run delay grew);
+* ``cpu``: the loop's own CPU time (the kernel working on its behalf: an interrupt, a page fault);
+* ``off_cpu``: neither: the core stood still, as when a hypervisor stops a virtual CPU (Linux counts that
+  as steal time only when the host reports it; ``/proc/stat``'s steal per core is printed before and after).
+
+Gaps that begin within ``--together-ms`` of each other on every watched core are the whole machine stopping.
+
+    python tools/stall_watch.py --seconds 600 --cores 0 1
+
+What it showed on the 2-core test VM: docs/performance.md, eleventh session.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def watch(core: int, seconds: float, threshold_s: float, idle: bool = False) -> list[dict]:
+    """Busy-loop on ``core`` for ``seconds`` (under ``SCHED_IDLE`` if ``idle``); each turn longer than
+    ``threshold_s``: its start (monotonic s, the LSL clock on Linux), length and the thread's CPU time and run
+    delay over it (ms)."""
+    from poyo_rt.runtime.threads import ThreadClock
+
+    os.sched_setaffinity(0, {core})
+    if idle:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    clock = ThreadClock()
+    threshold_ns = int(threshold_s * 1e9)
+    gaps = []
+    t_end = time.monotonic_ns() + int(seconds * 1e9)
+    last = time.monotonic_ns()
+    cpu0, wait0 = clock.read()
+    while last < t_end:
+        now = time.monotonic_ns()
+        cpu1, wait1 = clock.read()
+        if now - last > threshold_ns:
+            gaps.append({"t_s": last / 1e9, "ms": (now - last) / 1e6, "cpu_ms": (cpu1 - cpu0) / 1e6,
+                         "cpu_wait_ms": (wait1 - wait0) / 1e6 if wait0 >= 0 and wait1 >= 0 else float("nan")})
+        last, cpu0, wait0 = now, cpu1, wait1
+    return gaps
+
+
+def cause(gap: dict) -> str:
+    """What most of a gap was: ``cpu_wait``, ``cpu`` or ``off_cpu`` (see the module docstring)."""
+    parts = {"cpu": gap["cpu_ms"], "cpu_wait": gap["cpu_wait_ms"],
+             "off_cpu": gap["ms"] - gap["cpu_ms"] - max(gap["cpu_wait_ms"], 0.0)}
+    return max(parts, key=parts.__getitem__)
+
+
+def steal_ticks() -> dict[str, int]:
+    """Steal time per core so far, in clock ticks (``/proc/stat``), or {} where it cannot be read."""
+    try:
+        lines = Path("/proc/stat").read_text().splitlines()
+    except OSError:
+        return {}
+    return {f[0]: int(f[8]) for f in (line.split() for line in lines) if f and f[0].startswith("cpu") and len(f) > 8}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=60.0, help="how long to watch (default: 60)")
+    ap.add_argument("--cores", type=int, nargs="+", help="cores to watch (default: every core this process may use)")
+    ap.add_argument("--threshold-ms", type=float, default=2.0, help="a turn longer than this is a gap (default: 2)")
+    ap.add_argument("--together-ms", type=float, default=5.0,
+                    help="gaps on every core beginning this close are one stop of the machine (default: 5)")
+    ap.add_argument("--show", type=int, default=10, help="longest gaps listed per core (default: 10)")
+    ap.add_argument("--json", help="also write every gap, by core, as JSON")
+    ap.add_argument("--idle", action="store_true",
+                    help="watch under SCHED_IDLE: beside a running decoder, the watchers take only idle time (their "
+                    "gaps while others run are cpu_wait; a stop of the machine is still cpu or off_cpu)")
+    ap.add_argument("--worker", nargs=2, metavar=("CORE", "OUT"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        core, out = int(args.worker[0]), args.worker[1]
+        Path(out).write_text(json.dumps(watch(core, args.seconds, args.threshold_ms / 1e3, args.idle)))
+        return 0
+
+    cores = args.cores or sorted(os.sched_getaffinity(0))
+    before = steal_ticks()
+    with tempfile.TemporaryDirectory() as tmp:
+        idle = ["--idle"] if args.idle else []
+        procs = {c: subprocess.Popen([sys.executable, __file__, "--seconds", str(args.seconds), "--threshold-ms",
+                                      str(args.threshold_ms), *idle, "--worker", str(c), f"{tmp}/{c}.json"])
+                 for c in cores}
+        print(f"watching cores {cores} for {args.seconds:g} s (gaps > {args.threshold_ms:g} ms)...", flush=True)
+        if any(p.wait() != 0 for p in procs.values()):
+            print("a watcher failed", file=sys.stderr)
+            return 1
+        gaps = {c: json.loads(Path(f"{tmp}/{c}.json").read_text()) for c in cores}
+    after = steal_ticks()
+    hz = os.sysconf("SC_CLK_TCK")
+    if args.json:
+        Path(args.json).write_text(json.dumps({str(c): gaps[c] for c in cores}))
+
+    for c in cores:
+        mine = gaps[c]
+        by_cause: dict[str, int] = {}
+        for g in mine:
+            by_cause[cause(g)] = by_cause.get(cause(g), 0) + 1
+        stolen = (after.get(f"cpu{c}", 0) - before.get(f"cpu{c}", 0)) * 1e3 / hz
+        longest = max((g["ms"] for g in mine), default=0.0)
+        print(f"\ncore {c}: {len(mine)} gaps, longest {longest:.2f} ms, by cause {by_cause or 'none'}; steal time "
+              f"{stolen:.0f} ms")
+        for g in sorted(mine, key=lambda g: -g["ms"])[:args.show]:
+            print(f"  at {g['t_s']:.3f} s  {g['ms']:7.2f} ms  cpu {g['cpu_ms']:6.2f}  cpu_wait {g['cpu_wait_ms']:6.2f}"
+                  f"  -> {cause(g)}")
+
+    if len(cores) > 1:  # a gap on the first core that every other core shares
+        together = args.together_ms / 1e3
+        shared = [g for g in gaps[cores[0]] if all(
+            any(abs(h["t_s"] - g["t_s"]) <= together for h in gaps[c]) for c in cores[1:])]
+        big = [g for g in shared if g["ms"] >= 5]
+        print(f"\ngaps on every watched core at once (starts within {args.together_ms:g} ms): {len(shared)}, "
+              f"{len(big)} of them 5 ms or longer: " + ", ".join(f"{g['ms']:.1f} ms at {g['t_s']:.3f} s" for g in
+                                                                 sorted(big, key=lambda g: -g["ms"])[:args.show]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
