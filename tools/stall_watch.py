@@ -32,7 +32,8 @@ from pathlib import Path
 def watch(core: int, seconds: float, threshold_s: float, idle: bool = False) -> list[dict]:
     """Busy-loop on ``core`` for ``seconds`` (under ``SCHED_IDLE`` if ``idle``); each turn longer than
     ``threshold_s``: its start (monotonic s, the LSL clock on Linux), length and the thread's CPU time and run
-    delay over it (ms)."""
+    delay (ms) from the turn before it to the turn after it. (A preemption lands mostly inside the clock read, a
+    system call, so its run delay can show up one turn before or after the turn whose clock saw the gap.)"""
     from poyo_rt.runtime.threads import ThreadClock
 
     os.sched_setaffinity(0, {core})
@@ -42,22 +43,26 @@ def watch(core: int, seconds: float, threshold_s: float, idle: bool = False) -> 
     threshold_ns = int(threshold_s * 1e9)
     gaps = []
     t_end = time.monotonic_ns() + int(seconds * 1e9)
-    last = time.monotonic_ns()
-    cpu0, wait0 = clock.read()
-    while last < t_end:
-        now = time.monotonic_ns()
-        cpu1, wait1 = clock.read()
-        if now - last > threshold_ns:
-            gaps.append({"t_s": last / 1e9, "ms": (now - last) / 1e6, "cpu_ms": (cpu1 - cpu0) / 1e6,
-                         "cpu_wait_ms": (wait1 - wait0) / 1e6 if wait0 >= 0 and wait1 >= 0 else float("nan")})
-        last, cpu0, wait0 = now, cpu1, wait1
+    before = last = (time.monotonic_ns(), *clock.read())  # (monotonic ns, cpu ns, wait ns) of the last two turns
+    pending = None  # a gap seen this turn, waiting for the next turn's reading
+    while last[0] < t_end:
+        now = (time.monotonic_ns(), *clock.read())
+        if pending is not None:
+            gap, start = pending
+            gap["cpu_ms"] = (now[1] - start[1]) / 1e6
+            gap["cpu_wait_ms"] = (now[2] - start[2]) / 1e6 if start[2] >= 0 and now[2] >= 0 else float("nan")
+            gaps.append(gap)
+            pending = None
+        if now[0] - last[0] > threshold_ns:
+            pending = ({"t_s": last[0] / 1e9, "ms": (now[0] - last[0]) / 1e6}, before)
+        before, last = last, now
     return gaps
 
 
 def cause(gap: dict) -> str:
     """What most of a gap was: ``cpu_wait``, ``cpu`` or ``off_cpu`` (see the module docstring)."""
-    parts = {"cpu": gap["cpu_ms"], "cpu_wait": gap["cpu_wait_ms"],
-             "off_cpu": gap["ms"] - gap["cpu_ms"] - max(gap["cpu_wait_ms"], 0.0)}
+    wait = gap["cpu_wait_ms"] if gap["cpu_wait_ms"] == gap["cpu_wait_ms"] else 0.0  # NaN: not readable (not Linux)
+    parts = {"cpu": gap["cpu_ms"], "cpu_wait": wait, "off_cpu": gap["ms"] - gap["cpu_ms"] - max(wait, 0.0)}
     return max(parts, key=parts.__getitem__)
 
 
