@@ -149,8 +149,8 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
         description="Read the latency JSON a run wrote (metrics.report_path) and write a figure (per-stage "
         "histograms, latency over time against the deadline, drops) and a self-contained HTML page with the "
         "percentile table, the deadline misses by cause, each missed tick's stages and the run's configuration; "
-        "print the table, the misses by cause and the last missed ticks. With --baseline, both also set the run beside another run's log (medians, p99s, "
-        "their ratios, misses).",
+        "print the table, the misses by cause and the last missed ticks. With --baseline, both also set the run "
+        "beside another run's log (medians, p99s, their ratios, misses).",
     )
     p.add_argument("run", help="latency JSON written by `poyo-rt run`, the demo or `poyo-rt bench e2e --report-dir`")
     p.add_argument("--png", help="figure path (default: RUN with .png)")

@@ -64,11 +64,11 @@ GPU's own time is ``forward``. Each deadline miss is counted under the cause who
 most (:data:`~poyo_rt.runtime.report.MISS_CAUSES`; ``Engine.miss_causes``, in the summary and the latency log),
 or as ``stolen`` when a hypervisor took the loop's core for at least half the time the tick ran over its median
 (:class:`~poyo_rt.runtime.threads.StealClock`, read once a tick after the send: Linux's steal time, in 10 ms
-steps; ``Engine.stolen_us`` sums it over the run). The last :data:`MISS_LOG` missed ticks are kept with all their
-stages, the time it was scheduled (``t_tick_s``, LSL s: CLOCK_MONOTONIC on Linux, to set beside other logs of the
-machine, e.g. ``tools/stall_watch.py``'s) and seconds since the run began (``Engine.missed_ticks``, in the summary
-and the latency log, listed by ``poyo-rt report``), so every miss of a long run can be looked at, not only those
-among the last ticks' raw samples.
+steps; ``Engine.stolen_us`` sums it over the run). The last :data:`MISS_LOG` missed ticks are kept, each with all
+its stages, the steal time, the time it was scheduled (``t_tick_s``, LSL s: CLOCK_MONOTONIC on Linux, to set
+beside other logs of the machine, e.g. ``tools/stall_watch.py``'s) and the seconds since the run began
+(``Engine.missed_ticks``, in the summary and the latency log, listed by ``poyo-rt report``), so every miss of a
+long run can be looked at, not only those among the last ticks' raw samples.
 """
 
 from __future__ import annotations
