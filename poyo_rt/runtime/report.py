@@ -2,8 +2,10 @@
 
 The JSON is what :meth:`LatencyStats.to_json` writes (schema ``poyo-rt.latency/1``): a summary per stage,
 sparse log-spaced histograms, optionally the last raw samples per stage, and run metadata (config, code
-version). The figure shows: per-stage latency histograms, latency over time with the deadline, and the drop
-counters; the HTML page adds the percentile table, the deadline misses by cause and the resolved configuration.
+version, the engine's misses by cause and missed ticks). The figure shows: per-stage latency histograms,
+latency over the last ticks with the deadline, the drop counters, and every missed tick the engine kept over
+the whole run; the HTML page adds the percentile table, the deadline misses by cause, the missed ticks' stages
+and the resolved configuration.
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ def histogram_arrays(doc: dict, stage: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def plot_run(doc: dict, png_path: str | Path, title: str | None = None) -> Path:
-    """Write the three-panel latency figure as PNG; returns its path."""
+    """Write the four-panel latency figure as PNG; returns its path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -127,7 +129,8 @@ def plot_run(doc: dict, png_path: str | Path, title: str | None = None) -> Path:
 
     summary = doc["summary"]
     stages = [s for s in (*PIPELINE, *SPANS, *INPUT, *ACCOUNTING) if summary["stages"].get(s, {}).get("count")]
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    fig, grid = plt.subplots(2, 2, figsize=(14, 9))
+    axes = grid.ravel()
 
     ax = axes[0]
     for stage in stages:  # re-binned to 20 bins a decade, zeros included, so shapes read right
@@ -161,7 +164,7 @@ def plot_run(doc: dict, png_path: str | Path, title: str | None = None) -> Path:
     ax.set_xlabel("tick (most recent run of ticks)")
     ax.set_ylabel("latency (ms)")
     ax.set_yscale("log")
-    ax.set_title("latency over time")
+    ax.set_title("latency over the last ticks")
     ax.legend(fontsize=7, framealpha=0.6)
 
     ax = axes[2]
@@ -169,9 +172,30 @@ def plot_run(doc: dict, png_path: str | Path, title: str | None = None) -> Path:
     names = sorted(counters)
     ax.barh(names, [counters[n] for n in names], color="tab:red")
     ax.set_xlim(0, max([1, *counters.values()]) * 1.05)  # all zero: an axis from 0, not around it
+    if not any(counters.values()):
+        ax.text(0.5, 0.5, "nothing dropped", ha="center", va="center", transform=ax.transAxes)
     misses = summary["stages"].get("tick", {}).get("deadline_misses")
     ax.set_title(f"drops and counters (deadline misses: {misses if misses is not None else 'n/a'})")
     ax.set_xlabel("count")
+
+    ax = axes[3]  # every missed tick the engine kept, over the whole run
+    missed = (doc.get("meta") or {}).get("missed_ticks") or []
+    for k, cause in enumerate(sorted({m.get("cause", "unknown") for m in missed})):
+        at = [(m["at_s"], m["tick"] / 1e3) for m in missed if m.get("cause", "unknown") == cause
+              and m.get("at_s") is not None and m.get("tick") is not None]
+        if at:
+            ax.scatter(*zip(*at), s=18, marker="x", color=f"C{5 + k % 5}", label=MISS_CAUSE_NAMES.get(cause, cause))
+    if summary.get("deadline_us"):
+        ax.axhline(summary["deadline_us"] / 1e3, color="k", ls="--", lw=1, label="deadline")
+    if missed:
+        ax.legend(fontsize=7, framealpha=0.6)
+    else:
+        ax.text(0.5, 0.5, "no missed ticks logged", ha="center", va="center", transform=ax.transAxes)
+    duration = (doc.get("meta") or {}).get("duration_s")
+    ax.set_xlim(0, max([float(duration or 0), *(m.get("at_s") or 0 for m in missed)]) * 1.02 or 1)
+    ax.set_xlabel("time since the run began (s)")
+    ax.set_ylabel("tick latency (ms)")
+    ax.set_title(f"missed ticks over the run ({len(missed)} logged)")
     fig.suptitle(title or f"poyo-rt run: {summary.get('ticks', 0)} ticks")
     fig.tight_layout()
     png_path = Path(png_path)
