@@ -138,6 +138,10 @@ def test_missed_ticks_are_marked_with_their_cause(tmp_path):
     assert [(i, cause) for i, _, cause in timeline] == [(5, "late_start"), (50, "cpu_time"), (51, "cpu_wait"),
                                                         (90, "off_cpu")]
     assert all(t > 20_000 for _, t, _ in timeline)
+    doc["meta"] = {"ticks": 100, "missed_ticks": [{"index": 50, "cause": "stolen"}]}  # the engine's own word wins
+    assert [cause for _, _, cause in miss_timeline(doc)] == ["late_start", "stolen", "cpu_wait", "off_cpu"]
+    doc["meta"]["ticks"] = 130  # 30 ticks before the raw samples: tick 50 is sample 20, not a miss
+    assert [cause for _, _, cause in miss_timeline(doc)] == ["late_start", "cpu_time", "cpu_wait", "off_cpu"]
     assert plot_run(doc, tmp_path / "run.png").stat().st_size > 20_000
     doc["recent_us"]["cpu"] = doc["recent_us"]["cpu"][1:]  # a stage not recorded at every tick: no alignment
     assert miss_timeline(doc) == []

@@ -52,20 +52,23 @@ def miss_cause(stages: Mapping[str, float], typical: Mapping[str, float], stolen
 
 
 def miss_timeline(doc: dict) -> list[tuple[int, float, str]]:
-    """``(index, tick µs, cause)`` of each missed tick among a latency log's last raw samples (``recent_us``),
-    causes judged against the whole run's medians; empty when the log has no deadline, no raw samples, or
-    samples of unequal length (a stage not recorded at every tick)."""
-    summary, recent = doc["summary"], doc.get("recent_us") or {}
+    """``(index, tick µs, cause)`` of each missed tick among a latency log's last raw samples (``recent_us``):
+    the cause the engine logged for that tick (``meta.missed_ticks``, which knows the steal time), else judged
+    against the whole run's medians; empty when the log has no deadline, no raw samples, or samples of unequal
+    length (a stage not recorded at every tick)."""
+    summary, recent, meta = doc["summary"], doc.get("recent_us") or {}, doc.get("meta") or {}
     deadline = summary.get("deadline_us")
     stages = [st for st in ("tick", *MISS_CAUSES) if recent.get(st)]
     if not deadline or "tick" not in stages or len({len(recent[st]) for st in stages}) != 1:
         return []
     typical = {st: summary["stages"][st]["median_us"] for st in stages if st in MISS_CAUSES}
+    first = meta.get("ticks", 0) - len(recent["tick"])  # the engine's index of the first raw sample
+    logged = {m.get("index"): m.get("cause") for m in meta.get("missed_ticks") or []} if first >= 0 else {}
     out = []
     for i, tick_us in enumerate(recent["tick"]):
         if tick_us is not None and tick_us > deadline:
             values = {st: math.nan if recent[st][i] is None else recent[st][i] for st in stages}
-            out.append((i, float(tick_us), miss_cause(values, typical)))
+            out.append((i, float(tick_us), logged.get(first + i) or miss_cause(values, typical)))
     return out
 
 
