@@ -579,11 +579,34 @@ def test_a_miss_the_hypervisor_caused_is_counted_stolen_and_every_miss_is_logged
         assert 0 < miss["at_s"] < 10 and abs(miss["t_tick_s"] - lsl.local_clock()) < 10
     assert logged[index["stolen"]]["stolen_us"] == pytest.approx(steal_ticks * 1e6 / os.sysconf("SC_CLK_TCK"))
     assert logged[index["blocked"]]["stolen_us"] == 0
+    assert logged[index["blocked"]]["prev_tick_us"] > 40_000  # what ran before it: the stolen tick (no loop here:
+    assert "prepare_us" not in logged[index["blocked"]]  # no preparation, no pre-tick between the two)
     assert engine.stolen_ms == pytest.approx(steal_ticks * 1e3 / os.sysconf("SC_CLK_TCK"))
     summary = engine.summary()
     assert summary["missed_ticks"] == list(engine.missed_ticks) and summary["stolen_ms"] == engine.stolen_ms
     meta = load_run(engine.write_report(tmp_path / "run.json"))["meta"]
     assert meta["missed_ticks"] == list(engine.missed_ticks) and meta["stolen_ms"] == engine.stolen_ms
+
+
+def test_a_missed_tick_says_what_ran_before_it(model, stream_name, source_id):
+    """In the loop, each missed tick's record holds what ran since the previous tick's send: that tick's
+    latency, the preparation for this tick and its pre-tick (µs), so a late start can be told from a late
+    wake-up. A deadline every tick misses; real LSL, ZeroMQ and model."""
+    outlet, decoder, sub = start(stream_name, source_id, model, deadline_ms=0.5)
+    engine = decoder.engine
+    try:
+        engine.run(duration_s=1.0)
+    finally:
+        decoder.close()
+        del outlet
+    missed = list(engine.missed_ticks)
+    assert len(missed) == engine.ticks >= 20 and "prev_tick_us" not in missed[0]
+    later = missed[1:]
+    assert all(m["prev_tick_us"] == m_prev["tick"] for m_prev, m in zip(missed, later))
+    assert sum("prepare_us" in m for m in later) >= 0.8 * len(later)  # the key/value cache prepares between ticks
+    assert sum("pre_tick_us" in m for m in later) >= 0.8 * len(later) and engine.early_ticks >= 0.8 * engine.ticks
+    assert all(0 < m["prepare_us"] < 20_000 for m in later if "prepare_us" in m)
+    assert all(0 < m["pre_tick_us"] < 20_000 for m in later if "pre_tick_us" in m)
 
 
 def test_spin_is_at_most_a_quarter_period():

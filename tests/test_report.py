@@ -88,13 +88,14 @@ def test_report_lists_the_missed_ticks_the_engine_kept(run_json, tmp_path):
                "cpu": 24_000.0 + i, "cpu_wait": 1.0, "off_cpu": 40.0, "publish": 90.0, "tick": 25_100.0 + i}
               for i in range(30)]
     missed.append({"index": 900, "at_s": 18.5, "cause": "stolen", "stolen_us": 20_000.0, "start": 23_115.0,
-                   "cpu": 7_500.0, "off_cpu": 20.0, "publish": 95.0, "tick": 31_341.0})  # no cpu_wait: not read
+                   "cpu": 7_500.0, "off_cpu": 20.0, "publish": 95.0, "tick": 31_341.0,  # no cpu_wait: not read
+                   "prev_tick_us": 7_700.0, "prepare_us": 2_500.0})  # no pre-tick: it did not run
     doc["meta"].update(missed_ticks=missed, stolen_ms=110.0)
     path.write_text(__import__("json").dumps(doc))
     rows = missed_ticks_table(load_run(path))
     assert len(rows) == 31 and rows[0][:4] == ["100", "2.000", "25.10", "slow work (CPU time)"]
     assert rows[-1] == ["900", "18.500", "31.34", "stolen by the hypervisor", "23.11", "7.50", "-", "0.02", "0.10",
-                        "20.00"]
+                        "20.00", "7.70", "2.50", "-"]
     page = tmp_path / "r.html"
     res = subprocess.run([sys.executable, "-m", "poyo_rt.cli", "report", str(path), "--png", str(tmp_path / "r.png"),
                           "--html", str(page)], capture_output=True, text=True, timeout=120)

@@ -65,7 +65,9 @@ most (:data:`~poyo_rt.runtime.report.MISS_CAUSES`; ``Engine.miss_causes``, in th
 or as ``stolen`` when a hypervisor took the loop's core for at least half the time the tick ran over its median
 (:class:`~poyo_rt.runtime.threads.StealClock`, read once a tick after the send: Linux's steal time, in 10 ms
 steps; ``Engine.stolen_us`` sums it over the run). The last :data:`MISS_LOG` missed ticks are kept, each with all
-its stages, the steal time, the time it was scheduled (``t_tick_s``, LSL s: CLOCK_MONOTONIC on Linux, to set
+its stages, the steal time, what ran since the previous tick's send (``prev_tick_us``: that tick's ``tick``;
+``prepare_us``: the preparation for this tick; ``pre_tick_us``: its pre-tick; absent when they did not run: a
+late ``start`` beyond them is a late wake-up), the time it was scheduled (``t_tick_s``, LSL s: CLOCK_MONOTONIC on Linux, to set
 beside other logs of the machine, e.g. ``tools/stall_watch.py``'s) and the seconds since the run began
 (``Engine.missed_ticks``, in the summary and the latency log, listed by ``poyo-rt report``), so every miss of a
 long run can be looked at, not only those among the last ticks' raw samples.
@@ -287,6 +289,8 @@ class Engine:
         self.stolen_us = 0.0  #: steal time of the loop's cores over the ticks (µs; StealClock laps), since construction
         self.missed_ticks: deque[dict[str, Any]] = deque(maxlen=MISS_LOG)  #: the last missed ticks (_count_miss)
         self._t0: float | None = None  # LSL s the first run (or, without one, the first tick) began: missed ticks' ``at_s``
+        # what ran between the previous tick and this one (µs): the previous tick, the preparation, the pre-tick
+        self._before_tick: dict[str, float] = {}
         self._typical: dict[str, float] = {}  # medians of the MISS_CAUSES stages (µs), refreshed every TYPICAL_EVERY
         self._typical_tick = -TYPICAL_EVERY
         self._stop = threading.Event()
@@ -393,6 +397,7 @@ class Engine:
         self.ticks += 1
         if self.stats.deadline_us is not None and stages["tick"] > self.stats.deadline_us:
             self._count_miss(stages, stolen_us, t_tick)
+        self._before_tick = {"prev_tick": stages["tick"]}
         return stages
 
     def _stolen_since_last_tick(self) -> float:
@@ -417,6 +422,7 @@ class Engine:
             "index": self.ticks - 1, "at_s": round(t_tick - self._t0, 6), "t_tick_s": t_tick, "cause": cause,
             "stolen_us": stolen_us if stolen_us >= 0 else None,
             **{k: round(v, 1) for k, v in stages.items() if not math.isnan(v)},
+            **{f"{k}_us": round(v, 1) for k, v in self._before_tick.items()},
         })
 
     # --- the loop ------------------------------------------------------------------------------
@@ -455,7 +461,9 @@ class Engine:
         if warm is not None:
             warm()
         self.early_ticks += 1
-        self._pre_tick_s = moving_average(self._pre_tick_s, self.clock() - t0)  # the loop wakes this much earlier
+        took = self.clock() - t0
+        self._pre_tick_s = moving_average(self._pre_tick_s, took)  # the loop wakes this much earlier
+        self._before_tick["pre_tick"] = took * 1e6
 
     def _prepare(self, next_deadline: float) -> None:
         """In the idle part of the period, what the next tick's forward can do before its spikes arrive
@@ -471,7 +479,9 @@ class Engine:
             self._prepare_s *= 0.5
             return
         self.runner.prepare(self.tokenizer.window_times_at(next_deadline - self.settings.input_delay_s))
-        self._prepare_s = moving_average(self._prepare_s, self.clock() - now)
+        took = self.clock() - now
+        self._prepare_s = moving_average(self._prepare_s, took)
+        self._before_tick["prepare"] = took * 1e6
 
     def _loop(self, duration_s: float | None, max_ticks: int | None) -> None:
         s = self.settings

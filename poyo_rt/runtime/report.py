@@ -78,19 +78,22 @@ def describe_miss_causes(causes: dict[str, int]) -> str:
     return ", ".join(f"{MISS_CAUSE_NAMES.get(c, c)} {n}" for n, c in ranked)
 
 
-MISSED_HEAD = ("tick #", "at s", "tick ms", "cause", "start", "cpu", "cpu_wait", "off_cpu", "publish", "stolen")
+MISSED_HEAD = ("tick #", "at s", "tick ms", "cause", "start", "cpu", "cpu_wait", "off_cpu", "publish", "stolen",
+               "prev tick", "prepare", "pre-tick")
 
 
 def missed_ticks_table(doc: dict) -> list[list[str]]:
     """Rows of the missed ticks the engine logged (``meta.missed_ticks``, the last ``MISS_LOG``): tick index, seconds
-    since the run began, tick ms, cause in words, then the stages a cause is judged on and the steal time, ms
-    (columns :data:`MISSED_HEAD`; "-" where a value was not recorded)."""
+    since the run began, tick ms, cause in words, the stages a cause is judged on and the steal time, then what
+    ran between the previous tick's send and this tick (that tick, the preparation, the pre-tick), ms (columns
+    :data:`MISSED_HEAD`; "-" where a value was not recorded or did not run)."""
     rows = []
     for miss in (doc.get("meta") or {}).get("missed_ticks") or []:
         ms = lambda key: "-" if miss.get(key) is None else f"{miss[key] / 1e3:.2f}"  # noqa: E731
         rows.append([str(miss.get("index", "-")), f"{miss.get('at_s', math.nan):.3f}", ms("tick"),
                      MISS_CAUSE_NAMES.get(miss.get("cause"), str(miss.get("cause"))),
-                     *(ms(st) for st in MISS_CAUSES), ms("stolen_us")])
+                     *(ms(st) for st in MISS_CAUSES), ms("stolen_us"), ms("prev_tick_us"), ms("prepare_us"),
+                     ms("pre_tick_us")])
     return rows
 
 
