@@ -67,10 +67,10 @@ or as ``stolen`` when a hypervisor took the loop's core for at least half the ti
 steps; ``Engine.stolen_us`` sums it over the run). The last :data:`MISS_LOG` missed ticks are kept, each with all
 its stages, the steal time, what ran since the previous tick's send (``prev_tick_us``: that tick's ``tick``;
 ``prepare_us``: the preparation for this tick; ``pre_tick_us``: its pre-tick; absent when they did not run: a
-late ``start`` beyond them is a late wake-up), the time it was scheduled (``t_tick_s``, LSL s: CLOCK_MONOTONIC on Linux, to set
-beside other logs of the machine, e.g. ``tools/stall_watch.py``'s) and the seconds since the run began
-(``Engine.missed_ticks``, in the summary and the latency log, listed by ``poyo-rt report``), so every miss of a
-long run can be looked at, not only those among the last ticks' raw samples.
+late ``start`` beyond them is a late wake-up), the time it was scheduled (``t_tick_s``, LSL s: CLOCK_MONOTONIC on
+Linux, to set beside other logs of the machine, e.g. ``tools/stall_watch.py``'s) and the seconds since the run
+began (``Engine.missed_ticks``, in the summary and the latency log, listed by ``poyo-rt report``), so every miss
+of a long run can be looked at, not only those among the last ticks' raw samples.
 """
 
 from __future__ import annotations
