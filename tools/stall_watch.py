@@ -56,6 +56,11 @@ def watch(core: int, seconds: float, threshold_s: float, idle: bool = False) -> 
         if now[0] - last[0] > threshold_ns:
             pending = ({"t_s": last[0] / 1e9, "ms": (now[0] - last[0]) / 1e6}, before)
         before, last = last, now
+    if pending is not None:  # a gap in the last turn: up to that turn
+        gap, start = pending
+        gap["cpu_ms"], gap["cpu_wait_ms"] = (last[1] - start[1]) / 1e6, (
+            (last[2] - start[2]) / 1e6 if start[2] >= 0 and last[2] >= 0 else float("nan"))
+        gaps.append(gap)
     return gaps
 
 
