@@ -48,20 +48,21 @@ def watch(core: int, seconds: float, threshold_s: float, idle: bool = False) -> 
     while last[0] < t_end:
         now = (time.monotonic_ns(), *clock.read())
         if pending is not None:
-            gap, start = pending
-            gap["cpu_ms"] = (now[1] - start[1]) / 1e6
-            gap["cpu_wait_ms"] = (now[2] - start[2]) / 1e6 if start[2] >= 0 and now[2] >= 0 else float("nan")
-            gaps.append(gap)
+            gaps.append(_spanned(*pending, now))
             pending = None
         if now[0] - last[0] > threshold_ns:
             pending = ({"t_s": last[0] / 1e9, "ms": (now[0] - last[0]) / 1e6}, before)
         before, last = last, now
     if pending is not None:  # a gap in the last turn: up to that turn
-        gap, start = pending
-        gap["cpu_ms"], gap["cpu_wait_ms"] = (last[1] - start[1]) / 1e6, (
-            (last[2] - start[2]) / 1e6 if start[2] >= 0 and last[2] >= 0 else float("nan"))
-        gaps.append(gap)
+        gaps.append(_spanned(*pending, last))
     return gaps
+
+
+def _spanned(gap: dict, start: tuple[int, int, int], end: tuple[int, int, int]) -> dict:
+    """``gap`` with the thread's CPU time and run delay (ms) between two (monotonic, cpu, wait) readings, ns."""
+    gap["cpu_ms"] = (end[1] - start[1]) / 1e6
+    gap["cpu_wait_ms"] = (end[2] - start[2]) / 1e6 if start[2] >= 0 and end[2] >= 0 else float("nan")
+    return gap
 
 
 def cause(gap: dict) -> str:
