@@ -8,7 +8,7 @@ turn. A turn longer than ``--threshold-ms`` is a gap, put down to what most of i
 * ``cpu_wait``: another task had the core (the run delay grew);
 * ``cpu``: the loop's own CPU time (the kernel working on its behalf: an interrupt, a page fault);
 * ``off_cpu``: neither: the core stood still, as when a hypervisor stops a virtual CPU (Linux counts that
-  as steal time only when the host reports it; ``/proc/stat``'s steal per core is printed before and after).
+  as steal time only when the host reports it; each core's steal time over the watch is printed).
 
 Gaps that begin within ``--together-ms`` of each other on every watched core are the whole machine stopping.
 
@@ -28,14 +28,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from poyo_rt.runtime.threads import StealClock, ThreadClock
+
 
 def watch(core: int, seconds: float, threshold_s: float, idle: bool = False) -> list[dict]:
     """Busy-loop on ``core`` for ``seconds`` (under ``SCHED_IDLE`` if ``idle``); each turn longer than
     ``threshold_s``: its start (monotonic s, the LSL clock on Linux), length and the thread's CPU time and run
     delay (ms) from the turn before it to the turn after it. (A preemption lands mostly inside the clock read, a
     system call, so its run delay can show up one turn before or after the turn whose clock saw the gap.)"""
-    from poyo_rt.runtime.threads import ThreadClock
-
     os.sched_setaffinity(0, {core})
     if idle:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
@@ -72,15 +72,6 @@ def cause(gap: dict) -> str:
     return max(parts, key=parts.__getitem__)
 
 
-def steal_ticks() -> dict[str, int]:
-    """Steal time per core so far, in clock ticks (``/proc/stat``), or {} where it cannot be read."""
-    try:
-        lines = Path("/proc/stat").read_text().splitlines()
-    except OSError:
-        return {}
-    return {f[0]: int(f[8]) for f in (line.split() for line in lines) if f and f[0].startswith("cpu") and len(f) > 8}
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=60.0, help="how long to watch (default: 60)")
@@ -101,7 +92,7 @@ def main() -> int:
         return 0
 
     cores = args.cores or sorted(os.sched_getaffinity(0))
-    before = steal_ticks()
+    steal = {c: StealClock([c]) for c in cores}  # each core's steal time from here on
     with tempfile.TemporaryDirectory() as tmp:
         idle = ["--idle"] if args.idle else []
         procs = {c: subprocess.Popen([sys.executable, __file__, "--seconds", str(args.seconds), "--threshold-ms",
@@ -112,8 +103,6 @@ def main() -> int:
             print("a watcher failed", file=sys.stderr)
             return 1
         gaps = {c: json.loads(Path(f"{tmp}/{c}.json").read_text()) for c in cores}
-    after = steal_ticks()
-    hz = os.sysconf("SC_CLK_TCK")
     if args.json:
         Path(args.json).write_text(json.dumps({str(c): gaps[c] for c in cores}))
 
@@ -122,10 +111,10 @@ def main() -> int:
         by_cause: dict[str, int] = {}
         for g in mine:
             by_cause[cause(g)] = by_cause.get(cause(g), 0) + 1
-        stolen = (after.get(f"cpu{c}", 0) - before.get(f"cpu{c}", 0)) * 1e3 / hz
+        stolen = steal[c].lap() / 1e6
         longest = max((g["ms"] for g in mine), default=0.0)
         print(f"\ncore {c}: {len(mine)} gaps, longest {longest:.2f} ms, by cause {by_cause or 'none'}; steal time "
-              f"{stolen:.0f} ms")
+              f"{f'{stolen:.0f} ms' if stolen >= 0 else 'unknown'}")
         for g in sorted(mine, key=lambda g: -g["ms"])[:args.show]:
             print(f"  at {g['t_s']:.3f} s  {g['ms']:7.2f} ms  cpu {g['cpu_ms']:6.2f}  cpu_wait {g['cpu_wait_ms']:6.2f}"
                   f"  -> {cause(g)}")

@@ -126,6 +126,18 @@ def histogram_arrays(doc: dict, stage: str) -> tuple[np.ndarray, np.ndarray]:
     return centres[order], counts[order]
 
 
+#: Marker colours of the miss causes, the same in every panel (C0-C4 draw the latency lines).
+_CAUSE_COLOURS = dict(zip(MISS_CAUSE_NAMES, ("C5", "C6", "C7", "C8", "C9", "k", "gold")))
+
+
+def _mark_misses(ax: Any, points: Sequence[tuple[float, float, str]], label: str = "{}") -> None:
+    """Scatter missed ticks ``(x, latency ms, cause)`` on ``ax``, one colour and legend entry per cause."""
+    for cause in sorted({c for _, _, c in points}):
+        xy = [(x, y) for x, y, c in points if c == cause]
+        ax.scatter(*zip(*xy), s=18, marker="x", color=_CAUSE_COLOURS.get(cause, "k"), zorder=3,
+                   label=label.format(MISS_CAUSE_NAMES.get(cause, cause)))
+
+
 def plot_run(doc: dict, png_path: str | Path, title: str | None = None) -> Path:
     """Write the four-panel latency figure as PNG; returns its path."""
     import matplotlib
@@ -162,11 +174,7 @@ def plot_run(doc: dict, png_path: str | Path, title: str | None = None) -> Path:
             ax.plot(np.arange(samples.size), samples / 1e3, lw=0.8, label=stage)
     if summary.get("deadline_us"):
         ax.axhline(summary["deadline_us"] / 1e3, color="k", ls="--", lw=1, label="deadline")
-    misses = miss_timeline(doc)
-    for k, cause in enumerate(sorted({c for _, _, c in misses})):  # each missed tick marked with its cause
-        at = [(i, t / 1e3) for i, t, c in misses if c == cause]
-        ax.scatter(*zip(*at), s=18, marker="x", color=f"C{5 + k % 5}", zorder=3,  # C0-C4: the lines
-                   label=f"missed: {MISS_CAUSE_NAMES.get(cause, cause)}")
+    _mark_misses(ax, [(i, t / 1e3, c) for i, t, c in miss_timeline(doc)], label="missed: {}")
     ax.set_xlabel("tick (most recent run of ticks)")
     ax.set_ylabel("latency (ms)")
     ax.set_yscale("log")
@@ -186,11 +194,8 @@ def plot_run(doc: dict, png_path: str | Path, title: str | None = None) -> Path:
 
     ax = axes[3]  # every missed tick the engine kept, over the whole run
     missed = (doc.get("meta") or {}).get("missed_ticks") or []
-    for k, cause in enumerate(sorted({m.get("cause", "unknown") for m in missed})):
-        at = [(m["at_s"], m["tick"] / 1e3) for m in missed if m.get("cause", "unknown") == cause
-              and m.get("at_s") is not None and m.get("tick") is not None]
-        if at:
-            ax.scatter(*zip(*at), s=18, marker="x", color=f"C{5 + k % 5}", label=MISS_CAUSE_NAMES.get(cause, cause))
+    _mark_misses(ax, [(m["at_s"], m["tick"] / 1e3, m.get("cause", "unknown")) for m in missed
+                      if m.get("at_s") is not None and m.get("tick") is not None])
     if summary.get("deadline_us"):
         ax.axhline(summary["deadline_us"] / 1e3, color="k", ls="--", lw=1, label="deadline")
     if missed:

@@ -305,7 +305,6 @@ class StealClock:
     def __init__(self, cores: Iterable[int] | None = None, path: str = "/proc/stat") -> None:
         self._fd = -1
         self.cores = None if cores is None else frozenset(cores)
-        self.path = path
         self._ns_per_tick = 1e9 / os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 1e7
         self._size = 160 * ((os.cpu_count() or 1) + 2)  # the per-core lines, which come first
         try:
