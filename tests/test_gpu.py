@@ -3,6 +3,8 @@ run on the device machine with ``tools/gpu_check.sh``."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -72,9 +74,16 @@ def test_runner_cuda_matches_cpu():
             arrays[key] = value.numpy().copy()
     cpu = Runner(model, capacity=cap, n_outputs=2, device="cpu", kv_cache=False).run(arrays, n)  # masked slots
     gpu_model, _ = make_pair(CONFIGS["poyo_1.3M"])
-    res = Runner(gpu_model, capacity=cap, n_outputs=2, device="cuda", buckets=[256, 512, 1024],
-                 fused=False).run(arrays, n)  # the exact graph: the fused one needs compact tokens
+    runner = Runner(gpu_model, capacity=cap, n_outputs=2, device="cuda", buckets=[256, 512, 1024], fused=False)
+    t0 = time.perf_counter_ns()
+    res = runner.run(arrays, n)  # the exact graph: the fused one needs compact tokens
+    wall_us = (time.perf_counter_ns() - t0) / 1e3
     assert res.n_input >= n and res.forward_us > 0
+    # the host's side of the call: packing, queueing, waiting; together within the call's wall time, and the
+    # queueing plus the wait at least as long as the GPU's events between the first and the last
+    assert set(res.host_us) == {"pack", "launch", "sync"} and min(res.host_us.values()) >= 0, res.host_us
+    assert sum(res.host_us.values()) <= wall_us, (res.host_us, wall_us)
+    assert res.host_us["launch"] + res.host_us["sync"] >= 0.9 * (res.h2d_us + res.forward_us + res.d2h_us), res
     np.testing.assert_allclose(res.values, cpu.values, atol=1e-4)
 
 
@@ -203,7 +212,7 @@ def test_auto_falls_back_to_torch_operators_when_triton_fails(monkeypatch, caplo
     def broken(self, packed):
         raise RuntimeError("simulated Triton compile failure")
 
-    monkeypatch.setattr(poyo_rt.kernels.TritonPOYO, "forward", broken)
+    monkeypatch.setattr(poyo_rt.kernels.TritonPOYO, "__call__", broken)  # the runner calls the module
     model, _ = make_pair(CONFIGS["small"])
     twin, _ = make_pair(CONFIGS["small"])
     gpu = cpu = None

@@ -40,3 +40,31 @@ def test_stall_watch_tells_a_busy_neighbour_from_a_stop(tmp_path):
     assert len(gaps) >= 5  # the fair scheduler hands the core back and forth every few ms
     assert sum(cause(g) == "cpu_wait" for g in gaps) >= 0.8 * len(gaps)
     assert f"core {core}: {len(gaps)} gaps" in res.stdout and "-> cpu_wait" in res.stdout
+
+
+def test_gpu_wake_runs_its_loop_and_refuses_bad_conditions(tmp_path):
+    """tools/gpu_wake.py: the runner called at a cadence, with a nudge before each call, summarised per condition
+    (run here on the CPU runner, where the host split of a call is absent); a nudge as long as the gap is
+    refused by name; asked for CUDA where there is none, it says so and exits 2."""
+    import json
+
+    import torch
+
+    out = tmp_path / "wake.json"
+    res = subprocess.run([sys.executable, str(TOOLS / "gpu_wake.py"), "--device", "cpu", "--ticks", "5", "--rounds",
+                          "2", "--condition", "0:0", "--condition", "30:2000", "--json", str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(out.read_text())
+    assert [(c["gap_ms"], c["nudge_us"], c["calls"]) for c in doc["conditions"]] == [(0, 0, 10), (30, 2000, 10)]
+    for c in doc["conditions"]:
+        assert c["call_us"]["p50"] >= c["span_us"]["p50"] > 0  # the host's wall time holds the forward it times
+        assert c["pack_us"] == c["launch_us"] == c["sync_us"] == c["unseen_us"] == {"p50": None, "p99": None}
+    assert "gap ms" in res.stdout and f"wrote {out}" in res.stdout
+
+    bad = subprocess.run([sys.executable, str(TOOLS / "gpu_wake.py"), "--device", "cpu", "--condition", "2:2000"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "condition '2:2000'" in bad.stderr
+    if not torch.cuda.is_available():
+        none = subprocess.run([sys.executable, str(TOOLS / "gpu_wake.py")], capture_output=True, text=True, timeout=60)
+        assert none.returncode == 2 and "no CUDA device here" in none.stderr

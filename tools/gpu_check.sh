@@ -5,6 +5,9 @@
 #   1. GPU tests: CUDA graphs of the exact forward, of the fused forward (torch ops and Triton kernels) and
 #      of the compiled fused forward, each streamed against the CPU runner; no host sync in a replay;
 #   2. tools/profile_gpu.py: GPU time per kernel of the Triton and fused forwards, against the graph's replay;
+#   1a. tools/gpu_wake.py: the CUDA runner's host time a call (pack, launch, sync) against the GPU's events, back
+#      to back and at 50 Hz, with and without a tiny kernel queued before each call, and with the copies in
+#      and out captured in the graph (an experiment);
 #   2a. tools/gpu_phase_probe.py: a chain of kernels against one persistent kernel with grid barriers (does a
 #      persistent processor pay?), checked for correctness, under a 90 s limit (a barrier that hangs is killed);
 #   2b. tools/profile_gpu.py --sweep: the Triton forward's tunings (encoder programs, summed-layout row blocks);
@@ -22,14 +25,14 @@
 #   5. with TRITON_TESTS=1: the Triton kernel tests compiled for the GPU (TRITON_INTERPRET=0), kernel by kernel
 #      and end to end (many kernel variants to compile; the bench rows already give each Triton forward's
 #      error, and CI runs these tests under Triton's interpreter).
-# STEPS picks among "tests profile probe sweep bench e2e" (default: all six).
+# STEPS picks among "tests wake profile probe sweep bench e2e" (default: all seven).
 # Run from the repo root: bash tools/gpu_check.sh  (JSON results go to $OUT when OUT is set)
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp}
 BUDGET=${BUDGET:-540}
 E2E_S=${E2E_S:-30}
-STEPS=" ${STEPS:-tests profile probe sweep bench e2e} "
+STEPS=" ${STEPS:-tests wake profile probe sweep bench e2e} "
 want() { [[ "$STEPS" == *" $1 "* ]]; }
 exec > >(tee -a "$OUT/gpu_check.log") 2>&1
 T0=$SECONDS
@@ -51,6 +54,7 @@ fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}   # no install needed: torch, numpy, yaml, einops are there
 # torch_brain is not on the GPU machine: the parity suite runs in CI; here GPU vs eager vs CPU.
 want tests && step 150 "GPU tests" python3 -m pytest -q -p no:cacheprovider --durations=0 tests/test_gpu.py tests/test_static.py
+want wake && step 100 "the runner's host time a call" python3 tools/gpu_wake.py --json "$OUT/gpu_wake.json"
 want profile && step 120 "GPU time per kernel" python3 tools/profile_gpu.py --slots 2200 --slots 4096 \
   --json "$OUT/profile_gpu.json"
 want probe && step 90 "persistent kernel probe" python3 tools/gpu_phase_probe.py --json "$OUT/phase_probe.json"

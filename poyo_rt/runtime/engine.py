@@ -7,7 +7,9 @@ One tick, at scheduled time ``t_tick`` on the LSL clock (``pylsl.local_clock``):
     tokenize  tokenizer.update(t_end, buffer)  window [t_end - window_s, t_end), O(new + expired)
     h2d / forward / d2h   runner.run(...)      CUDA graph replay (GPU) or eager (CPU); ``runner`` = the
                                                whole call on the host (on CUDA: also packing, launching,
-                                               waiting and reading back, which the GPU's events miss)
+                                               waiting and reading back, which the GPU's events miss;
+                                               CUDA also splits it into ``pack``, ``launch`` and ``sync``,
+                                               see :class:`~poyo_rt.runtime.runner.ForwardResult`)
     publish   publisher.send(...)              one ZeroMQ message, never blocks
 
 ``t_end = t_tick - input_delay_s``. Ticks follow absolute deadlines
@@ -107,8 +109,8 @@ MAX_PRE_TICK_S = 0.005
 #: Missed ticks whose stages the engine keeps (the most recent; ``Engine.missed_ticks``).
 MISS_LOG = 1024
 
-STAGES = ("start", "pull", "buffer", "tokenize", "h2d", "forward", "d2h", "runner", "publish", "spike_age", "e2e",
-          "tick", "cpu", "cpu_wait", "off_cpu")
+STAGES = ("start", "pull", "buffer", "tokenize", "h2d", "forward", "d2h", "runner", "pack", "launch", "sync", "publish",
+          "spike_age", "e2e", "tick", "cpu", "cpu_wait", "off_cpu")
 
 #: Ticks between two updates of the medians the causes are measured against.
 TYPICAL_EVERY = 256
@@ -379,6 +381,7 @@ class Engine:
         stages = {
             "start": start_us, "pull": pull_ns / 1e3, "buffer": buffer_ns / 1e3, "tokenize": (c3 - c2) / 1e3,
             "h2d": result.h2d_us, "forward": result.forward_us, "d2h": result.d2h_us, "runner": (c4 - c3) / 1e3,
+            **result.host_us,
             "spike_age": (t_end - info.newest_spike_s) * 1e6 if math.isfinite(info.newest_spike_s) else math.nan,
             **thread_times(work_ns, cpu1 - cpu0, wait1 - wait0 if wait0 >= 0 and wait1 >= 0 else -1),
         }

@@ -31,7 +31,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -155,6 +155,11 @@ class ForwardResult:
     h2d_us: float
     forward_us: float
     d2h_us: float
+    #: CUDA only, the host's side of the call: ``pack`` (the window into its bucket's pinned staging buffer),
+    #: ``launch`` (queueing the copies, the graph and the timing events) and ``sync`` (waiting for the GPU).
+    #: ``launch + sync`` beyond ``h2d + forward + d2h`` is time the GPU's events cannot see: it passed before
+    #: the GPU began the call (e.g. the GPU waking after the loop's idle gap) or after it finished.
+    host_us: dict[str, float] = field(default_factory=dict)
 
 
 class Runner:
@@ -295,7 +300,9 @@ class Runner:
         return bucket
 
     def _run_cuda(self, arrays: dict[str, np.ndarray], n_tokens: int) -> ForwardResult:
+        t0 = time.perf_counter_ns()
         bucket = self._stage(arrays, n_tokens)
+        t1 = time.perf_counter_ns()
         host, dev = self._host_inputs[bucket], self._device_inputs[bucket]
         start, h2d_done, fwd_done, d2h_done = self._events
         start.record()
@@ -309,11 +316,14 @@ class Runner:
         fwd_done.record()
         self._host_out.copy_(out, non_blocking=True)
         d2h_done.record()
+        t2 = time.perf_counter_ns()
         d2h_done.synchronize()
+        t3 = time.perf_counter_ns()
         return ForwardResult(
             values=self._host_out[0].numpy().copy(), n_input=bucket,
             h2d_us=start.elapsed_time(h2d_done) * 1e3, forward_us=h2d_done.elapsed_time(fwd_done) * 1e3,
             d2h_us=fwd_done.elapsed_time(d2h_done) * 1e3,
+            host_us={"pack": (t1 - t0) / 1e3, "launch": (t2 - t1) / 1e3, "sync": (t3 - t2) / 1e3},
         )
 
     def _pack(self, packed: np.ndarray, arrays: dict[str, np.ndarray], n_tokens: int, bucket: int) -> None:
