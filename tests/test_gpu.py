@@ -133,6 +133,58 @@ def test_runner_cuda_streams_like_cpu(mode):
     assert worst <= 1e-4, worst
 
 
+@pytest.mark.parametrize("options", [{"graph_copies": True}, {"warm": "replay"}, {"graph_copies": True, "warm": "replay"}])
+def test_runner_graph_copies_and_replay_warm_decode_like_cpu(options):
+    """model.graph_copies (each graph copies its input in and its output out) and model.cuda_warm: replay (the
+    pre-tick runs the whole call) decode tick by tick what the CPU runner decodes. Every other tick is warmed on
+    the previous tick's window first, so a graph that skipped its copy in, or a tick that returned the warm
+    call's output, would decode the wrong window. With the copies in the graph, h2d and d2h are inside the
+    forward's time (NaN on their own)."""
+    from poyo_rt.runtime.runner import Runner
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    model, _ = make_pair(CONFIGS["poyo_1.3M"])
+    gpu_model, _ = make_pair(CONFIGS["poyo_1.3M"])
+    cpu = gpu = prev = None
+    worst = 0.0
+    for i, (arrays, n, cap) in enumerate(_stream_arrays(model, 60)):
+        if cpu is None:
+            cpu = Runner(model, capacity=cap, n_outputs=2, device="cpu")
+            gpu = Runner(gpu_model, capacity=cap, n_outputs=2, device="cuda", **options)
+            assert gpu.graph_copies == options.get("graph_copies", False) and gpu.warm_mode == options.get("warm", "copy")
+        if i % 2 and prev is not None:
+            gpu.warm(*prev)
+        res, ref = gpu.run(arrays, n), cpu.run(arrays, n)
+        worst = max(worst, float(np.abs(res.values - ref.values).max()))
+        assert res.forward_us > 0 and set(res.host_us) == {"pack", "launch", "sync"}
+        assert np.isnan(res.h2d_us) == np.isnan(res.d2h_us) == gpu.graph_copies
+        prev = ({k: v.copy() for k, v in arrays.items()}, n)
+    assert worst <= 1e-4, worst
+
+
+def test_graph_copies_fall_back_to_copies_outside_when_the_capture_fails(monkeypatch, caplog):
+    """Should a torch refuse the pinned-memory copies in a capture, the runner warns and captures the graphs with
+    the copies outside them, and decodes as before."""
+    import poyo_rt.runtime.runner as runner_module
+    from poyo_rt.runtime.runner import Runner
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("simulated: copies not capturable")
+
+    monkeypatch.setattr(runner_module, "_call_with_copies", refuse)
+    model, _ = make_pair(CONFIGS["small"])
+    twin, _ = make_pair(CONFIGS["small"])
+    gpu = cpu = None
+    for arrays, n, cap in _stream_arrays(twin, 10):
+        if gpu is None:
+            with caplog.at_level("WARNING", logger="poyo_rt.runtime.runner"):
+                gpu = Runner(model, capacity=cap, n_outputs=2, device="cuda", graph_copies=True)
+            assert not gpu.graph_copies and gpu._graphs and "copies not capturable" in caplog.text
+            cpu = Runner(twin, capacity=cap, n_outputs=2, device="cpu")
+        res = gpu.run(arrays, n)
+        assert np.isfinite(res.h2d_us) and np.abs(res.values - cpu.run(arrays, n).values).max() <= 1e-4
+
+
 def test_runner_cuda_compiled_fused_equals_cpu():
     """compile: inductor compiles the fused forward (its default mode and one bucket here, to keep the device
     time short; the bench times max-autotune)."""

@@ -161,6 +161,11 @@ def test_fused_runner_rejects_what_it_cannot_run():
         Runner(model, capacity=n, n_outputs=1, fused=True, kernels="triton")
     with pytest.raises(ValueError, match="kernels"):
         Runner(model, capacity=n, n_outputs=1, kernels="cuda")
+    for options in ({"graph_copies": True}, {"warm": "replay"}):  # options of the CUDA graphs
+        with pytest.raises(ValueError, match="CUDA graphs"):
+            Runner(model, capacity=n, n_outputs=1, **options)
+    with pytest.raises(ValueError, match="warm must be"):
+        Runner(model, capacity=n, n_outputs=1, warm="forward")
     arrays["latent_timestamps"] = arrays["latent_timestamps"] * 2.0  # not the model's latent grid
     arrays["input_mask"][:] = True
     with pytest.raises(ValueError, match="latent"):

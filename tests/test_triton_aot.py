@@ -51,16 +51,23 @@ def test_encoder_compiles_without_spills_for_few_latents():
 
 @pytest.mark.slow
 def test_ffn_tunings_compile_for_sm90_without_spills():
-    """The sweep's FFN tunings (16 and 64 hidden units a program, tools/profile_gpu.py --sweep) for poyo_1.3M's
-    widths (one processor layer and few spikes: the FFN kernel compiles the same, the interpreter runs less)."""
+    """The sweep's other FFN tunings (16 and 32 hidden units a program; 64 is the default, tools/profile_gpu.py
+    --sweep) for poyo_1.3M's widths, and the default for dim 512's (its summed layout's hidden-layer kernel);
+    one processor layer and few spikes: the FFN kernel compiles the same, the interpreter runs less."""
     model = build_model(dict(BENCH_CONFIGS["poyo_1.3M"], depth=1, num_latents_per_step=4), n_units=20)
     fused = FusedPOYO(model, n_output=1)
     packed = fused_inputs(fused, bench_inputs(model, n_spikes=50, device=torch.device("cpu")))
-    reports = check(fused, packed, arch=90, tunings=({"ffn_block_f": 16}, {"ffn_block_f": 64}),
+    reports = check(fused, packed, arch=90, tunings=({"ffn_block_f": 16}, {"ffn_block_f": 32}),
                     kernels=("_ffn_kernel",))
     table = format_reports(reports)
     assert len(reports) >= 2 and {r["kernel"] for r in reports} == {"_ffn_kernel"} and all(r["ok"] for r in reports), table
     assert all(r["spill_store_bytes"] == 0 == r["spill_load_bytes"] for r in reports), table
+    wide = build_model(dict(BENCH_CONFIGS["dim512_depth2"], depth=1, num_latents_per_step=4), n_units=20)
+    fused = FusedPOYO(wide, n_output=1)
+    packed = fused_inputs(fused, bench_inputs(wide, n_spikes=50, device=torch.device("cpu")))
+    reports = check(fused, packed, arch=90, kernels=("_ffn_kernel",))
+    table = format_reports(reports)
+    assert reports and all(r["ok"] and r["spill_store_bytes"] == 0 == r["spill_load_bytes"] for r in reports), table
 
 
 def test_phase_probe_compiles_for_sm90_with_its_barrier_atomics():

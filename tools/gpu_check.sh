@@ -21,18 +21,21 @@
 #      other cores (--cpu-affinity), then the seventh session's loop (spin 0.5 ms, no pre-tick)), when the
 #      carried wheels of tools/gpu_wheels.sh are
 #      there (run that here first, then carry ".whl");
+#   3a. tools/host_overhead.py --device cuda: the engine's host levers on the real CUDA runner in alternating
+#      rounds (LEVER_S seconds a phase, default 12; 3 rounds): the default loop, the copies in the graphs
+#      (model.graph_copies), the pre-tick replaying the whole call (model.cuda_warm: replay), and both;
 #   4. with AUTOTUNE=1: poyo_1.3M compiled in max-autotune-no-cudagraphs mode (minutes of autotuning);
 #   5. with TRITON_TESTS=1: the Triton kernel tests compiled for the GPU (TRITON_INTERPRET=0), kernel by kernel
 #      and end to end (many kernel variants to compile; the bench rows already give each Triton forward's
 #      error, and CI runs these tests under Triton's interpreter).
-# STEPS picks among "tests wake profile probe sweep bench e2e" (default: all seven).
+# STEPS picks among "tests wake profile probe sweep bench e2e levers" (default: all eight).
 # Run from the repo root: bash tools/gpu_check.sh  (JSON results go to $OUT when OUT is set)
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp}
 BUDGET=${BUDGET:-540}
 E2E_S=${E2E_S:-30}
-STEPS=" ${STEPS:-tests wake profile probe sweep bench e2e} "
+STEPS=" ${STEPS:-tests wake profile probe sweep bench e2e levers} "
 want() { [[ "$STEPS" == *" $1 "* ]]; }
 exec > >(tee -a "$OUT/gpu_check.log") 2>&1
 T0=$SECONDS
@@ -77,6 +80,11 @@ elif python3 -c "import pylsl, zmq" 2>/dev/null; then
   done
 else
   echo "pylsl/pyzmq absent: e2e skipped (bash tools/gpu_wheels.sh here, then carry .whl)"
+fi
+if want levers && python3 -c "import pylsl, zmq" 2>/dev/null; then
+  step 240 "host levers on the CUDA runner, alternating rounds" env LSLAPICFG=$PWD/poyo_rt/stream/loopback.cfg \
+    python3 tools/host_overhead.py --device cuda --rounds 3 --seconds "${LEVER_S:-12}" --variant 1:on \
+    --variant 1:on:copies --variant 1:on:replay --variant 1:on:copies:replay --json "$OUT/host_levers_gpu.json"
 fi
 if [ "${AUTOTUNE:-0}" = 1 ]; then
   step 200 "forward bench: poyo_1.3M compiled max-autotune-no-cudagraphs" python3 -m poyo_rt.cli bench forward \

@@ -14,13 +14,19 @@ each variant's tick p99 to the first variant's.
 
 ``--forward`` keeps the engine's real CPU forward (the key/value cache on one thread) instead, to see what
 the pre-tick does for a CPU tick (the forward stage then includes the cache's update of the tick's keys and
-values, which the pre-tick starts early).
+values, which the pre-tick starts early). ``--device cuda`` runs the real CUDA runner (its graphs, copies
+and waits), on a GPU machine:
 
-Variants (``--variant SPIN_MS:PRE_TICK[:ipc][:pin]``, repeatable): default ``0.5:off`` (the loop of the
-seventh session: spin 0.5 ms, pulling), ``1:off`` (a longer spin alone) and ``1:on`` (the default now);
-``:ipc`` publishes on an ``ipc://`` endpoint instead of ``tcp://127.0.0.1``; ``:pin`` pins the engine's loop
-to the last core of this process (``engine.cpu_affinity``) and the player and subscriber processes to the
-others, as ``poyo-rt bench e2e --cpu-affinity`` does (unpinned variants move them back to every core).
+    LSLAPICFG=poyo_rt/stream/loopback.cfg python tools/host_overhead.py --device cuda --rounds 3 --seconds 15 \
+        --variant 1:on --variant 1:on:copies --variant 1:on:replay --variant 1:on:copies:replay
+
+Variants (``--variant SPIN_MS:PRE_TICK[:ipc][:pin][:copies][:replay]``, repeatable): default ``0.5:off`` (the
+loop of the seventh session: spin 0.5 ms, pulling), ``1:off`` (a longer spin alone) and ``1:on`` (the default
+now); ``:ipc`` publishes on an ``ipc://`` endpoint instead of ``tcp://127.0.0.1``; ``:pin`` pins the engine's
+loop to the last core of this process (``engine.cpu_affinity``) and the player and subscriber processes to the
+others, as ``poyo-rt bench e2e --cpu-affinity`` does (unpinned variants move them back to every core); CUDA
+only: ``:copies`` captures the copies in the graphs (``model.graph_copies``), ``:replay`` makes the pre-tick
+run the whole call on the early window (``model.cuda_warm: replay``).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import json
 import logging
 import sys
 import tempfile
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -43,6 +50,28 @@ from poyo_rt.stream import lsl
 from poyo_rt.stream.tokenizer import bucket_for
 
 STAGES = ("start", "pull", "buffer", "tokenize", "forward", "runner", "publish", "tick")
+CUDA_STAGES = ("pack", "launch", "sync")  # the CUDA runner's host split of its call (printed with --device cuda)
+
+
+class Variant(NamedTuple):
+    """One way of running the loop (see the module docstring)."""
+
+    spin_ms: float
+    pre_tick: bool
+    transport: str = "tcp"
+    pin: bool = False
+    copies: bool = False
+    replay: bool = False
+
+    def label(self) -> str:
+        extras = [self.transport] + [name for name, on in (("pinned", self.pin), ("copies in graphs", self.copies),
+                                                          ("warm replay", self.replay)) if on]
+        return f"spin {self.spin_ms:g} ms, pre-tick {'on' if self.pre_tick else 'off'}, {', '.join(extras)}"
+
+    def key(self) -> str:
+        return ":".join([f"{self.spin_ms:g}", "on" if self.pre_tick else "off", self.transport]
+                        + [name for name, on in (("pin", self.pin), ("copies", self.copies), ("replay", self.replay))
+                           if on])
 
 
 class HostOnlyRunner:
@@ -79,25 +108,30 @@ class HostOnlyRunner:
         return {}
 
 
-def parse_variant(text: str) -> tuple[float, bool, str, bool]:
-    """``SPIN_MS:on|off[:tcp|ipc][:pin]`` -> (spin ms, pre-tick, transport, pinned)."""
-    spin, pre, *options = text.split(":")
+def parse_variant(text: str) -> Variant:
+    """``SPIN_MS:on|off[:tcp|ipc][:pin][:copies][:replay]`` -> :class:`Variant`."""
+    spin, _, rest = text.partition(":")
+    pre, *options = rest.split(":")
     transports = [o for o in options if o in ("tcp", "ipc")]
     try:
         spin_ms = float(spin)
     except ValueError:
         spin_ms = -1.0
-    if spin_ms < 0 or pre not in ("on", "off") or len(transports) > 1 or set(options) - {"tcp", "ipc", "pin"}:
-        raise argparse.ArgumentTypeError(f"variant {text!r}: expected SPIN_MS:on|off[:tcp|ipc][:pin]")
-    return spin_ms, pre == "on", (transports or ["tcp"])[0], "pin" in options
+    if (spin_ms < 0 or pre not in ("on", "off") or len(transports) > 1
+            or set(options) - {"tcp", "ipc", "pin", "copies", "replay"}):
+        raise argparse.ArgumentTypeError(f"variant {text!r}: expected SPIN_MS:on|off[:tcp|ipc][:pin][:copies][:replay]")
+    return Variant(spin_ms, pre == "on", (transports or ["tcp"])[0], "pin" in options, "copies" in options,
+                   "replay" in options)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variant", type=parse_variant, action="append",
-                    help="SPIN_MS:on|off[:tcp|ipc][:pin] (engine.spin_ms, engine.pre_tick, the output transport, "
-                         "engine.cpu_affinity); "
+                    help="SPIN_MS:on|off[:tcp|ipc][:pin][:copies][:replay] (engine.spin_ms, engine.pre_tick, the "
+                         "output transport, engine.cpu_affinity, model.graph_copies, model.cuda_warm: replay); "
                          "repeatable (default 0.5:off 1:off 1:on)")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="cuda: the real CUDA runner (default cpu: the CUDA runner's host packing alone, or --forward)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds of all variants, alternating")
     ap.add_argument("--seconds", type=float, default=20.0, help="seconds a variant runs in each round")
     ap.add_argument("--rate", type=float, default=2000.0, help="population spike rate, spikes/s")
@@ -105,30 +139,35 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None, help="write every phase's numbers here")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    variants = args.variant or [(0.5, False, "tcp", False), (1.0, False, "tcp", False), (1.0, True, "tcp", False)]
+    variants = args.variant or [Variant(0.5, False), Variant(1.0, False), Variant(1.0, True)]
     cores = sorted(allowed_cores() or ())
-    if any(v[3] for v in variants) and len(cores) < 2:
+    if any(v.pin for v in variants) and len(cores) < 2:
         ap.error(":pin needs at least 2 cores (the loop's, and the others' for the player and subscriber)")
+    if any(v.copies or v.replay for v in variants) and args.device != "cuda":
+        ap.error(":copies and :replay are options of the CUDA runner: add --device cuda")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA device here")
     lsl.configure_lsl()
     torch.set_num_threads(1)
     model = build_model(BENCH_CONFIGS["poyo_1.3M"], n_units=100)
     n_phases = args.rounds * len(variants)
     player = Player(n_phases, n_units=100, rate_hz=args.rate)
-    results: dict[tuple[float, bool, str, bool], list[dict]] = {v: [] for v in variants}
+    results: dict[Variant, list[dict]] = {v: [] for v in variants}
+    real_forward = args.forward or args.device == "cuda"
     sockets = tempfile.TemporaryDirectory(prefix="poyo-rt-")
     try:
         i = 0
         for r in range(args.rounds):
-            for spin, pre, transport, pin in variants:
-                endpoint = f"ipc://{sockets.name}/out{i}" if transport == "ipc" else "tcp://127.0.0.1:*"
-                player.pin(tuple(cores[:-1]) if pin else None)
-                cfg = e2e_config(player.name, device="cpu", threads=1, rate_hz=args.rate, endpoint=endpoint,
-                                 spin_ms=spin, pre_tick=pre, cpu_affinity=cores[-1:] if pin else [])
-                label = f"spin {spin:g} ms, pre-tick {'on' if pre else 'off'}, {transport}{', pinned' if pin else ''}"
-                print(f"round {r + 1}/{args.rounds}: {label}", file=sys.stderr, flush=True)
-                results[(spin, pre, transport, pin)].append(run_phase(
-                    label, i, model=model, cfg=cfg, duration_s=args.seconds, player=player, progress=lambda m: None,
-                    make_runner=None if args.forward else HostOnlyRunner))
+            for v in variants:
+                endpoint = f"ipc://{sockets.name}/out{i}" if v.transport == "ipc" else "tcp://127.0.0.1:*"
+                player.pin(tuple(cores[:-1]) if v.pin else None)
+                cfg = e2e_config(player.name, device=args.device, threads=1, rate_hz=args.rate, endpoint=endpoint,
+                                 spin_ms=v.spin_ms, pre_tick=v.pre_tick, cpu_affinity=cores[-1:] if v.pin else [],
+                                 model={"graph_copies": v.copies, "cuda_warm": "replay" if v.replay else "copy"})
+                print(f"round {r + 1}/{args.rounds}: {v.label()}", file=sys.stderr, flush=True)
+                results[v].append(run_phase(
+                    v.label(), i, model=model, cfg=cfg, duration_s=args.seconds, player=player,
+                    progress=lambda m: None, make_runner=None if real_forward else HostOnlyRunner))
                 i += 1
     finally:
         player.close()
@@ -137,17 +176,19 @@ def main(argv: list[str] | None = None) -> int:
     def pooled(phases: list[dict], stage: str, key: str) -> float:  # median over rounds of each round's value
         return float(np.median([p["engine"]["stages"][stage][key] for p in phases]))
 
-    what = ("the CPU forward (key/value cache, 1 thread)" if args.forward
-            else "forward replaced by the CUDA runner's host packing")
+    what = ("the CUDA runner" if args.device == "cuda" else "the CPU forward (key/value cache, 1 thread)"
+            if args.forward else "forward replaced by the CUDA runner's host packing")
+    stages = STAGES + CUDA_STAGES if args.device == "cuda" else STAGES
     print(f"poyo_1.3M windows, 100 units, {args.rate:g} spikes/s, 50 Hz, {what}; {args.rounds} rounds x "
           f"{args.seconds:g} s; engine stages in µs (median of the rounds' values), receipt in ms")
-    head = f"{'variant':<39}" + "".join(f"{s + ' p50/p99':>18}" for s in STAGES) + f"{'tick->receipt':>16}{'x tick p99':>11}"
+    width = max(39, *(len(v.label()) + 1 for v in variants))
+    head = f"{'variant':<{width}}" + "".join(f"{s + ' p50/p99':>18}" for s in stages) + f"{'tick->receipt':>16}{'x tick p99':>11}"
     print(head)
     base = pooled(results[variants[0]], "tick", "p99_us")
     for v in variants:
         phases = results[v]
-        row = f"{phases[0]['path']:<39}" + "".join(
-            f"{pooled(phases, s, 'median_us'):>10.0f}/{pooled(phases, s, 'p99_us'):<7.0f}" for s in STAGES)
+        row = f"{phases[0]['path']:<{width}}" + "".join(
+            f"{pooled(phases, s, 'median_us'):>10.0f}/{pooled(phases, s, 'p99_us'):<7.0f}" for s in stages)
         t2r = [p["tick_to_receipt_us"] for p in phases]
         row += f"{np.median([t['median_us'] for t in t2r]) / 1e3:>8.2f}/{np.median([t['p99_us'] for t in t2r]) / 1e3:<7.2f}"
         row += f"{base / pooled(phases, 'tick', 'p99_us'):>10.2f}x"
@@ -156,13 +197,11 @@ def main(argv: list[str] | None = None) -> int:
         ticks = sum(p["ticks_published"] for p in phases)
         pushed = sum(p["spikes_pushed"] for p in phases)
         taken = sum(p["spikes_taken_in"] for p in phases)
-        print(f"{'':<39}ticks {ticks}, tokenized early {early}, misses {sum(p['deadline_misses'] for p in phases)}, "
+        print(f"{'':<{width}}ticks {ticks}, tokenized early {early}, misses {sum(p['deadline_misses'] for p in phases)}, "
               f"spikes pushed {pushed} = taken in {taken}: {pushed == taken}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({f"{s}:{'on' if p else 'off'}:{t}{':pin' if pin else ''}": ph
-                       for (s, p, t, pin), ph in results.items()}, f, indent=1,
-                      default=str)
+            json.dump({v.key(): ph for v, ph in results.items()}, f, indent=1, default=str)
     return 0
 
 

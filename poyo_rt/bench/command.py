@@ -75,6 +75,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--kernels", choices=("auto", "torch", "triton"), default="auto",
                    help="CUDA: the fused forward as torch ops or as poyo_rt's Triton kernels; auto = Triton where it "
                         "runs (model.kernels)")
+    g.add_argument("--graph-copies", action="store_true",
+                   help="CUDA: capture the input and output copies in each CUDA graph (model.graph_copies)")
+    g.add_argument("--cuda-warm", choices=("copy", "replay"), default="copy",
+                   help="CUDA: what the pre-tick runs on the early window: its copy to the GPU (default) or the "
+                        "whole call (model.cuda_warm)")
     g.add_argument("--report-dir", metavar="DIR", default=None,
                    help="write each phase's engine latency log to DIR/e2e-CONFIG-PHASE.json (see `poyo-rt report`)")
     p.set_defaults(func=run)
@@ -146,7 +151,8 @@ def run(args: argparse.Namespace) -> int:
                                 threads="auto" if args.threads is None else args.threads,
                                 max_spikes=args.max_spikes, realtime_priority=args.realtime_priority,
                                 report_dir=args.report_dir, kernels=args.kernels, spin_ms=args.spin_ms,
-                                pre_tick=args.pre_tick, cpu_affinity=args.cpu_affinity, progress=progress)
+                                pre_tick=args.pre_tick, cpu_affinity=args.cpu_affinity,
+                                graph_copies=args.graph_copies, cuda_warm=args.cuda_warm, progress=progress)
             payload["e2e"].append(res)
             print(format_e2e_table(res), flush=True)
     if args.json:

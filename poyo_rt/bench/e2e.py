@@ -206,14 +206,15 @@ class Player:
 
 def e2e_config(stream_name: str, *, device: str = "cpu", threads: int | str | None = "auto", kernels: str = "auto",
                tick_hz: float = 50.0, rate_hz: float = 2000.0, max_spikes: int = 8192,
-               endpoint: str = "tcp://127.0.0.1:*", **engine):
+               endpoint: str = "tcp://127.0.0.1:*", model: dict | None = None, **engine):
     """The run config of a benchmark phase: the decoder of ``poyo-rt run`` on ``stream_name``, publishing on
-    ``endpoint`` (default a free loopback port); ``engine``: further ``engine.*`` settings (``spin_ms``,
-    ``pre_tick``...)."""
+    ``endpoint`` (default a free loopback port); ``model``: further ``model.*`` settings (``graph_copies``,
+    ``cuda_warm``...); ``engine``: further ``engine.*`` settings (``spin_ms``, ``pre_tick``...)."""
     from poyo_rt.config import config_from_dict
 
     return config_from_dict({
-        "model": {"device": device, "session_id": "session0", "threads": threads, "kernels": kernels},
+        "model": {"device": device, "session_id": "session0", "threads": threads, "kernels": kernels,
+                  **(model or {})},
         "input": {"name": stream_name, "resolve_timeout_s": 10.0},
         "engine": {"tick_hz": tick_hz, "max_spikes": max_spikes,
                    "buffer_capacity": max(65536, int(4 * rate_hz * max(1.0, 1.0 / tick_hz))), **engine},
@@ -333,7 +334,8 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
                   threads: int | str | None = "auto", max_spikes: int | None = None, seed: int = 0,
                   realtime_priority: int | None = None, report_dir: str | Path | None = None,
                   kernels: str = "auto", spin_ms: float = 1.0, pre_tick: bool = True,
-                  cpu_affinity: Sequence[int] | None = None, progress: Callable[[str], None] = log.info) -> dict:
+                  cpu_affinity: Sequence[int] | None = None, graph_copies: bool = False, cuda_warm: str = "copy",
+                  progress: Callable[[str], None] = log.info) -> dict:
     """Run the baseline phase (unless ``baseline_duration_s`` is 0) and the poyo_rt phase; see the module
     docstring. ``max_spikes`` defaults to 1.25 x the spikes a window holds at ``rate_hz`` (at least 8,192).
     ``report_dir``: write each phase's engine latency log there (``e2e-CONFIG-PHASE.json``, per-stage
@@ -341,7 +343,8 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
     config's ``model.kernels`` (``"auto"``: Triton on CUDA where it runs; each phase reports the kernels it
     ran); ``spin_ms``, ``pre_tick``: its ``engine.spin_ms`` and ``engine.pre_tick``; ``cpu_affinity``: its
     ``engine.cpu_affinity``, and the player and subscriber processes then run on the process's other cores
-    (where there are any), as on a rig whose decoder has cores of its own."""
+    (where there are any), as on a rig whose decoder has cores of its own; ``graph_copies``, ``cuda_warm``: its
+    ``model.graph_copies`` and ``model.cuda_warm`` (CUDA)."""
     from poyo_rt.stream import lsl
 
     if config not in BENCH_CONFIGS:
@@ -358,7 +361,7 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
     player = Player(len(phases), n_units=n_units, rate_hz=rate_hz, seed=seed, cores=helper_cores)
     cfg = e2e_config(player.name, device=device, threads=threads, kernels=kernels, tick_hz=tick_hz, rate_hz=rate_hz,
                      max_spikes=max_spikes, realtime_priority=realtime_priority, spin_ms=spin_ms, pre_tick=pre_tick,
-                     cpu_affinity=list(pinned))
+                     cpu_affinity=list(pinned), model={"graph_copies": graph_copies, "cuda_warm": cuda_warm})
     results = []
     try:
         for i, (label, dur) in enumerate(phases):
@@ -375,6 +378,7 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
     return {"config": config, "tick_hz": tick_hz, "n_units": n_units, "rate_hz": rate_hz, "device": device,
             "max_spikes": max_spikes, "realtime_priority": realtime_priority, "kernels": kernels, "spin_ms": spin_ms,
             "pre_tick": pre_tick, "cpu_affinity": list(pinned), "helper_cores": list(helper_cores or ()),
+            "graph_copies": graph_copies, "cuda_warm": cuda_warm,
             "spike_age_floor_p99_us": poisson_age_floor_us(rate_hz),
             "phases": results, "baseline": base["path"]}
 
@@ -383,7 +387,9 @@ def format_e2e_table(result: dict) -> str:
     """Aligned text: per phase receipt/forward/tick percentiles (ms), misses, ingest accounting."""
     ran = result["phases"][-1].get("kernels") or result.get("kernels", "torch")
     kernels = f", {ran} kernels" if result["device"] != "cpu" else ""
+    kernels += ", copies in the graphs" if result.get("graph_copies") else ""
     pre = ", tokenized early and warmed" if result.get("pre_tick") and result.get("spin_ms") else ""
+    pre += " (the whole call replayed)" if pre and result.get("cuda_warm") == "replay" else ""
     if result.get("cpu_affinity"):
         helpers = format_cores(result["helper_cores"]) if result.get("helper_cores") else "unpinned"
         pre += f"; loop on core(s) {format_cores(result['cpu_affinity'])}, player and subscriber on {helpers}"

@@ -86,7 +86,7 @@ ENC_BLOCK_N = 32  # keys per step of _encoder_attention_kernel
 ENC_NUM_WARPS = 8  # _encoder_attention_kernel holds (128, H) queries and outputs
 BLOCK_N = 32  # keys per step of _attention_kernel (64 spills registers on sm_90)
 ROW_BLOCK_M = 16  # rows per program of _combine_proj_kernel, _ffn_kernel and _readout_kernel
-FFN_BLOCK_F = 32  # FFN hidden units per program of _ffn_kernel
+FFN_BLOCK_F = 64  # FFN hidden units per program of _ffn_kernel (the H200 sweep, twelfth session: dim 512 3 % faster than 32, poyo_1.3M the same)
 MAX_WIDTH_BLOCK = 32  # model-width columns per step: K chunks, output column blocks (64 spills on sm_90)
 # encoder programs to aim at (an H100/H200 has 132 SMs). 128, not 256: poyo_1.3M's 2,200 keys in 64 splits of
 # 64 keys instead of 69 of 32, fewer partials to combine (H200, tools/profile_gpu.py --sweep: 299 vs 337 µs)

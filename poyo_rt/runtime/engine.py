@@ -236,7 +236,8 @@ class Engine:
         output_mean, output_std: (D_out,) the published values are ``model output * std + mean``
             (the checkpoint's behaviour normalisation; default identity).
         settings: :class:`EngineSettings`.
-        device: "cpu" or "cuda"; buckets / compile / cuda_graphs / kv_cache / precision / fused / kernels: see :class:`~poyo_rt.runtime.runner.Runner`.
+        device: "cpu" or "cuda"; buckets / compile / cuda_graphs / kv_cache / precision / fused / kernels /
+            graph_copies: see :class:`~poyo_rt.runtime.runner.Runner`; cuda_warm: its ``warm``.
         clock: LSL clock, seconds (``pylsl.local_clock``; CLOCK_MONOTONIC on Linux).
         steal_clock: where the steal time of the loop's cores is read; default: :meth:`run` reads
             ``/proc/stat`` for the cores the loop may run on (its pinned cores, else the process's).
@@ -246,7 +247,7 @@ class Engine:
                  session_index: int, settings: EngineSettings, device: str = "cpu",
                  buckets: list[int] | None = None, compile: bool = False, cuda_graphs: bool = True,
                  kv_cache: bool = True, precision: str = "fp32", fused: bool | None = None, kernels: str = "auto",
-                 output_mean: Sequence[float] | None = None, output_std: Sequence[float] | None = None,
+                 graph_copies: bool = False, cuda_warm: str = "copy", output_mean: Sequence[float] | None = None, output_std: Sequence[float] | None = None,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
                  steal_clock: StealClock | None = None):
         self.model = model
@@ -271,7 +272,8 @@ class Engine:
         )
         self.runner = Runner(model, capacity=self.tokenizer.n_in, n_outputs=settings.n_outputs, device=device,
                              buckets=buckets, compile=compile, cuda_graphs=cuda_graphs, kv_cache=kv_cache,
-                             precision=precision, fused=fused, kernels=kernels)
+                             precision=precision, fused=fused, kernels=kernels, graph_copies=graph_copies,
+                             warm=cuda_warm)
         deadline_ms = settings.deadline_ms or (settings.period_s * 1e3 if settings.tick_hz > 0 else None)
         self.stats = LatencyStats(STAGES, deadline_us=deadline_ms * 1e3 if deadline_ms else None,
                                   deadline_stages=("tick",), recent=4096)

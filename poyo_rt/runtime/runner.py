@@ -27,6 +27,7 @@ padding slots are masked. Nothing here depends on the values of the tokens.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import time
@@ -122,6 +123,15 @@ def _call_fused(fused, packed: torch.Tensor) -> torch.Tensor:
     return fused(packed)[None]
 
 
+def _call_with_copies(module, dev: torch.Tensor, *, call, host: torch.Tensor, host_out: torch.Tensor) -> torch.Tensor:
+    """``call(module, dev)`` between the copy of the pinned staging buffer ``host`` to ``dev`` and the copy of
+    its output to the pinned ``host_out`` (``Runner(graph_copies=True)``: all three captured in one graph)."""
+    dev.copy_(host, non_blocking=True)
+    out = call(module, dev)
+    host_out.copy_(out, non_blocking=True)
+    return out
+
+
 def default_buckets(capacity: int, smallest: int = 256, growth: float = 2.0) -> list[int]:
     """Padding buckets for ``capacity`` input tokens: ``smallest``, then each ``growth`` times the last
     (rounded up to a multiple of 8), then capacity. A window runs in the smallest bucket that holds it, so
@@ -187,12 +197,23 @@ class Runner:
             :mod:`poyo_rt.kernels` (``"triton"``: 7 + 3 x depth launches a tick; needs Triton); ``"auto"``
             (default): Triton where it runs (:func:`resolve_kernels`), and the torch operators, with a warning,
             if the Triton forward then fails to build or capture. ``self.kernels`` says which ran.
+        graph_copies: CUDA graphs only: capture each bucket's copy of the staging buffer to the device and of
+            the output back to pinned memory in its graph, so that a tick makes three calls into torch (two
+            timing events and the replay) instead of seven. The ``h2d`` and ``d2h`` times are then inside
+            ``forward_us`` (reported as NaN). Off by default until measured end to end; on the H200
+            ``tools/gpu_wake.py`` measured 50-130 µs less host time a call at 50 Hz. Should the capture fail,
+            the runner warns and captures the copies outside (``self.graph_copies`` says which ran).
+        warm: what :meth:`warm` (the engine's pre-tick) runs on CUDA: ``"copy"`` (default: pack the early
+            window and copy it to the device) or ``"replay"`` (the whole call on the early window, results
+            discarded: every host step of the tick's call is then warm, for one more forward of GPU time a tick;
+            measured on the H200: the call's queueing took 259 µs at the tick after a copy-only warm, 53 µs back
+            to back).
     """
 
     def __init__(self, model: POYO, *, capacity: int, n_outputs: int, device: str | torch.device = "cpu",
                  buckets: list[int] | None = None, cuda_graphs: bool = True, compile: bool | str = False,
                  kv_cache: bool = True, precision: str = "fp32", fused: bool | None = None,
-                 kernels: str = "auto"):
+                 kernels: str = "auto", graph_copies: bool = False, warm: str = "copy"):
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("device is cuda but no CUDA device is available; use device='cpu'")
@@ -204,6 +225,13 @@ class Runner:
         self.buckets: list[int] = []
         fused = self.is_cuda if fused is None else fused
         check_options(is_cuda=self.is_cuda, compile=compile, precision=precision, fused=fused, kernels=kernels)
+        if warm not in ("copy", "replay"):
+            raise ValueError(f"warm must be 'copy' or 'replay', got {warm!r}")
+        if (graph_copies or warm == "replay") and not (self.is_cuda and cuda_graphs):
+            raise ValueError("graph_copies and warm='replay' are options of the CUDA graphs (device cuda, "
+                             "cuda_graphs on)")
+        self.graph_copies = bool(graph_copies)
+        self.warm_mode = warm
         self._kernels_asked = kernels
         self.kernels = resolve_kernels(kernels, is_cuda=self.is_cuda, fused=fused, compile=compile,
                                        precision=precision)
@@ -250,6 +278,13 @@ class Runner:
         try:
             self._capture(cuda_graphs, compile_mode)
         except Exception as err:
+            if self.graph_copies:  # a torch that refuses pinned-memory copies in a capture: copy outside
+                log.warning("capturing the CUDA graphs with the copies in them failed (%s: %s); capturing them "
+                            "with the copies outside (model.graph_copies: false)", type(err).__name__, err)
+                self.graph_copies = False
+                self._graphs.clear()
+                self._setup_cuda(buckets, cuda_graphs, compile_mode)
+                return
             if not (self.kernels == "triton" and self._kernels_asked == "auto"):
                 raise
             # "auto" chose Triton because it imports; it may still not build for this GPU or driver
@@ -281,8 +316,12 @@ class Runner:
             return
         for b in self.buckets:
             t0 = time.perf_counter()
+            graph_call = call
+            if self.graph_copies:  # the copies in and out become nodes of the graph
+                graph_call = functools.partial(_call_with_copies, call=call, host=self._host_inputs[b],
+                                               host_out=self._host_out)
             with matmul_tf32(self.precision == "tf32"):
-                self._graphs[b] = GraphedForward(module, self._device_inputs[b], call=call)
+                self._graphs[b] = GraphedForward(module, self._device_inputs[b], call=graph_call)
             log.info("bucket %d: CUDA graph captured in %.0f ms", b, (time.perf_counter() - t0) * 1e3)
 
     def _stage(self, arrays: dict[str, np.ndarray], n_tokens: int) -> int:
@@ -305,6 +344,18 @@ class Runner:
         t1 = time.perf_counter_ns()
         host, dev = self._host_inputs[bucket], self._device_inputs[bucket]
         start, h2d_done, fwd_done, d2h_done = self._events
+        if self.graph_copies:  # one replay copies in, runs the forward and copies out
+            start.record()
+            self._graphs[bucket].replay()
+            d2h_done.record()
+            t2 = time.perf_counter_ns()
+            d2h_done.synchronize()
+            t3 = time.perf_counter_ns()
+            return ForwardResult(
+                values=self._host_out[0].numpy().copy(), n_input=bucket, h2d_us=math.nan,
+                forward_us=start.elapsed_time(d2h_done) * 1e3, d2h_us=math.nan,
+                host_us={"pack": (t1 - t0) / 1e3, "launch": (t2 - t1) / 1e3, "sync": (t3 - t2) / 1e3},
+            )
         start.record()
         dev.copy_(host, non_blocking=True)
         h2d_done.record()
@@ -413,10 +464,13 @@ class Runner:
         work before the forward on the current window, so that the tick finds its code and data in the
         CPU's caches. Changes no result: on CUDA the window is packed into its bucket's pinned staging
         buffer and copied to the device, which the tick repeats with its own spikes (stream order keeps
-        the two copies in turn); on the CPU the key/value cache computes the keys and values of the spikes in
+        the two copies in turn), or with ``warm="replay"`` the whole call runs on it and its output is
+        discarded; on the CPU the key/value cache computes the keys and values of the spikes in
         so far (real work: the tick's update then computes only those of later spikes), the fused path packs
         into a scratch vector, the exact forward has nothing to warm."""
-        if self.is_cuda:
+        if self.is_cuda and self.warm_mode == "replay":  # every host step of the call, on the early window
+            self._run_cuda(arrays, n_tokens)
+        elif self.is_cuda:
             bucket = self._stage(arrays, n_tokens)
             self._device_inputs[bucket].copy_(self._host_inputs[bucket], non_blocking=True)
         elif self.kv_cache is not None:  # the keys and values of the spikes in so far: the tick's update adds the rest
