@@ -128,6 +128,15 @@ def test_cpu_affinity_flags_are_checked():
     assert res.returncode == 2 and "engine.cpu_affinity" in res.stderr and "not available" in res.stderr
 
 
+def test_bench_e2e_cuda_options_are_refused_on_the_cpu():
+    """--graph-copies and --cuda-warm replay are options of the CUDA graphs: on the CPU the bench stops with the
+    config field named (exit 2), before decoding anything."""
+    for flags in (["--graph-copies"], ["--cuda-warm", "replay"]):
+        res = run_cli("bench", "e2e", "--device", "cpu", "--duration", "1", "--baseline-duration", "0", *flags)
+        field = "model.graph_copies" if flags[0] == "--graph-copies" else "model.cuda_warm"
+        assert res.returncode == 2 and field in res.stderr and "CUDA graphs" in res.stderr, res.stderr
+
+
 def test_bench_e2e_pins_the_loop_and_moves_its_helpers_to_the_other_cores(tmp_path):
     """--cpu-affinity: the engine loop on the chosen core (the engine's summary), the player and the subscriber
     on the others (every thread of the player process, liblsl's included; Player.pin moves them back)."""

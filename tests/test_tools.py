@@ -68,3 +68,24 @@ def test_gpu_wake_runs_its_loop_and_refuses_bad_conditions(tmp_path):
     if not torch.cuda.is_available():
         none = subprocess.run([sys.executable, str(TOOLS / "gpu_wake.py")], capture_output=True, text=True, timeout=60)
         assert none.returncode == 2 and "no CUDA device here" in none.stderr
+
+
+def test_host_overhead_variants_parse_and_refuse_unknown_options():
+    """tools/host_overhead.py's variants: engine and CUDA runner options by name, in any order; an unknown option
+    is refused by name (argparse turns it into a usage error)."""
+    import argparse
+
+    import pytest
+
+    sys.path.insert(0, str(TOOLS))
+    try:
+        from host_overhead import Variant, parse_variant
+    finally:
+        sys.path.remove(str(TOOLS))
+    assert parse_variant("1:on") == Variant(1.0, True)
+    v = parse_variant("0.3:on:replay:ipc:copies")
+    assert v == Variant(0.3, True, "ipc", False, True, True) and v.key() == "0.3:on:ipc:copies:replay"
+    assert v.label() == "spin 0.3 ms, pre-tick on, ipc, copies in graphs, warm replay"
+    for bad in ("1", "1:maybe", "x:on", "1:on:tcp:ipc", "1:on:fast"):
+        with pytest.raises(argparse.ArgumentTypeError, match="expected SPIN_MS"):
+            parse_variant(bad)

@@ -84,7 +84,8 @@ fi
 if want levers && python3 -c "import pylsl, zmq" 2>/dev/null; then
   step 240 "host levers on the CUDA runner, alternating rounds" env LSLAPICFG=$PWD/poyo_rt/stream/loopback.cfg \
     python3 tools/host_overhead.py --device cuda --rounds 3 --seconds "${LEVER_S:-12}" --variant 1:on \
-    --variant 1:on:copies --variant 1:on:replay --variant 1:on:copies:replay --json "$OUT/host_levers_gpu.json"
+    --variant 1:on:copies --variant 1:on:replay --variant 1:on:copies:replay --variant 0.3:on:copies:replay \
+    --json "$OUT/host_levers_gpu.json"
 fi
 if [ "${AUTOTUNE:-0}" = 1 ]; then
   step 200 "forward bench: poyo_1.3M compiled max-autotune-no-cudagraphs" python3 -m poyo_rt.cli bench forward \
