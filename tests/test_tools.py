@@ -58,6 +58,7 @@ def test_gpu_wake_runs_its_loop_and_refuses_bad_conditions(tmp_path):
     doc = json.loads(out.read_text())
     assert [(c["gap_ms"], c["nudge_us"], c["calls"]) for c in doc["conditions"]] == [(0, 0, 10), (30, 2000, 10)]
     for c in doc["conditions"]:
+        assert c["variant"] == "runner"
         assert c["call_us"]["p50"] >= c["span_us"]["p50"] > 0  # the host's wall time holds the forward it times
         assert c["pack_us"] == c["launch_us"] == c["sync_us"] == c["unseen_us"] == {"p50": None, "p99": None}
     assert "gap ms" in res.stdout and f"wrote {out}" in res.stdout
@@ -65,6 +66,9 @@ def test_gpu_wake_runs_its_loop_and_refuses_bad_conditions(tmp_path):
     bad = subprocess.run([sys.executable, str(TOOLS / "gpu_wake.py"), "--device", "cpu", "--condition", "2:2000"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "condition '2:2000'" in bad.stderr
+    bad = subprocess.run([sys.executable, str(TOOLS / "gpu_wake.py"), "--device", "cpu", "--variant", "copies"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "option of the CUDA runner" in bad.stderr
     if not torch.cuda.is_available():
         none = subprocess.run([sys.executable, str(TOOLS / "gpu_wake.py")], capture_output=True, text=True, timeout=60)
         assert none.returncode == 2 and "no CUDA device here" in none.stderr

@@ -7,7 +7,7 @@
 #   2. tools/profile_gpu.py: GPU time per kernel of the Triton and fused forwards, against the graph's replay;
 #   1a. tools/gpu_wake.py: the CUDA runner's host time a call (pack, launch, sync) against the GPU's events, back
 #      to back and at 50 Hz, with and without a tiny kernel queued before each call, and with the copies in
-#      and out captured in the graph (an experiment);
+#      and out captured in the graph (a second runner with model.graph_copies);
 #   2a. tools/gpu_phase_probe.py: a chain of kernels against one persistent kernel with grid barriers (does a
 #      persistent processor pay?), checked for correctness, under a 90 s limit (a barrier that hangs is killed);
 #   2b. tools/profile_gpu.py --sweep: the Triton forward's tunings (encoder programs, summed-layout row blocks);

@@ -17,12 +17,13 @@ Per condition it prints medians and p99 (µs) of the host's ``pack``, ``launch``
 ``unseen`` part (launch + sync - span: host time in the call that no GPU event covers) and the whole call.
 
 Two ways of calling (``--variant``, both by default on CUDA): ``runner``, the runner as the engine calls it
-(a copy in, the graph, a copy out, four timing events: seven calls into torch a tick), and ``inline``, an
-experiment: the same forward captured in one CUDA graph together with its copy from the pinned staging buffer
-and its copy out to pinned memory, replayed between two events (three calls into torch). If ``inline``
-launches much faster, the copies belong in the runner's graphs.
+(a copy in, the graph, a copy out, four timing events: seven calls into torch a tick), and ``copies``, a
+second runner with ``graph_copies=True`` (its graphs copy the staging buffer in and the output out: a replay
+between two timing events, three calls into torch). The twelfth session's runs measured ``copies`` as an
+experiment the tool built itself (named ``inline`` in their JSON), the same calls before the runner had the
+option.
 
-    python tools/gpu_wake.py                         # gaps 0 and 20 ms, nudges none, 1000 and 200 µs; both variants
+    python tools/gpu_wake.py                         # gaps 0 and 20 ms, nudges none, 1000 and 200 µs; both ways
     python tools/gpu_wake.py --device cpu --ticks 20  # the same loop on the CPU runner (a smoke test)
 """
 
@@ -61,60 +62,7 @@ def parse_condition(text: str) -> tuple[float, float]:
     return gap, nudge
 
 
-class InlineCopies:
-    """The ``inline`` experiment: ``runner``'s forward for the window's bucket captured in one CUDA graph with
-    the copy from its pinned staging buffer and a copy out to pinned memory; called like ``Runner.run``
-    (the span is the whole graph: ``forward_us``, with ``h2d_us = d2h_us = 0``)."""
-
-    def __init__(self, runner: Runner, n_tokens: int, copy_out: bool = True):
-        from poyo_rt.runtime.runner import ForwardResult
-
-        if not runner.is_cuda or not runner._graphs:
-            raise RuntimeError("the inline experiment needs the CUDA runner's graphs")
-        self._result = ForwardResult
-        self.runner = runner
-        self.bucket = next(b for b in runner.buckets if b >= n_tokens)
-        host, dev = runner._host_inputs[self.bucket], runner._device_inputs[self.bucket]
-        module, call = runner._cuda_module, runner._cuda_call
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.inference_mode(), torch.cuda.stream(stream):
-            for _ in range(3):
-                out = call(module, dev)
-        torch.cuda.current_stream().wait_stream(stream)
-        torch.cuda.synchronize()
-        self.host_out = torch.empty(out.shape, dtype=out.dtype, pin_memory=True)
-        self.copy_out = copy_out
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.inference_mode(), torch.cuda.graph(self.graph):
-            dev.copy_(host, non_blocking=True)
-            self.out = call(module, dev)
-            if copy_out:
-                self.host_out.copy_(self.out, non_blocking=True)
-        torch.cuda.synchronize()
-        self.events = [torch.cuda.Event(enable_timing=True) for _ in range(2)]
-
-    def run(self, arrays: dict, n_tokens: int):
-        t0 = time.perf_counter_ns()
-        bucket = self.runner._stage(arrays, n_tokens)
-        if bucket != self.bucket:
-            raise ValueError(f"the window moved to bucket {bucket}; captured for {self.bucket}")
-        t1 = time.perf_counter_ns()
-        start, done = self.events
-        start.record()
-        self.graph.replay()
-        if not self.copy_out:
-            self.host_out.copy_(self.out, non_blocking=True)
-        done.record()
-        t2 = time.perf_counter_ns()
-        done.synchronize()
-        t3 = time.perf_counter_ns()
-        return self._result(values=self.host_out[0].numpy().copy(), n_input=bucket, h2d_us=0.0,
-                            forward_us=start.elapsed_time(done) * 1e3, d2h_us=0.0,
-                            host_us={"pack": (t1 - t0) / 1e3, "launch": (t2 - t1) / 1e3, "sync": (t3 - t2) / 1e3})
-
-
-def run_round(runner: Runner | InlineCopies, arrays: dict, n: int, gap_ms: float, nudge_us: float, ticks: int,
+def run_round(runner: Runner, arrays: dict, n: int, gap_ms: float, nudge_us: float, ticks: int,
               scratch: torch.Tensor) -> dict[str, list[float]]:
     """``ticks`` runner calls at ``gap_ms`` apart; per call the columns of :data:`COLUMNS` (µs)."""
     rows: dict[str, list[float]] = {c: [] for c in COLUMNS}
@@ -133,7 +81,7 @@ def run_round(runner: Runner | InlineCopies, arrays: dict, n: int, gap_ms: float
         t0 = time.perf_counter_ns()
         res = runner.run(arrays, n)
         call_us = (time.perf_counter_ns() - t0) / 1e3
-        span = res.h2d_us + res.forward_us + res.d2h_us
+        span = res.forward_us + sum(t for t in (res.h2d_us, res.d2h_us) if np.isfinite(t))  # NaN: in forward
         host = {k: res.host_us.get(k, float("nan")) for k in ("pack", "launch", "sync")}
         for key, value in (*host.items(), ("span", span), ("unseen", host["launch"] + host["sync"] - span),
                            ("call", call_us)):
@@ -149,7 +97,7 @@ def main() -> int:
                     help="repeatable; default 0:0 20:0 20:1000 20:200")
     ap.add_argument("--ticks", type=int, default=150, help="calls a condition a round (default 150)")
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds (default 2)")
-    ap.add_argument("--variant", action="append", choices=("runner", "inline"),
+    ap.add_argument("--variant", action="append", choices=("runner", "copies"),
                     help="repeatable; default both on CUDA (see above), runner on the CPU")
     ap.add_argument("--json", help="write the per-condition summaries here")
     args = ap.parse_args()
@@ -165,26 +113,22 @@ def main() -> int:
     runner = Runner(model, capacity=arrays["input_mask"].shape[1], n_outputs=1, device=args.device,
                     fused=True if args.device == "cpu" else None)
     scratch = torch.zeros(1, device=runner.device)
-    callers: dict[str, Runner | InlineCopies] = {}
-    for variant in args.variant or (["runner", "inline"] if runner.is_cuda else ["runner"]):
-        for copy_out in (True, False):  # the copy out in the graph too, else after it
-            try:
-                callers[variant] = runner if variant == "runner" else InlineCopies(runner, n, copy_out)
-                break
-            except Exception as err:  # an experiment that does not capture here is reported; the rest goes on
-                print(f"{variant} (copy out {'in' if copy_out else 'after'} the graph): unavailable "
-                      f"({type(err).__name__}: {err})")
-                if not runner.is_cuda:
-                    break
-                torch.cuda.synchronize()
-    if "inline" in callers:
-        print(f"inline: the copy out {'in' if callers['inline'].copy_out else 'after'} the graph")
+    callers: dict[str, Runner] = {"runner": runner}
+    variants = args.variant or (["runner", "copies"] if runner.is_cuda else ["runner"])
+    if "copies" in variants:
+        if not runner.is_cuda:
+            ap.error("--variant copies: the copies in the graphs are an option of the CUDA runner")
+        callers["copies"] = Runner(model, capacity=arrays["input_mask"].shape[1], n_outputs=1, device=args.device,
+                                   graph_copies=True)
+        if not callers["copies"].graph_copies:  # the capture refused the copies (the runner warned)
+            del callers["copies"]
+    callers = {v: callers[v] for v in variants if v in callers}
     for caller in callers.values():
         for _ in range(20):  # warm-up: every path compiled and run
             caller.run(arrays, n)
-    if "inline" in callers:  # the experiment decodes what the runner decodes
-        diff = np.abs(callers["inline"].run(arrays, n).values - runner.run(arrays, n).values).max()
-        print(f"inline vs runner: max |difference| {diff:.1e}")
+    if "copies" in callers:  # the option decodes what the default decodes
+        diff = np.abs(callers["copies"].run(arrays, n).values - runner.run(arrays, n).values).max()
+        print(f"copies vs runner: max |difference| {diff:.1e}")
     print(f"{args.config}, {n} tokens, {args.device} ({getattr(runner, 'kernels', '')} kernels); "
           f"{args.rounds} rounds x {args.ticks} calls a condition")
     cells = list(itertools.product(callers, conditions))
