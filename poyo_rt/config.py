@@ -106,6 +106,7 @@ class EngineConfig:
     cpu_affinity: tuple[int, ...] = ()  #: CPU cores the tick loop's thread is pinned to; empty = not pinned
     spin_ms: float = 1.0  #: wake this long before each tick (pre-tick work, then busy-wait: a sleep wakes late); 0 = off
     pre_tick: bool = True  #: on waking: tokenize early and warm the tick's code (EngineSettings.pre_tick)
+    warm_during_forward: bool = False  #: CUDA: while the GPU runs the tick's forward, run the publisher's code on the last message (the send right after runs warm); opt-in until measured
     duration_s: float | None = None  #: stop after this long (None = until SIGINT/SIGTERM)
 
     def validate(self, prefix: str) -> None:

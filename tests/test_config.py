@@ -35,6 +35,7 @@ def test_every_shipped_config_loads():
         ({"engine": {"tick_hz": "fast"}}, "engine.tick_hz", "number"),
         ({"engine": {"tick_hz": -1}}, "engine.tick_hz", ">= 0"),
         ({"engine": {"tickhz": 50}}, "engine.tickhz", "unknown field"),
+        ({"engine": {"warm_during_forward": "yes"}}, "engine.warm_during_forward", "true or false"),
         ({"engine": {"buckets": [256, 100]}}, "engine.buckets", "multiples of 8"),
         ({"engine": {"n_outputs": 0}}, "engine.n_outputs", ">= 1"),
         ({"input": {"layout": "spikes"}}, "input.layout", "events"),

@@ -249,6 +249,16 @@ def test_unknown_units_error_or_counted_drop(model, stream_name, source_id):
     assert decoder.engine.ticks > 30
 
 
+def test_warm_during_forward_is_refused_on_the_cpu(model, stream_name, source_id):
+    """engine.warm_during_forward uses the host's wait for the GPU: the CPU forward leaves none, so a CPU decoder
+    asked for it stops at start with the setting named (and leaves no socket behind: a second build works)."""
+    outlet = lsl.make_spike_outlet(stream_name, UNITS, source_id)
+    with pytest.raises(ValueError, match="engine.warm_during_forward is a CUDA option"):
+        build_decoder(make_config(stream_name, warm_during_forward=True), model=model)
+    build_decoder(make_config(stream_name), model=model).close()
+    del outlet
+
+
 def test_wrong_stream_format_is_a_clear_error_at_start(model, stream_name, source_id):
     import pylsl
 

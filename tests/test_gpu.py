@@ -162,6 +162,30 @@ def test_runner_graph_copies_and_replay_warm_decode_like_cpu(options):
     assert worst <= 1e-4, worst
 
 
+def test_runner_runs_host_work_while_the_gpu_works():
+    """run(during=f) (the engine's warm_during_forward): f runs once a call, after the call is queued and while the
+    GPU still works on it, timed as host_us["overlap"], with the copies outside the graph or in it; the values
+    are those of the same call without it."""
+    from poyo_rt.runtime.runner import Runner
+
+    model, _ = make_pair(CONFIGS["poyo_1.3M"])
+    for graph_copies in (False, True):
+        gpu = None
+        for arrays, n, cap in _stream_arrays(model, 10):
+            if gpu is None:
+                gpu = Runner(model, capacity=cap, n_outputs=2, device="cuda", graph_copies=graph_copies)
+            busy = []
+
+            def during():
+                busy.append(not torch.cuda.current_stream().query())  # the queued call not finished yet
+                time.sleep(0.0002)
+
+            res, ref = gpu.run(arrays, n, during=during), gpu.run(arrays, n)
+            assert len(busy) == 1 and res.host_us["overlap"] >= 200 and "overlap" not in ref.host_us
+            np.testing.assert_array_equal(res.values, ref.values)
+            assert busy[0], "during= ran after the GPU had finished: nothing overlapped"
+
+
 def test_graph_copies_fall_back_to_copies_outside_when_the_capture_fails(monkeypatch, caplog):
     """Should a torch refuse the pinned-memory copies in a capture, the runner warns and captures the graphs with
     the copies outside them, and decodes as before."""

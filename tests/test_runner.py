@@ -166,6 +166,8 @@ def test_fused_runner_rejects_what_it_cannot_run():
             Runner(model, capacity=n, n_outputs=1, **options)
     with pytest.raises(ValueError, match="warm must be"):
         Runner(model, capacity=n, n_outputs=1, warm="forward")
+    with pytest.raises(ValueError, match="during= is a CUDA option"):  # the CPU forward leaves no wait to use
+        Runner(model, capacity=n, n_outputs=1, kv_cache=False).run(arrays, n, during=lambda: None)
     arrays["latent_timestamps"] = arrays["latent_timestamps"] * 2.0  # not the model's latent grid
     arrays["input_mask"][:] = True
     with pytest.raises(ValueError, match="latent"):

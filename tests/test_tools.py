@@ -87,9 +87,9 @@ def test_host_overhead_variants_parse_and_refuse_unknown_options():
     finally:
         sys.path.remove(str(TOOLS))
     assert parse_variant("1:on") == Variant(1.0, True)
-    v = parse_variant("0.3:on:replay:ipc:copies")
-    assert v == Variant(0.3, True, "ipc", False, True, True) and v.key() == "0.3:on:ipc:copies:replay"
-    assert v.label() == "spin 0.3 ms, pre-tick on, ipc, copies in graphs, warm replay"
+    v = parse_variant("0.3:on:overlap:replay:ipc:copies")
+    assert v == Variant(0.3, True, "ipc", False, True, True, True) and v.key() == "0.3:on:ipc:copies:replay:overlap"
+    assert v.label() == "spin 0.3 ms, pre-tick on, ipc, copies in graphs, warm replay, warm during forward"
     for bad in ("1", "1:maybe", "x:on", "1:on:tcp:ipc", "1:on:fast"):
         with pytest.raises(argparse.ArgumentTypeError, match="expected SPIN_MS"):
             parse_variant(bad)

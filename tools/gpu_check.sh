@@ -22,8 +22,10 @@
 #      carried wheels of tools/gpu_wheels.sh are
 #      there (run that here first, then carry ".whl");
 #   3a. tools/host_overhead.py --device cuda: the engine's host levers on the real CUDA runner in alternating
-#      rounds (LEVER_S seconds a phase, default 12; 3 rounds): the default loop, the copies in the graphs
-#      (model.graph_copies), the pre-tick replaying the whole call (model.cuda_warm: replay), and both;
+#      rounds (LEVER_S seconds a phase, default 10; 3 rounds): the default loop, the copies in the graphs
+#      (model.graph_copies), the pre-tick replaying the whole call (model.cuda_warm: replay), the publisher
+#      warmed while the GPU runs the forward (engine.warm_during_forward), all three, and all three with a
+#      0.3 ms spin;
 #   4. with AUTOTUNE=1: poyo_1.3M compiled in max-autotune-no-cudagraphs mode (minutes of autotuning);
 #   5. with TRITON_TESTS=1: the Triton kernel tests compiled for the GPU (TRITON_INTERPRET=0), kernel by kernel
 #      and end to end (many kernel variants to compile; the bench rows already give each Triton forward's
@@ -82,10 +84,10 @@ else
   echo "pylsl/pyzmq absent: e2e skipped (bash tools/gpu_wheels.sh here, then carry .whl)"
 fi
 if want levers && python3 -c "import pylsl, zmq" 2>/dev/null; then
-  step 240 "host levers on the CUDA runner, alternating rounds" env LSLAPICFG=$PWD/poyo_rt/stream/loopback.cfg \
-    python3 tools/host_overhead.py --device cuda --rounds 3 --seconds "${LEVER_S:-12}" --variant 1:on \
-    --variant 1:on:copies --variant 1:on:replay --variant 1:on:copies:replay --variant 0.3:on:copies:replay \
-    --json "$OUT/host_levers_gpu.json"
+  step 300 "host levers on the CUDA runner, alternating rounds" env LSLAPICFG=$PWD/poyo_rt/stream/loopback.cfg \
+    python3 tools/host_overhead.py --device cuda --rounds 3 --seconds "${LEVER_S:-10}" --variant 1:on \
+    --variant 1:on:copies --variant 1:on:replay --variant 1:on:overlap --variant 1:on:copies:replay:overlap \
+    --variant 0.3:on:copies:replay:overlap --json "$OUT/host_levers_gpu.json"
 fi
 if [ "${AUTOTUNE:-0}" = 1 ]; then
   step 200 "forward bench: poyo_1.3M compiled max-autotune-no-cudagraphs" python3 -m poyo_rt.cli bench forward \

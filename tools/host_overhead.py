@@ -26,7 +26,8 @@ now); ``:ipc`` publishes on an ``ipc://`` endpoint instead of ``tcp://127.0.0.1`
 loop to the last core of this process (``engine.cpu_affinity``) and the player and subscriber processes to the
 others, as ``poyo-rt bench e2e --cpu-affinity`` does (unpinned variants move them back to every core); CUDA
 only: ``:copies`` captures the copies in the graphs (``model.graph_copies``), ``:replay`` makes the pre-tick
-run the whole call on the early window (``model.cuda_warm: replay``).
+run the whole call on the early window (``model.cuda_warm: replay``), ``:overlap`` warms the publisher while
+the GPU runs the forward (``engine.warm_during_forward``).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ from poyo_rt.stream import lsl
 from poyo_rt.stream.tokenizer import bucket_for
 
 STAGES = ("start", "pull", "buffer", "tokenize", "forward", "runner", "publish", "tick")
-CUDA_STAGES = ("pack", "launch", "sync")  # the CUDA runner's host split of its call (printed with --device cuda)
+CUDA_STAGES = ("pack", "launch", "overlap", "sync")  # the CUDA runner's host split of its call (printed with --device cuda)
 
 
 class Variant(NamedTuple):
@@ -62,16 +63,18 @@ class Variant(NamedTuple):
     pin: bool = False
     copies: bool = False
     replay: bool = False
+    overlap: bool = False
 
     def label(self) -> str:
         extras = [self.transport] + [name for name, on in (("pinned", self.pin), ("copies in graphs", self.copies),
-                                                          ("warm replay", self.replay)) if on]
+                                                          ("warm replay", self.replay),
+                                                          ("warm during forward", self.overlap)) if on]
         return f"spin {self.spin_ms:g} ms, pre-tick {'on' if self.pre_tick else 'off'}, {', '.join(extras)}"
 
     def key(self) -> str:
         return ":".join([f"{self.spin_ms:g}", "on" if self.pre_tick else "off", self.transport]
-                        + [name for name, on in (("pin", self.pin), ("copies", self.copies), ("replay", self.replay))
-                           if on])
+                        + [name for name, on in (("pin", self.pin), ("copies", self.copies), ("replay", self.replay),
+                                                 ("overlap", self.overlap)) if on])
 
 
 class HostOnlyRunner:
@@ -109,7 +112,7 @@ class HostOnlyRunner:
 
 
 def parse_variant(text: str) -> Variant:
-    """``SPIN_MS:on|off[:tcp|ipc][:pin][:copies][:replay]`` -> :class:`Variant`."""
+    """``SPIN_MS:on|off[:tcp|ipc][:pin][:copies][:replay][:overlap]`` -> :class:`Variant`."""
     spin, _, rest = text.partition(":")
     pre, *options = rest.split(":")
     transports = [o for o in options if o in ("tcp", "ipc")]
@@ -118,17 +121,19 @@ def parse_variant(text: str) -> Variant:
     except ValueError:
         spin_ms = -1.0
     if (spin_ms < 0 or pre not in ("on", "off") or len(transports) > 1
-            or set(options) - {"tcp", "ipc", "pin", "copies", "replay"}):
-        raise argparse.ArgumentTypeError(f"variant {text!r}: expected SPIN_MS:on|off[:tcp|ipc][:pin][:copies][:replay]")
+            or set(options) - {"tcp", "ipc", "pin", "copies", "replay", "overlap"}):
+        raise argparse.ArgumentTypeError(
+            f"variant {text!r}: expected SPIN_MS:on|off[:tcp|ipc][:pin][:copies][:replay][:overlap]")
     return Variant(spin_ms, pre == "on", (transports or ["tcp"])[0], "pin" in options, "copies" in options,
-                   "replay" in options)
+                   "replay" in options, "overlap" in options)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variant", type=parse_variant, action="append",
-                    help="SPIN_MS:on|off[:tcp|ipc][:pin][:copies][:replay] (engine.spin_ms, engine.pre_tick, the "
-                         "output transport, engine.cpu_affinity, model.graph_copies, model.cuda_warm: replay); "
+                    help="SPIN_MS:on|off[:tcp|ipc][:pin][:copies][:replay][:overlap] (engine.spin_ms, "
+                         "engine.pre_tick, the output transport, engine.cpu_affinity, model.graph_copies, "
+                         "model.cuda_warm: replay, engine.warm_during_forward); "
                          "repeatable (default 0.5:off 1:off 1:on)")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                     help="cuda: the real CUDA runner (default cpu: the CUDA runner's host packing alone, or --forward)")
@@ -143,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     cores = sorted(allowed_cores() or ())
     if any(v.pin for v in variants) and len(cores) < 2:
         ap.error(":pin needs at least 2 cores (the loop's, and the others' for the player and subscriber)")
-    if any(v.copies or v.replay for v in variants) and args.device != "cuda":
-        ap.error(":copies and :replay are options of the CUDA runner: add --device cuda")
+    if any(v.copies or v.replay or v.overlap for v in variants) and args.device != "cuda":
+        ap.error(":copies, :replay and :overlap are options of the CUDA runner: add --device cuda")
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: no CUDA device here")
     lsl.configure_lsl()
@@ -163,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                 player.pin(tuple(cores[:-1]) if v.pin else None)
                 cfg = e2e_config(player.name, device=args.device, threads=1, rate_hz=args.rate, endpoint=endpoint,
                                  spin_ms=v.spin_ms, pre_tick=v.pre_tick, cpu_affinity=cores[-1:] if v.pin else [],
+                                 warm_during_forward=v.overlap,
                                  model={"graph_copies": v.copies, "cuda_warm": "replay" if v.replay else "copy"})
                 print(f"round {r + 1}/{args.rounds}: {v.label()}", file=sys.stderr, flush=True)
                 results[v].append(run_phase(

@@ -80,6 +80,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--cuda-warm", choices=("copy", "replay"), default="copy",
                    help="CUDA: what the pre-tick runs on the early window: its copy to the GPU (default) or the "
                         "whole call (model.cuda_warm)")
+    g.add_argument("--warm-during-forward", action="store_true",
+                   help="CUDA: while the GPU runs the forward, warm the publisher's code (engine.warm_during_forward)")
     g.add_argument("--report-dir", metavar="DIR", default=None,
                    help="write each phase's engine latency log to DIR/e2e-CONFIG-PHASE.json (see `poyo-rt report`)")
     p.set_defaults(func=run)
@@ -152,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
                                 max_spikes=args.max_spikes, realtime_priority=args.realtime_priority,
                                 report_dir=args.report_dir, kernels=args.kernels, spin_ms=args.spin_ms,
                                 pre_tick=args.pre_tick, cpu_affinity=args.cpu_affinity,
-                                graph_copies=args.graph_copies, cuda_warm=args.cuda_warm, progress=progress)
+                                graph_copies=args.graph_copies, cuda_warm=args.cuda_warm,
+                                warm_during_forward=args.warm_during_forward, progress=progress)
             payload["e2e"].append(res)
             print(format_e2e_table(res), flush=True)
     if args.json:

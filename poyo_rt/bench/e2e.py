@@ -335,7 +335,7 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
                   realtime_priority: int | None = None, report_dir: str | Path | None = None,
                   kernels: str = "auto", spin_ms: float = 1.0, pre_tick: bool = True,
                   cpu_affinity: Sequence[int] | None = None, graph_copies: bool = False, cuda_warm: str = "copy",
-                  progress: Callable[[str], None] = log.info) -> dict:
+                  warm_during_forward: bool = False, progress: Callable[[str], None] = log.info) -> dict:
     """Run the baseline phase (unless ``baseline_duration_s`` is 0) and the poyo_rt phase; see the module
     docstring. ``max_spikes`` defaults to 1.25 x the spikes a window holds at ``rate_hz`` (at least 8,192).
     ``report_dir``: write each phase's engine latency log there (``e2e-CONFIG-PHASE.json``, per-stage
@@ -344,7 +344,8 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
     ran); ``spin_ms``, ``pre_tick``: its ``engine.spin_ms`` and ``engine.pre_tick``; ``cpu_affinity``: its
     ``engine.cpu_affinity``, and the player and subscriber processes then run on the process's other cores
     (where there are any), as on a rig whose decoder has cores of its own; ``graph_copies``, ``cuda_warm``: its
-    ``model.graph_copies`` and ``model.cuda_warm`` (CUDA)."""
+    ``model.graph_copies`` and ``model.cuda_warm``, ``warm_during_forward`` its ``engine.warm_during_forward``
+    (CUDA)."""
     from poyo_rt.stream import lsl
 
     if config not in BENCH_CONFIGS:
@@ -361,7 +362,8 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
     player = Player(len(phases), n_units=n_units, rate_hz=rate_hz, seed=seed, cores=helper_cores)
     cfg = e2e_config(player.name, device=device, threads=threads, kernels=kernels, tick_hz=tick_hz, rate_hz=rate_hz,
                      max_spikes=max_spikes, realtime_priority=realtime_priority, spin_ms=spin_ms, pre_tick=pre_tick,
-                     cpu_affinity=list(pinned), model={"graph_copies": graph_copies, "cuda_warm": cuda_warm})
+                     cpu_affinity=list(pinned), warm_during_forward=warm_during_forward,
+                     model={"graph_copies": graph_copies, "cuda_warm": cuda_warm})
     results = []
     try:
         for i, (label, dur) in enumerate(phases):
@@ -378,7 +380,7 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
     return {"config": config, "tick_hz": tick_hz, "n_units": n_units, "rate_hz": rate_hz, "device": device,
             "max_spikes": max_spikes, "realtime_priority": realtime_priority, "kernels": kernels, "spin_ms": spin_ms,
             "pre_tick": pre_tick, "cpu_affinity": list(pinned), "helper_cores": list(helper_cores or ()),
-            "graph_copies": graph_copies, "cuda_warm": cuda_warm,
+            "graph_copies": graph_copies, "cuda_warm": cuda_warm, "warm_during_forward": warm_during_forward,
             "spike_age_floor_p99_us": poisson_age_floor_us(rate_hz),
             "phases": results, "baseline": base["path"]}
 
@@ -390,6 +392,7 @@ def format_e2e_table(result: dict) -> str:
     kernels += ", copies in the graphs" if result.get("graph_copies") else ""
     pre = ", tokenized early and warmed" if result.get("pre_tick") and result.get("spin_ms") else ""
     pre += " (the whole call replayed)" if pre and result.get("cuda_warm") == "replay" else ""
+    pre += ", publisher warmed during the forward" if result.get("warm_during_forward") else ""
     if result.get("cpu_affinity"):
         helpers = format_cores(result["helper_cores"]) if result.get("helper_cores") else "unpinned"
         pre += f"; loop on core(s) {format_cores(result['cpu_affinity'])}, player and subscriber on {helpers}"

@@ -8,8 +8,8 @@ One tick, at scheduled time ``t_tick`` on the LSL clock (``pylsl.local_clock``):
     h2d / forward / d2h   runner.run(...)      CUDA graph replay (GPU) or eager (CPU); ``runner`` = the
                                                whole call on the host (on CUDA: also packing, launching,
                                                waiting and reading back, which the GPU's events miss;
-                                               CUDA also splits it into ``pack``, ``launch`` and ``sync``,
-                                               see :class:`~poyo_rt.runtime.runner.ForwardResult`)
+                                               CUDA also splits it into ``pack``, ``launch``, ``overlap``
+                                               and ``sync``, see :class:`~poyo_rt.runtime.runner.ForwardResult`)
     publish   publisher.send(...)              one ZeroMQ message, never blocks
 
 ``t_end = t_tick - input_delay_s``. Ticks follow absolute deadlines
@@ -109,8 +109,8 @@ MAX_PRE_TICK_S = 0.005
 #: Missed ticks whose stages the engine keeps (the most recent; ``Engine.missed_ticks``).
 MISS_LOG = 1024
 
-STAGES = ("start", "pull", "buffer", "tokenize", "h2d", "forward", "d2h", "runner", "pack", "launch", "sync", "publish",
-          "spike_age", "e2e", "tick", "cpu", "cpu_wait", "off_cpu")
+STAGES = ("start", "pull", "buffer", "tokenize", "h2d", "forward", "d2h", "runner", "pack", "launch", "overlap", "sync",
+          "publish", "spike_age", "e2e", "tick", "cpu", "cpu_wait", "off_cpu")
 
 #: Ticks between two updates of the medians the causes are measured against.
 TYPICAL_EVERY = 256
@@ -185,6 +185,10 @@ class EngineSettings:
     cpu_affinity: tuple[int, ...] = ()  #: CPU cores the loop's thread runs on; empty = wherever the OS puts it
     spin_ms: float = 1.0  #: wake this long before a tick (pre-tick work, then busy-wait: a sleep wakes late); 0 = off
     pre_tick: bool = True  #: on waking, tokenize early and warm the tick's code (Engine._pre_tick); False = only spin
+    #: CUDA: while the GPU runs the tick's forward, warm the sink's code (``Publisher.warm``: the last message
+    #: encoded again and sent nowhere), so that the send right after runs warm; the host would only wait.
+    #: Its host time is the ``overlap`` stage. Refused on the CPU, whose forward leaves no wait to use.
+    warm_during_forward: bool = False
 
     @property
     def period_s(self) -> float:
@@ -274,6 +278,11 @@ class Engine:
                              buckets=buckets, compile=compile, cuda_graphs=cuda_graphs, kv_cache=kv_cache,
                              precision=precision, fused=fused, kernels=kernels, graph_copies=graph_copies,
                              warm=cuda_warm)
+        self._during_forward = None  # what the host runs while the GPU runs the forward (warm_during_forward)
+        if settings.warm_during_forward:
+            if not self.runner.is_cuda:
+                raise ValueError("engine.warm_during_forward is a CUDA option: the CPU forward leaves no wait to use")
+            self._during_forward = getattr(sink, "warm", None)
         deadline_ms = settings.deadline_ms or (settings.period_s * 1e3 if settings.tick_hz > 0 else None)
         self.stats = LatencyStats(STAGES, deadline_us=deadline_ms * 1e3 if deadline_ms else None,
                                   deadline_stages=("tick",), recent=4096)
@@ -365,7 +374,10 @@ class Engine:
         if early is not None and early.t_end_s == t_end:  # tokenized early (_pre_tick): one tick's counts
             info = info.after(early)
         c3 = time.perf_counter_ns()
-        result = self.runner.run(self.tokenizer.arrays(), info.n_input_tokens)
+        if self._during_forward is None:  # (runner stand-ins, e.g. the benchmarks' baselines, take no during=)
+            result = self.runner.run(self.tokenizer.arrays(), info.n_input_tokens)
+        else:
+            result = self.runner.run(self.tokenizer.arrays(), info.n_input_tokens, during=self._during_forward)
         c4 = time.perf_counter_ns()
         values = result.values * self.output_std + self.output_mean  # model units -> behaviour units
 

@@ -122,7 +122,7 @@ def build_decoder(config: RunConfig, *, model: POYO | LoadedModel | None = None)
             n_outputs=eng.n_outputs, output_spacing_s=eng.output_spacing_s, max_spikes=eng.max_spikes,
             buffer_capacity=eng.buffer_capacity, deadline_ms=eng.deadline_ms, log_every_s=config.metrics.log_every_s,
             freeze_gc=eng.freeze_gc, realtime_priority=eng.realtime_priority, cpu_affinity=eng.cpu_affinity,
-            spin_ms=eng.spin_ms, pre_tick=eng.pre_tick,
+            spin_ms=eng.spin_ms, pre_tick=eng.pre_tick, warm_during_forward=eng.warm_during_forward,
         )
         out = config.output
         publisher = Publisher(out.endpoint, topic=out.topic, sndhwm=out.sndhwm, tick_hz=eng.tick_hz or 100.0,

@@ -31,7 +31,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -123,6 +123,14 @@ def _call_fused(fused, packed: torch.Tensor) -> torch.Tensor:
     return fused(packed)[None]
 
 
+def _overlap(during: Callable[[], object] | None, t_queued_ns: int) -> dict[str, float]:
+    """Run ``during`` (the host's work while the GPU runs the queued call); ``{"overlap": µs}``, or {} without."""
+    if during is None:
+        return {}
+    during()
+    return {"overlap": (time.perf_counter_ns() - t_queued_ns) / 1e3}
+
+
 def _call_with_copies(module, dev: torch.Tensor, *, call, host: torch.Tensor, host_out: torch.Tensor) -> torch.Tensor:
     """``call(module, dev)`` between the copy of the pinned staging buffer ``host`` to ``dev`` and the copy of
     its output to the pinned ``host_out`` (``Runner(graph_copies=True)``: all three captured in one graph)."""
@@ -166,7 +174,8 @@ class ForwardResult:
     forward_us: float
     d2h_us: float
     #: CUDA only, the host's side of the call: ``pack`` (the window into its bucket's pinned staging buffer),
-    #: ``launch`` (queueing the copies, the graph and the timing events) and ``sync`` (waiting for the GPU).
+    #: ``launch`` (queueing the copies, the graph and the timing events), ``overlap`` (what ``run(during=...)``
+    #: ran meanwhile, when given) and ``sync`` (waiting for the GPU).
     #: ``launch + sync`` beyond ``h2d + forward + d2h`` is time the GPU's events cannot see: it passed before
     #: the GPU began the call (e.g. the GPU waking after the loop's idle gap) or after it finished.
     host_us: dict[str, float] = field(default_factory=dict)
@@ -338,7 +347,8 @@ class Runner:
                 getattr(host, key).numpy()[...] = src
         return bucket
 
-    def _run_cuda(self, arrays: dict[str, np.ndarray], n_tokens: int) -> ForwardResult:
+    def _run_cuda(self, arrays: dict[str, np.ndarray], n_tokens: int,
+                  during: Callable[[], object] | None = None) -> ForwardResult:
         t0 = time.perf_counter_ns()
         bucket = self._stage(arrays, n_tokens)
         t1 = time.perf_counter_ns()
@@ -349,12 +359,13 @@ class Runner:
             self._graphs[bucket].replay()
             d2h_done.record()
             t2 = time.perf_counter_ns()
-            d2h_done.synchronize()
+            host_us = {"pack": (t1 - t0) / 1e3, "launch": (t2 - t1) / 1e3, **_overlap(during, t2)}
             t3 = time.perf_counter_ns()
+            d2h_done.synchronize()
+            host_us["sync"] = (time.perf_counter_ns() - t3) / 1e3
             return ForwardResult(
                 values=self._host_out[0].numpy().copy(), n_input=bucket, h2d_us=math.nan,
-                forward_us=start.elapsed_time(d2h_done) * 1e3, d2h_us=math.nan,
-                host_us={"pack": (t1 - t0) / 1e3, "launch": (t2 - t1) / 1e3, "sync": (t3 - t2) / 1e3},
+                forward_us=start.elapsed_time(d2h_done) * 1e3, d2h_us=math.nan, host_us=host_us,
             )
         start.record()
         dev.copy_(host, non_blocking=True)
@@ -368,13 +379,14 @@ class Runner:
         self._host_out.copy_(out, non_blocking=True)
         d2h_done.record()
         t2 = time.perf_counter_ns()
-        d2h_done.synchronize()
+        host_us = {"pack": (t1 - t0) / 1e3, "launch": (t2 - t1) / 1e3, **_overlap(during, t2)}
         t3 = time.perf_counter_ns()
+        d2h_done.synchronize()
+        host_us["sync"] = (time.perf_counter_ns() - t3) / 1e3
         return ForwardResult(
             values=self._host_out[0].numpy().copy(), n_input=bucket,
             h2d_us=start.elapsed_time(h2d_done) * 1e3, forward_us=h2d_done.elapsed_time(fwd_done) * 1e3,
-            d2h_us=fwd_done.elapsed_time(d2h_done) * 1e3,
-            host_us={"pack": (t1 - t0) / 1e3, "launch": (t2 - t1) / 1e3, "sync": (t3 - t2) / 1e3},
+            d2h_us=fwd_done.elapsed_time(d2h_done) * 1e3, host_us=host_us,
         )
 
     def _pack(self, packed: np.ndarray, arrays: dict[str, np.ndarray], n_tokens: int, bucket: int) -> None:
@@ -486,9 +498,14 @@ class Runner:
         preparations made and used); empty elsewhere."""
         return dict(self.kv_cache.counters) if self.kv_cache is not None else {}
 
-    def run(self, arrays: dict[str, np.ndarray], n_tokens: int) -> ForwardResult:
+    def run(self, arrays: dict[str, np.ndarray], n_tokens: int,
+            during: Callable[[], object] | None = None) -> ForwardResult:
         """Decode one tick from the tokenizer's arrays (``IncrementalTokenizer.arrays()``), whose
-        real tokens are compact in slots ``[0, n_tokens)``."""
+        real tokens are compact in slots ``[0, n_tokens)``. ``during``: CUDA only (refused on the CPU), called
+        once after the call is queued and before waiting for it: host work that overlaps the GPU's (the
+        engine's ``warm_during_forward``); its time is ``host_us["overlap"]``."""
+        if during is not None and not self.is_cuda:
+            raise ValueError("during= is a CUDA option: the CPU forward leaves no wait to use")
         if n_tokens > arrays["input_mask"].shape[1]:
             raise ValueError(f"n_tokens={n_tokens} exceeds the arrays' {arrays['input_mask'].shape[1]} slots")
-        return self._run_cuda(arrays, n_tokens) if self.is_cuda else self._run_cpu(arrays, n_tokens)
+        return self._run_cuda(arrays, n_tokens, during) if self.is_cuda else self._run_cpu(arrays, n_tokens)
