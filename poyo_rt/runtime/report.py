@@ -25,6 +25,7 @@ PIPELINE = ("start", "pull", "buffer", "tokenize", "h2d", "forward", "d2h", "pub
 SPANS = ("runner", "e2e", "tick")  # stages that span others (runner: h2d + forward + d2h and the host work around them)
 INPUT = ("spike_age",)  # not a stage: the newest spike's age at the window end (e2e = spike_age + input delay + tick)
 ACCOUNTING = ("cpu", "cpu_wait", "off_cpu")  # where the loop thread's time went from a tick's start to its send
+HOST = ("pack", "launch", "overlap", "sync")  # CUDA: the host's side of the runner call (ForwardResult.host_us)
 TABLE_HEAD = ("stage", "ticks", "median ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms", "deadline misses")
 
 #: What a missed tick is blamed on (:func:`miss_cause`): the stage that exceeded its median the most -> the cause.
@@ -146,7 +147,7 @@ def plot_run(doc: dict, png_path: str | Path, title: str | None = None) -> Path:
     import matplotlib.pyplot as plt
 
     summary = doc["summary"]
-    stages = [s for s in (*PIPELINE, *SPANS, *INPUT, *ACCOUNTING) if summary["stages"].get(s, {}).get("count")]
+    stages = [s for s in (*PIPELINE, *SPANS, *INPUT, *ACCOUNTING, *HOST) if summary["stages"].get(s, {}).get("count")]
     fig, grid = plt.subplots(2, 2, figsize=(14, 9))
     axes = grid.ravel()
 
@@ -157,8 +158,9 @@ def plot_run(doc: dict, png_path: str | Path, title: str | None = None) -> Path:
             lo, hi = np.floor(np.log10(centres.min()) * 20), np.ceil(np.log10(centres.max()) * 20) + 1
             edges = 10 ** (np.arange(lo, hi + 1) / 20)
             coarse, _ = np.histogram(centres, bins=edges, weights=counts)
-            # spans and the input's age dashed, the thread's accounting dotted: more stages than colours
-            style = "-" if stage in PIPELINE else ":" if stage in ACCOUNTING else "--"
+            # spans and the input's age dashed, the thread's accounting dotted, the CUDA call's host side
+            # dash-dotted: more stages than colours
+            style = "-" if stage in PIPELINE else ":" if stage in ACCOUNTING else "-." if stage in HOST else "--"
             ax.stairs(coarse / counts.sum(), edges / 1e3, label=stage, linestyle=style)
     ax.set_xscale("log")
     ax.set_xlabel("latency (ms)")
