@@ -388,7 +388,7 @@ def test_pre_tick_then_late_spikes_decode_as_one_window(model, stream_name, sour
         outlet.push_chunk([[int(u)] for u in units[todo]], times[todo].tolist())
         sent = t
         n = int(np.count_nonzero(times < t))
-        poll(lambda: engine._take_in() or engine.buffer.next_seq == n, timeout_s=5, what="the spikes in the buffer")
+        poll(lambda: engine.take_in() or engine.buffer.next_seq == n, timeout_s=5, what="the spikes in the buffer")
 
     try:
         push_until(t_end - 0.02)

@@ -23,9 +23,10 @@ ln(100) / 2,000 s = 2.3 ms, whatever the decoder does. The table prints that age
 Phases, each a fresh decoder on the same live stream: first the **baseline** (``--baseline-duration``
 seconds, 0 to skip), where the engine's forward is torch_brain's POYO with the same weights (full
 forward on the tokenizer's arrays every tick), then **poyo_rt** for ``--duration`` seconds. In each
-phase the player pushes only while the phase runs and pauses before it ends, so the spikes the inlet
-took in must equal the spikes pushed: the **ingest** check (nothing dropped anywhere: inlet, buffer,
-tokenizer).
+phase the player pushes only while the phase runs; at its end the player pauses and the engine stops (so its
+latency log ends with the stream), then what was still in transit is taken in for 0.5 s without decoding, so
+the spikes the inlet took in must equal the spikes pushed: the **ingest** check (nothing dropped anywhere:
+inlet, buffer, tokenizer).
 
 LSL stays on this machine: :func:`poyo_rt.stream.lsl.configure_lsl` (machine scope) runs first in both
 processes.
@@ -245,7 +246,7 @@ def run_phase(label: str, index: int, *, model, cfg, duration_s: float, player: 
 
     paused_at = [np.inf]  # LSL time the player paused: later windows have no new spikes to measure receipt by
 
-    def stopper() -> None:  # pause the player, let the engine drain what is in transit, stop
+    def stopper() -> None:  # pause the player and stop the engine: its last window ends with the stream
         end = time.monotonic() + duration_s
         last = 0.0
         while time.monotonic() < end and not engine.stopping:
@@ -256,7 +257,6 @@ def run_phase(label: str, index: int, *, model, cfg, duration_s: float, player: 
                 progress(f"{label}: {elapsed:.0f}/{duration_s:g} s, {engine.ticks} ticks")
         paused_at[0] = lsl.local_clock()
         phase.value = PAUSED
-        time.sleep(0.5)
         engine.stop()
 
     try:
@@ -268,7 +268,10 @@ def run_phase(label: str, index: int, *, model, cfg, duration_s: float, player: 
         progress(f"{label}: decoding for {duration_s:g} s")
         summary = engine.run()
         stop_thread.join()
-        time.sleep(0.2)
+        drain_end = time.monotonic() + 0.5  # what was in transit at the pause is taken in (counted), not decoded
+        while time.monotonic() < drain_end:
+            engine.take_in()
+            time.sleep(0.01)
         stop.set()
         arr = conn.recv() if conn.poll(30) else np.empty((0, len(ROW)))
         counters = engine.counters()
@@ -285,8 +288,8 @@ def run_phase(label: str, index: int, *, model, cfg, duration_s: float, player: 
             listener.terminate()
         decoder.close()
 
-    # receipt latency only while spikes flow: in the 0.5 s drain after the pause the newest spike only ages
-    # (those ~25 ticks would read up to 500 ms and lift a 2-minute run's p99)
+    # receipt latency only while spikes flow (the last tick, just after the pause, may end past it); the
+    # engine stops at the pause, so its latency log holds no ticks of the stream's silence after it
     t_recv, window_end, newest, forward, flags = arr.T
     pushing = window_end <= paused_at[0]
     receipt = (t_recv - newest)[pushing] * 1e6

@@ -38,7 +38,7 @@ spin keeps its length):
    sleeping most of a period, each stage's code and data are out of the CPU's caches and run 5-20x slower
    than warm (on the test VM a 6 µs message encoding takes 89 µs after a sleep: ``tools/cold_code.py``;
    the tick's host work with and without this: ``tools/host_overhead.py``);
-3. (always) busy-waits to the tick, pulling from the inlet into the buffer as it spins (:meth:`Engine._take_in`),
+3. (always) busy-waits to the tick, pulling from the inlet into the buffer as it spins (:meth:`Engine.take_in`),
    so the tick's own pull and buffer stages find next to nothing to do.
 
 Scheduling: ``EngineSettings.realtime_priority`` runs the loop's thread under ``SCHED_FIFO``
@@ -457,10 +457,11 @@ class Engine:
         self.gc = watch.as_dict()
         return self.summary()
 
-    def _take_in(self) -> None:
+    def take_in(self) -> None:
         """One pull into the buffer, while the loop spins before a tick: the spikes that arrive then are
         already buffered at the tick (later than its window end, they wait there for the next), and the
-        pull's code is warm when the tick runs it."""
+        pull's code is warm when the tick runs it. Also after :meth:`run` (no tick running): what the inlet
+        still holds is then taken in, validated and counted, but not decoded (the benchmarks' drain)."""
         times, units = self.source.pull()
         if len(times):
             self.buffer.append(times, units)
@@ -471,7 +472,7 @@ class Engine:
         updates), and run the runner's and the sink's code on this window so the tick finds it in the CPU's
         caches (nothing is sent; the CPU key/value cache computes the keys and values of the spikes so far)."""
         t0 = self.clock()
-        self._take_in()
+        self.take_in()
         self._early = self.tokenizer.update(deadline - self.settings.input_delay_s, self.buffer)
         self.runner.warm(self.tokenizer.arrays(), self._early.n_input_tokens)
         warm = getattr(self.sink, "warm", None)
@@ -513,7 +514,7 @@ class Engine:
                 deadline = t_start + k * s.period_s
                 wait = deadline - self.clock()
                 if wait > 0:
-                    wait_until(deadline, self.clock, self.sleep, s.spin_s, poll=self._take_in,
+                    wait_until(deadline, self.clock, self.sleep, s.spin_s, poll=self.take_in,
                                on_wake=(lambda: self._pre_tick(deadline)) if s.pre_tick else None,
                                wake_s=min(self._pre_tick_s, MAX_PRE_TICK_S))
                 elif wait < -s.period_s:  # more than a whole period late: skip the missed ticks
