@@ -374,10 +374,10 @@ class Engine:
         if early is not None and early.t_end_s == t_end:  # tokenized early (_pre_tick): one tick's counts
             info = info.after(early)
         c3 = time.perf_counter_ns()
-        if self._during_forward is None:  # (runner stand-ins, e.g. the benchmarks' baselines, take no during=)
-            result = self.runner.run(self.tokenizer.arrays(), info.n_input_tokens)
-        else:
+        if self._during_forward is not None and isinstance(self.runner, Runner):  # (not the benchmarks' stand-ins)
             result = self.runner.run(self.tokenizer.arrays(), info.n_input_tokens, during=self._during_forward)
+        else:
+            result = self.runner.run(self.tokenizer.arrays(), info.n_input_tokens)
         c4 = time.perf_counter_ns()
         values = result.values * self.output_std + self.output_mean  # model units -> behaviour units
 
