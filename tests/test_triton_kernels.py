@@ -165,6 +165,20 @@ def test_tunings_give_the_same_forward(encoder_programs, summed_block_m, ffn_blo
         tp.TritonPOYO(fused, ffn_block_f=48)
 
 
+def test_proc_warps_is_a_launch_option_only():
+    """proc_warps (the sweep's warps a program for the latents' kernels) changes how the kernels are launched,
+    not what they compute (the interpreter runs one program at a time, so this checks the plumbing; the sm_90
+    compile is checked in tests/test_triton_aot.py); only 4 and 8 are accepted (2 spills on sm_90)."""
+    fused = _fused("depth3_head8", n_output=2, n_units=40)
+    packed, _ = _window(fused, seed=6, shift=60.0, n_pad=11, max_spikes=400)
+    with torch.inference_mode():
+        exact = fused(packed)
+        for residuals in ("split", "summed"):
+            assert _max_err(tp.TritonPOYO(fused, residuals=residuals, proc_warps=8)(packed), exact) <= TOL, residuals
+    with pytest.raises(ValueError, match="proc_warps must be 4 or 8"):
+        tp.TritonPOYO(fused, proc_warps=2)
+
+
 def test_padding_is_ignored_and_results_are_deterministic():
     """Whatever the padding slots hold, the output is bitwise the same (no atomics, masked slots read row 0)."""
     fused = _fused("small", n_output=2)
