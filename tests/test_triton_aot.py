@@ -74,16 +74,22 @@ def test_ffn_tunings_compile_for_sm90_without_spills():
 def test_eight_warps_for_the_latent_kernels_compile_for_sm90():
     """The sweep's proc_warps=8 (tools/profile_gpu.py --sweep) for poyo_1.3M's widths: the latents' attention,
     projection and FFN kernels on 8 warps compile with half the registers of 4 warps and at most a few bytes of
-    spill (one FFN variant spilled 4/8 B under triton 3.9; 2 warps spilled ~300 B, so the option stops at 4)."""
+    spill (one FFN variant spilled 4/8 B under triton 3.9; 2 warps spilled ~300 B, so the option stops at 4);
+    with proc_width 64 on 8 warps (a dim-64 row in one chunk) without spills (on 4 warps: ~400 B)."""
     model = build_model(dict(BENCH_CONFIGS["poyo_1.3M"], depth=1, num_latents_per_step=4), n_units=20)
     fused = FusedPOYO(model, n_output=1)
     packed = fused_inputs(fused, bench_inputs(model, n_spikes=50, device=torch.device("cpu")))
-    reports = check(fused, packed, arch=90, tunings=({"proc_warps": 8},),
-                    kernels=("_ffn_kernel", "_ln_proj_rotate_kernel", "_attention_kernel"))
+    kernels = ("_ffn_kernel", "_ln_proj_rotate_kernel", "_attention_kernel")
+    reports = check(fused, packed, arch=90, tunings=({"proc_warps": 8},), kernels=kernels)
     table = format_reports(reports)
     eight = [r for r in reports if r.get("num_warps") == 8]
-    assert {r["kernel"] for r in eight} == {"_ffn_kernel", "_ln_proj_rotate_kernel", "_attention_kernel"}, table
+    assert {r["kernel"] for r in eight} == set(kernels), table
     assert all(r["ok"] and r["registers"] <= 192 and r["spill_store_bytes"] <= 16 for r in eight), table
+    reports = check(fused, packed, arch=90, tunings=({"proc_warps": 8, "proc_width": 64},), kernels=kernels)
+    table = format_reports(reports)
+    wide = [r for r in reports if r.get("num_warps") == 8]
+    assert {r["kernel"] for r in wide} == set(kernels), table
+    assert all(r["ok"] and r["spill_store_bytes"] == 0 == r["spill_load_bytes"] for r in wide), table
 
 
 def test_phase_probe_compiles_for_sm90_with_its_barrier_atomics():

@@ -165,18 +165,25 @@ def test_tunings_give_the_same_forward(encoder_programs, summed_block_m, ffn_blo
         tp.TritonPOYO(fused, ffn_block_f=48)
 
 
-def test_proc_warps_is_a_launch_option_only():
-    """proc_warps (the sweep's warps a program for the latents' kernels) changes how the kernels are launched,
-    not what they compute (the interpreter runs one program at a time, so this checks the plumbing; the sm_90
-    compile is checked in tests/test_triton_aot.py); only 4 and 8 are accepted (2 spills on sm_90)."""
+def test_latent_kernel_tunings_give_the_same_forward():
+    """The sweep's tunings of the latents' kernels: proc_warps 8 (a launch option: the interpreter runs one
+    program at a time, so this checks the plumbing; the sm_90 compile is in tests/test_triton_aot.py) and, on 8
+    warps, proc_width 64, which changes the kernels' column chunks (a dim-64 row in one chunk instead of two: a
+    different loop the interpreter does check), in both residual layouts, equal to fused. 2 warps and 64 columns
+    on 4 warps are refused (they spill on sm_90)."""
     fused = _fused("depth3_head8", n_output=2, n_units=40)
+    assert tp._block(fused.model.dim) == 64  # dim 40, padded to 64: two 32-column chunks by default, one at 64
     packed, _ = _window(fused, seed=6, shift=60.0, n_pad=11, max_spikes=400)
     with torch.inference_mode():
         exact = fused(packed)
         for residuals in ("split", "summed"):
-            assert _max_err(tp.TritonPOYO(fused, residuals=residuals, proc_warps=8)(packed), exact) <= TOL, residuals
+            for tuning in ({"proc_warps": 8}, {"proc_warps": 8, "proc_width": 64}):
+                got = tp.TritonPOYO(fused, residuals=residuals, **tuning)(packed)
+                assert _max_err(got, exact) <= TOL, (residuals, tuning)
     with pytest.raises(ValueError, match="proc_warps must be 4 or 8"):
         tp.TritonPOYO(fused, proc_warps=2)
+    with pytest.raises(ValueError, match="proc_width must be 32, or 64 with proc_warps=8"):
+        tp.TritonPOYO(fused, proc_width=64)
 
 
 def test_padding_is_ignored_and_results_are_deterministic():

@@ -589,10 +589,10 @@ def _block(n: int) -> int:
     return max(16, triton.next_power_of_2(n))
 
 
-def _width_block(dim: int) -> int:
+def _width_block(dim: int, max_width: int = MAX_WIDTH_BLOCK) -> int:
     """Model-width columns a kernel handles at once (K chunks of projections, LayerNorm statistics, output
-    column blocks): the whole (padded) row up to MAX_WIDTH_BLOCK, chunks of MAX_WIDTH_BLOCK beyond."""
-    return min(MAX_WIDTH_BLOCK, _block(dim))
+    column blocks): the whole (padded) row up to ``max_width``, chunks of ``max_width`` beyond."""
+    return min(max_width, _block(dim))
 
 
 def _precision(precision: str) -> str:
@@ -635,15 +635,16 @@ def _empty(*shape: int, like: Tensor) -> Tensor:
 
 def ln_proj_rotate(x: State, ln: nn.LayerNorm, weight: Tensor, cos: Tensor, sin: Tensor, *, head_dim: int,
                    n_rot_groups: int, precision: str = DEFAULT_PRECISION, block_m: int = PROJ_BLOCK_M,
-                   num_warps: int = PROC_WARPS) -> Tensor:
+                   num_warps: int = PROC_WARPS, max_width: int = MAX_WIDTH_BLOCK) -> Tensor:
     """``rotate(LayerNorm(x) @ weight^T)`` head-major: x (N, dim), weight (G*H, dim), cos/sin (N, H/2) ->
-    (G, N, H); groups >= ``n_rot_groups`` are not rotated. block_m rows a program, on num_warps warps."""
+    (G, N, H); groups >= ``n_rot_groups`` are not rotated. block_m rows a program, on num_warps warps, model
+    columns in chunks of at most max_width."""
     n_rows, dim = x.base.shape
     n_groups = weight.shape[0] // head_dim
     out = _empty(n_groups, n_rows, head_dim, like=x.base)
     _ln_proj_rotate_kernel[(triton.cdiv(n_rows, block_m), n_groups)](
         *x.args(), ln.weight, ln.bias, weight, cos, sin, out, n_rows, dim, head_dim, n_rot_groups, LN_EPS,
-        HAS_PIECES=x.pieces is not None, BLOCK_M=block_m, BLOCK_K=_width_block(dim), BLOCK_H=_block(head_dim),
+        HAS_PIECES=x.pieces is not None, BLOCK_M=block_m, BLOCK_K=_width_block(dim, max_width), BLOCK_H=_block(head_dim),
         PRECISION=_precision(precision), num_warps=num_warps)
     return out
 
@@ -702,17 +703,20 @@ def combine_proj(parts: Partials, cos: Tensor, sin: Tensor, wo: Tensor | None, *
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, wo: Tensor | None, cos: Tensor, sin: Tensor, *,
-              precision: str = DEFAULT_PRECISION, num_warps: int = PROC_WARPS) -> Tensor:
+              precision: str = DEFAULT_PRECISION, num_warps: int = PROC_WARPS,
+              max_width: int = MAX_WIDTH_BLOCK) -> Tensor:
     """Per-head out-projections (h, Nq, dim) of ``softmax(q k^T / sqrt(H)) v`` rotated back by cos/sin
     (Nq, H/2): q (h, Nq, H), k, v (h, Nk, H) contiguous, wo (dim, h*H); with ``wo=None`` the heads'
-    outputs (Nq, h*H), not rotated back. num_warps warps a program."""
+    outputs (Nq, h*H), not rotated back. num_warps warps a program, output columns in blocks of at most
+    max_width."""
     n_heads, n_q, head_dim = q.shape
     out, dim = _head_outputs(wo, n_heads, n_q, head_dim, q)
     _attention_kernel[(n_heads, triton.cdiv(n_q, ATTN_BLOCK_M))](
         q, k, v, cos, sin, q if wo is None else wo, out, n_q, k.shape[1], head_dim, head_dim ** -0.5,
         q, q, q, q, q, 0, 0, q, dim, LN_EPS,  # decoder-query arguments, unused
         Q_FROM_EMB=False, UNROTATE=True, PROJECT=wo is not None, BLOCK_M=ATTN_BLOCK_M, BLOCK_N=BLOCK_N,
-        BLOCK_H=_block(head_dim), BLOCK_K=_width_block(dim), PRECISION=_precision(precision), num_warps=num_warps)
+        BLOCK_H=_block(head_dim), BLOCK_K=_width_block(dim, max_width), PRECISION=_precision(precision),
+        num_warps=num_warps)
     return out
 
 
@@ -760,13 +764,14 @@ def project_residual(a: Tensor, linear: nn.Linear, residual: Tensor, *, bias: bo
 
 def ffn(x: State, proj: Tensor, to_out: nn.Linear, block: nn.Sequential, *, out_bias: bool = True,
         x_rows: tuple[Tensor, int] | None = None, precision: str = DEFAULT_PRECISION,
-        block_f: int = FFN_BLOCK_F, num_warps: int = PROC_WARPS) -> State:
+        block_f: int = FFN_BLOCK_F, num_warps: int = PROC_WARPS, max_width: int = MAX_WIDTH_BLOCK) -> State:
     """``x1 = x + (sum_h proj[h] + to_out.bias)``, then ``x1 + block(x1)`` as a :class:`State`.
 
     proj (h, N, dim) per-head out-projections; out_bias: False where ``x`` already holds the bias;
     block: ``Sequential(LayerNorm, FeedForward)``; x_rows: ``(packed, offset)``: the rows of ``x.base``
     (a table) are the N packed entries at offset (then ``x`` has no pieces); block_f: hidden units a
-    program (the output has ``cdiv(hidden, block_f)`` pieces), on num_warps warps.
+    program (the output has ``cdiv(hidden, block_f)`` pieces), on num_warps warps, model columns in chunks of
+    at most max_width.
     """
     n_heads, n_rows, dim = proj.shape
     ln, net = block[0], block[1].net
@@ -778,7 +783,7 @@ def ffn(x: State, proj: Tensor, to_out: nn.Linear, block: nn.Sequential, *, out_
         x.base, rows_off, packed, *x.args()[1:], proj, n_heads, to_out.bias, ln.weight, ln.bias,
         net[0].weight, net[0].bias, net[3].weight, x1, pieces, n_rows, dim, hidden, LN_EPS,
         X_GATHER=x_rows is not None, HAS_PIECES=x.pieces is not None, HAS_OUT_BIAS=out_bias, PROJECT_OUT=True,
-        BLOCK_M=ROW_BLOCK_M, BLOCK_K=_width_block(dim), BLOCK_F=block_f, PRECISION=_precision(precision),
+        BLOCK_M=ROW_BLOCK_M, BLOCK_K=_width_block(dim, max_width), BLOCK_F=block_f, PRECISION=_precision(precision),
         num_warps=num_warps)
     return State(x1, pieces, net[3].bias)
 
@@ -869,12 +874,15 @@ class TritonPOYO:
         proc_warps: warps a program of the latents' self-attention kernel and, in the split layout, of the
             LayerNorm-projection and FFN kernels (4 or 8; on sm_90 each uses ~250 of 255 registers a thread
             at 4, 123-174 at 8, and spills ~300 B at 2: ``python -m poyo_rt.kernels.aot``).
+        proc_width: model columns those kernels take at once (32, or 64 with ``proc_warps=8``: a dim-64 row
+            in one chunk, so the LayerNorm statistics and the projection's K loop take one round trip each
+            instead of two; at 4 warps 64 spills ~400 B a thread on sm_90, at 8 none).
         (All tunings; ``tools/profile_gpu.py --sweep`` times them against each other on a GPU.)
     """
 
     def __init__(self, fused: FusedPOYO, *, precision: str = DEFAULT_PRECISION, residuals: str = "auto",
                  encoder_programs: int = ENC_TARGET_PROGRAMS, summed_block_m: int = SUMMED_BLOCK_M,
-                 ffn_block_f: int = FFN_BLOCK_F, proc_warps: int = PROC_WARPS):
+                 ffn_block_f: int = FFN_BLOCK_F, proc_warps: int = PROC_WARPS, proc_width: int = MAX_WIDTH_BLOCK):
         if residuals not in RESIDUAL_LAYOUTS:
             raise ValueError(f"residuals must be one of {RESIDUAL_LAYOUTS}, got {residuals!r}")
         if encoder_programs < 1 or summed_block_m not in (16, 32, 64, 128) or ffn_block_f not in (16, 32, 64, 128):
@@ -889,7 +897,10 @@ class TritonPOYO:
         self.ffn_block_f = int(ffn_block_f)
         if proc_warps not in (4, 8):
             raise ValueError(f"proc_warps must be 4 or 8, got {proc_warps}")
-        self.proc_warps = int(proc_warps)
+        if proc_width not in (32, 64) or (proc_width == 64 and proc_warps != 8):
+            raise ValueError(f"proc_width must be 32, or 64 with proc_warps=8 (64 on 4 warps spills registers); "
+                             f"got {proc_width} with proc_warps={proc_warps}")
+        self.proc_warps, self.proc_width = int(proc_warps), int(proc_width)
 
     def __call__(self, packed: Tensor) -> Tensor:
         """``packed`` (3 * N_in + 2 * N_out,) float64 -> (N_out, D_out) float32, as ``FusedPOYO.forward``."""
@@ -899,7 +910,7 @@ class TritonPOYO:
         if rest or n_input < 1:
             raise ValueError(f"packed input of length {packed.shape[0]} does not fit {n_out} output queries")
         enc, split = m.enc_atn, self.residuals == "split"
-        blocks = ({"num_warps": self.proc_warps} if split  # ln_proj_rotate's
+        blocks = ({"num_warps": self.proc_warps, "max_width": self.proc_width} if split  # ln_proj_rotate's
                   else {"block_m": self.summed_block_m, "num_warps": SUMMED_PROJ_WARPS})
         wo = lambda attn: attn.to_out.weight if split else None  # noqa: E731 (summed: heads' outputs, projected later)
         parts = encoder_attention(self.enc_q, fused.kv_table, packed, fused.omega, n_input, precision=precision,
@@ -910,7 +921,7 @@ class TritonPOYO:
             qkv = ln_proj_rotate(latents, attn.norm, attn.to_qkv.weight, *rot, head_dim=head_dim,
                                  n_rot_groups=3 * attn.heads, precision=precision, **blocks)
             out = attention(*qkv.unflatten(0, (3, attn.heads)), wo(attn), *rot, precision=precision,
-                            num_warps=self.proc_warps)
+                            num_warps=self.proc_warps, max_width=self.proc_width)
             latents = self._residual_ffn(latents, out, attn.to_out, layer_ffn, rot)
         dec = m.dec_atn
         kv = ln_proj_rotate(latents, dec.norm_context, dec.to_kv.weight, *rot, head_dim=head_dim,
@@ -932,7 +943,7 @@ class TritonPOYO:
         precision = self.precision
         if self.residuals == "split":
             return ffn(x, out, to_out, block, out_bias=out_bias, x_rows=x_rows, precision=precision,
-                       block_f=self.ffn_block_f, num_warps=self.proc_warps)
+                       block_f=self.ffn_block_f, num_warps=self.proc_warps, max_width=self.proc_width)
         bm = self.summed_block_m
         x1 = project_residual(out, to_out, x.value(), bias=out_bias, rotation=rotation,
                               head_dim=self.fused.head_dim, residual_rows=x_rows, precision=precision, block_m=bm)
