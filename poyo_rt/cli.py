@@ -184,8 +184,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     causes = doc.get("meta", {}).get("miss_causes")
     if causes:
         print(f"deadline misses by cause: {describe_miss_causes(causes)}")
-    if describe_steal(doc):
-        print(describe_steal(doc))
+    steal = describe_steal(doc)
+    if steal:
+        print(steal)
     missed = missed_ticks_table(doc)
     if missed:
         shown = missed[-MISSED_SHOWN:]

@@ -190,23 +190,33 @@ def test_graph_copies_fall_back_to_copies_outside_when_the_capture_fails(monkeyp
     """Should a torch refuse the pinned-memory copies in a capture, the runner warns and captures the graphs with
     the copies outside them, and decodes as before."""
     import poyo_rt.runtime.runner as runner_module
-    from poyo_rt.runtime.runner import Runner
 
     def refuse(*args, **kwargs):
         raise RuntimeError("simulated: copies not capturable")
 
     monkeypatch.setattr(runner_module, "_call_with_copies", refuse)
+    gpu, results = _decode_after_a_fallback(caplog, "copies not capturable", 10, graph_copies=True)
+    assert not gpu.graph_copies and all(np.isfinite(res.h2d_us) for res in results)
+
+
+def _decode_after_a_fallback(caplog, warning: str, n_ticks: int, **options):
+    """A CUDA runner (``options``) whose first capture a test made fail: it warned (``warning``), captured its
+    graphs all the same, and decodes ``n_ticks`` of a stream like the CPU runner; returns it and its results."""
+    from poyo_rt.runtime.runner import Runner
+
     model, _ = make_pair(CONFIGS["small"])
     twin, _ = make_pair(CONFIGS["small"])
     gpu = cpu = None
-    for arrays, n, cap in _stream_arrays(twin, 10):
+    results = []
+    for arrays, n, cap in _stream_arrays(twin, n_ticks):
         if gpu is None:
             with caplog.at_level("WARNING", logger="poyo_rt.runtime.runner"):
-                gpu = Runner(model, capacity=cap, n_outputs=2, device="cuda", graph_copies=True)
-            assert not gpu.graph_copies and gpu._graphs and "copies not capturable" in caplog.text
+                gpu = Runner(model, capacity=cap, n_outputs=2, device="cuda", **options)
+            assert gpu._graphs and warning in caplog.text
             cpu = Runner(twin, capacity=cap, n_outputs=2, device="cpu")
-        res = gpu.run(arrays, n)
-        assert np.isfinite(res.h2d_us) and np.abs(res.values - cpu.run(arrays, n).values).max() <= 1e-4
+        results.append(gpu.run(arrays, n))
+        assert np.abs(results[-1].values - cpu.run(arrays, n).values).max() <= 1e-4
+    return gpu, results
 
 
 def test_runner_cuda_compiled_fused_equals_cpu():
@@ -289,15 +299,7 @@ def test_auto_falls_back_to_torch_operators_when_triton_fails(monkeypatch, caplo
         raise RuntimeError("simulated Triton compile failure")
 
     monkeypatch.setattr(poyo_rt.kernels.TritonPOYO, "__call__", broken)  # the runner calls the module
-    model, _ = make_pair(CONFIGS["small"])
-    twin, _ = make_pair(CONFIGS["small"])
-    gpu = cpu = None
-    for arrays, n, cap in _stream_arrays(twin, 20):
-        if gpu is None:
-            with caplog.at_level("WARNING", logger="poyo_rt.runtime.runner"):
-                gpu = Runner(model, capacity=cap, n_outputs=2, device="cuda")
-            assert gpu.kernels == "torch" and gpu._graphs and "simulated Triton compile failure" in caplog.text
-            cpu = Runner(twin, capacity=cap, n_outputs=2, device="cpu")
-        assert np.abs(gpu.run(arrays, n).values - cpu.run(arrays, n).values).max() <= 1e-4
+    gpu, _ = _decode_after_a_fallback(caplog, "simulated Triton compile failure", 20)
+    assert gpu.kernels == "torch"
     with pytest.raises(RuntimeError, match="simulated Triton compile failure"):
-        Runner(model, capacity=cap, n_outputs=2, device="cuda", kernels="triton")
+        Runner(gpu.model, capacity=gpu.capacity, n_outputs=2, device="cuda", kernels="triton")

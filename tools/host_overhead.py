@@ -51,7 +51,7 @@ from poyo_rt.stream import lsl
 from poyo_rt.stream.tokenizer import bucket_for
 
 STAGES = ("start", "pull", "buffer", "tokenize", "forward", "runner", "publish", "tick")
-CUDA_STAGES = ("pack", "launch", "overlap", "sync")  # the CUDA runner's host split of its call (printed with --device cuda)
+CUDA_STAGES = ("pack", "launch", "overlap", "sync")  # the CUDA runner's host split of its call (--device cuda)
 
 
 class Variant(NamedTuple):
@@ -97,7 +97,9 @@ class HostOnlyRunner:
         self._runner._pack(self._staging[bucket], arrays, n_tokens, bucket)
         return bucket
 
-    def run(self, arrays: dict[str, np.ndarray], n_tokens: int) -> ForwardResult:
+    def run(self, arrays: dict[str, np.ndarray], n_tokens: int, during=None) -> ForwardResult:
+        if during is not None:  # (no GPU to overlap: the engine's warm_during_forward runs first)
+            during()
         bucket = self._stage(arrays, n_tokens)
         return ForwardResult(values=self._zeros.copy(), n_input=bucket, h2d_us=0.0, forward_us=0.0, d2h_us=0.0)
 
@@ -188,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"poyo_1.3M windows, 100 units, {args.rate:g} spikes/s, 50 Hz, {what}; {args.rounds} rounds x "
           f"{args.seconds:g} s; engine stages in µs (median of the rounds' values), receipt in ms")
     width = max(39, *(len(v.label()) + 1 for v in variants))
-    head = f"{'variant':<{width}}" + "".join(f"{s + ' p50/p99':>18}" for s in stages) + f"{'tick->receipt':>16}{'x tick p99':>11}"
+    head = (f"{'variant':<{width}}" + "".join(f"{s + ' p50/p99':>18}" for s in stages)
+            + f"{'tick->receipt':>16}{'x tick p99':>11}")
     print(head)
     base = pooled(results[variants[0]], "tick", "p99_us")
     for v in variants:
@@ -203,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         ticks = sum(p["ticks_published"] for p in phases)
         pushed = sum(p["spikes_pushed"] for p in phases)
         taken = sum(p["spikes_taken_in"] for p in phases)
-        print(f"{'':<{width}}ticks {ticks}, tokenized early {early}, misses {sum(p['deadline_misses'] for p in phases)}, "
+        misses = sum(p["deadline_misses"] for p in phases)
+        print(f"{'':<{width}}ticks {ticks}, tokenized early {early}, misses {misses}, "
               f"spikes pushed {pushed} = taken in {taken}: {pushed == taken}")
     if args.json:
         with open(args.json, "w") as f:

@@ -148,7 +148,11 @@ class TorchBrainRunner:
         """No cache, nothing counted."""
         return {}
 
-    def run(self, arrays: dict[str, np.ndarray], n_tokens: int) -> ForwardResult:
+    def run(self, arrays: dict[str, np.ndarray], n_tokens: int, during=None) -> ForwardResult:
+        """As :meth:`Runner.run`; ``during`` (the engine's warm_during_forward) runs first: a CPU forward
+        leaves no wait to overlap."""
+        if during is not None:
+            during()
         n = min(-(-max(n_tokens, 1) // 8) * 8, arrays["input_mask"].shape[1])
         kw = torch_brain_kwargs(trimmed_views(arrays, n))
         t0 = time.perf_counter_ns()

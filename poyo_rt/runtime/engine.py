@@ -251,7 +251,8 @@ class Engine:
                  session_index: int, settings: EngineSettings, device: str = "cpu",
                  buckets: list[int] | None = None, compile: bool = False, cuda_graphs: bool = True,
                  kv_cache: bool = True, precision: str = "fp32", fused: bool | None = None, kernels: str = "auto",
-                 graph_copies: bool = False, cuda_warm: str = "copy", output_mean: Sequence[float] | None = None, output_std: Sequence[float] | None = None,
+                 graph_copies: bool = False, cuda_warm: str = "copy",
+                 output_mean: Sequence[float] | None = None, output_std: Sequence[float] | None = None,
                  clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
                  steal_clock: StealClock | None = None):
         self.model = model
@@ -278,11 +279,12 @@ class Engine:
                              buckets=buckets, compile=compile, cuda_graphs=cuda_graphs, kv_cache=kv_cache,
                              precision=precision, fused=fused, kernels=kernels, graph_copies=graph_copies,
                              warm=cuda_warm)
-        self._during_forward = None  # what the host runs while the GPU runs the forward (warm_during_forward)
+        self._run_options: dict[str, Any] = {}  # runner.run's keywords: what the host runs during the forward
         if settings.warm_during_forward:
             if not self.runner.is_cuda:
                 raise ValueError("engine.warm_during_forward is a CUDA option: the CPU forward leaves no wait to use")
-            self._during_forward = getattr(sink, "warm", None)
+            if getattr(sink, "warm", None) is not None:
+                self._run_options["during"] = sink.warm
         deadline_ms = settings.deadline_ms or (settings.period_s * 1e3 if settings.tick_hz > 0 else None)
         self.stats = LatencyStats(STAGES, deadline_us=deadline_ms * 1e3 if deadline_ms else None,
                                   deadline_stages=("tick",), recent=4096)
@@ -299,9 +301,9 @@ class Engine:
         self.miss_causes: dict[str, int] = {}  #: deadline misses by cause (MISS_CAUSES), since construction
         self._thread_clock = ThreadClock()
         self.steal_clock = steal_clock
-        self.stolen_us = 0.0  #: steal time of the loop's cores over the ticks (µs; StealClock laps), since construction
+        self.stolen_us = 0.0  #: steal time of the loop's cores over the ticks (µs; StealClock laps)
         self.missed_ticks: deque[dict[str, Any]] = deque(maxlen=MISS_LOG)  #: the last missed ticks (_count_miss)
-        self._t0: float | None = None  # LSL s the first run (or, without one, the first tick) began: missed ticks' ``at_s``
+        self._t0: float | None = None  # LSL s the first run (or else tick) began: missed ticks' ``at_s``
         # what ran between the previous tick and this one (µs): the previous tick, the preparation, the pre-tick
         self._before_tick: dict[str, float] = {}
         self._typical: dict[str, float] = {}  # medians of the MISS_CAUSES stages (µs), refreshed every TYPICAL_EVERY
@@ -374,10 +376,7 @@ class Engine:
         if early is not None and early.t_end_s == t_end:  # tokenized early (_pre_tick): one tick's counts
             info = info.after(early)
         c3 = time.perf_counter_ns()
-        if self._during_forward is not None and isinstance(self.runner, Runner):  # (not the benchmarks' stand-ins)
-            result = self.runner.run(self.tokenizer.arrays(), info.n_input_tokens, during=self._during_forward)
-        else:
-            result = self.runner.run(self.tokenizer.arrays(), info.n_input_tokens)
+        result = self.runner.run(self.tokenizer.arrays(), info.n_input_tokens, **self._run_options)
         c4 = time.perf_counter_ns()
         values = result.values * self.output_std + self.output_mean  # model units -> behaviour units
 

@@ -135,7 +135,8 @@ def build_decoder(config: RunConfig, *, model: POYO | LoadedModel | None = None)
                         device=device, buckets=list(eng.buckets) or None, compile=config.model.compile,
                         kv_cache=config.model.kv_cache, precision=config.model.precision,
                         cuda_graphs=config.model.cuda_graphs, fused=config.model.fused, kernels=config.model.kernels,
-                        graph_copies=config.model.graph_copies, cuda_warm=config.model.cuda_warm, output_mean=loaded.output_mean, output_std=loaded.output_std, clock=lsl.local_clock)
+                        graph_copies=config.model.graph_copies, cuda_warm=config.model.cuda_warm,
+                        output_mean=loaded.output_mean, output_std=loaded.output_std, clock=lsl.local_clock)
     except Exception:
         publisher.close()
         inlet.close()

@@ -354,40 +354,32 @@ class Runner:
         t1 = time.perf_counter_ns()
         host, dev = self._host_inputs[bucket], self._device_inputs[bucket]
         start, h2d_done, fwd_done, d2h_done = self._events
-        if self.graph_copies:  # one replay copies in, runs the forward and copies out
-            start.record()
-            self._graphs[bucket].replay()
-            d2h_done.record()
-            t2 = time.perf_counter_ns()
-            host_us = {"pack": (t1 - t0) / 1e3, "launch": (t2 - t1) / 1e3, **_overlap(during, t2)}
-            t3 = time.perf_counter_ns()
-            d2h_done.synchronize()
-            host_us["sync"] = (time.perf_counter_ns() - t3) / 1e3
-            return ForwardResult(
-                values=self._host_out[0].numpy().copy(), n_input=bucket, h2d_us=math.nan,
-                forward_us=start.elapsed_time(d2h_done) * 1e3, d2h_us=math.nan, host_us=host_us,
-            )
         start.record()
-        dev.copy_(host, non_blocking=True)
-        h2d_done.record()
-        if bucket in self._graphs:
-            out = self._graphs[bucket].replay()
+        if self.graph_copies:  # one replay copies in, runs the forward and copies out
+            self._graphs[bucket].replay()
         else:
-            with torch.inference_mode(), matmul_tf32(self.precision == "tf32"):
-                out = self._cuda_call(self._cuda_module, dev)
-        fwd_done.record()
-        self._host_out.copy_(out, non_blocking=True)
+            dev.copy_(host, non_blocking=True)
+            h2d_done.record()
+            if bucket in self._graphs:
+                out = self._graphs[bucket].replay()
+            else:
+                with torch.inference_mode(), matmul_tf32(self.precision == "tf32"):
+                    out = self._cuda_call(self._cuda_module, dev)
+            fwd_done.record()
+            self._host_out.copy_(out, non_blocking=True)
         d2h_done.record()
         t2 = time.perf_counter_ns()
         host_us = {"pack": (t1 - t0) / 1e3, "launch": (t2 - t1) / 1e3, **_overlap(during, t2)}
         t3 = time.perf_counter_ns()
         d2h_done.synchronize()
         host_us["sync"] = (time.perf_counter_ns() - t3) / 1e3
-        return ForwardResult(
-            values=self._host_out[0].numpy().copy(), n_input=bucket,
-            h2d_us=start.elapsed_time(h2d_done) * 1e3, forward_us=h2d_done.elapsed_time(fwd_done) * 1e3,
-            d2h_us=fwd_done.elapsed_time(d2h_done) * 1e3, host_us=host_us,
-        )
+        if self.graph_copies:  # the copies are inside the graph's span: no times of their own
+            h2d_us, forward_us, d2h_us = math.nan, start.elapsed_time(d2h_done) * 1e3, math.nan
+        else:
+            h2d_us, forward_us, d2h_us = (a.elapsed_time(b) * 1e3 for a, b in
+                                          ((start, h2d_done), (h2d_done, fwd_done), (fwd_done, d2h_done)))
+        return ForwardResult(values=self._host_out[0].numpy().copy(), n_input=bucket, h2d_us=h2d_us,
+                             forward_us=forward_us, d2h_us=d2h_us, host_us=host_us)
 
     def _pack(self, packed: np.ndarray, arrays: dict[str, np.ndarray], n_tokens: int, bucket: int) -> None:
         """The tokenizer's arrays -> the fused forward's packed input, times relative to the window start."""
