@@ -264,6 +264,24 @@ def test_runner_defaults_to_the_triton_forward_on_cuda():
     assert runner.kernels == "triton" and runner.fused is not None
 
 
+@pytest.mark.parametrize("tuning", [{}, {"unroll": True}, {"proc_warps": 8},
+                                    {"unroll": True, "proc_warps": 8, "proc_width": 64}])
+def test_triton_tunings_compiled_equal_the_fused_forward(tuning):
+    """The sweep's tunings of the latents' kernels, compiled for this GPU (the CPU suite checks them under the
+    interpreter, which runs a loop the same whether it is unrolled or not, and a program on one thread whatever
+    its warps): poyo_1.3M on 2,000 spikes equals the fused forward's torch operators within 1e-5."""
+    from poyo_rt.bench.forward import BENCH_CONFIGS, bench_inputs, build_model, fused_inputs
+    from poyo_rt.kernels import TritonPOYO
+    from poyo_rt.model.fused import FusedPOYO
+
+    model = build_model(BENCH_CONFIGS["poyo_1.3M"], n_units=100).cuda()
+    fused = FusedPOYO(model, n_output=1)  # bench_inputs holds one output query
+    packed = fused_inputs(fused, bench_inputs(model, n_spikes=2000, device=torch.device("cuda")))
+    with torch.inference_mode():
+        exact, got = fused(packed), TritonPOYO(fused, **tuning)(packed)
+    assert float((got - exact).abs().max()) <= TOL
+
+
 def test_runner_tf32_is_opt_in_and_within_its_stated_error():
     """model.precision "tf32": the fused forward's torch operators captured with TF32 matmuls, the default
     kernels then torch; close to the fp32 runner (5e-3 of the output scale here; `poyo-rt bench forward

@@ -186,6 +186,23 @@ def test_latent_kernel_tunings_give_the_same_forward():
         tp.TritonPOYO(fused, proc_width=64)
 
 
+def test_unrolled_kernels_give_the_same_forward():
+    """TritonPOYO(unroll=True) (the sweep's tuning) equals fused in both residual layouts: dim 40 (two column
+    chunks: unrolled) and dim 144 (five, the last partial: more than MAX_UNROLL_STEPS, so a loop). The
+    interpreter runs the same loops either way, so this checks the values and the plumbing; what the compiler
+    makes of them (loop-free code, no spills) is checked for sm_90 in tests/test_triton_aot.py."""
+    assert (tp._unroll(64, 32, True), tp._unroll(64, 32, False), tp._unroll(8, 4, True)) == (2, 1, 2)
+    assert tp._unroll(144, 32, True) == 1 and tp._unroll(128, 32, True) == tp.MAX_UNROLL_STEPS == 4
+    for name in ("depth3_head8", "wide"):
+        fused = _fused(name, n_output=2, n_units=40)
+        packed, _ = _window(fused, seed=8, shift=60.0, n_pad=5, max_spikes=300)
+        with torch.inference_mode():
+            exact = fused(packed)
+            for residuals in ("split", "summed"):
+                got = tp.TritonPOYO(fused, residuals=residuals, unroll=True)(packed)
+                assert _max_err(got, exact) <= TOL, (name, residuals)
+
+
 def test_padding_is_ignored_and_results_are_deterministic():
     """Whatever the padding slots hold, the output is bitwise the same (no atomics, masked slots read row 0)."""
     fused = _fused("small", n_output=2)

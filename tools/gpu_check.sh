@@ -20,7 +20,7 @@
 #           a persistent processor pay?), checked for correctness, under a 90 s limit (a barrier that hangs is
 #           killed);
 #   sweep   tools/profile_gpu.py --sweep: the Triton forward's tunings (encoder programs, FFN hidden units,
-#           summed-layout row blocks, the latents' kernels' warps and column chunks);
+#           summed-layout row blocks, the latents' kernels' warps, column chunks and unrolled loops);
 #   bench   `poyo-rt bench forward` on CUDA, both configs: eager, CUDA graph (exact), fused graph, Triton graph
 #           (both residual layouts), TF32 variants; kernel counts and errors per row (the JSON is written after
 #           each config); with COMPILE=1 also the fused graph compiled by inductor (default mode);

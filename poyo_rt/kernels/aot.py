@@ -8,10 +8,14 @@ only seen by the real compiler. Two phases, because a process either interprets 
 1. :func:`record_launches` (in an interpreting process): run :class:`~poyo_rt.kernels.TritonPOYO` once and
    record every kernel launch's argument types, constexpr values and launch options;
 2. :func:`compile_launches` (in a process without the interpreter: ``python -m poyo_rt.kernels.aot FILE``,
-   which :func:`check` starts): compile each distinct launch to a cubin and parse ptxas's report.
+   which :func:`check` starts): compile each distinct launch to a cubin, parse ptxas's report and count the
+   machine code (SASS, from the bundled ``cuobjdump``): instructions and loops. A kernel of these sizes runs
+   one or two programs an SM, one warp a scheduler, so its time follows the instructions each thread runs and
+   their chains; in a loop-free kernel the count is what runs.
 
     TRITON_INTERPRET=1 python -m poyo_rt.kernels.aot --config poyo_1.3M    # both phases, prints a table
     TRITON_INTERPRET=1 python -m poyo_rt.kernels.aot --config poyo_1.3M --residuals both
+    TRITON_INTERPRET=1 python -m poyo_rt.kernels.aot --config poyo_1.3M --unroll    # TritonPOYO(unroll=True) too
 """
 
 from __future__ import annotations
@@ -108,9 +112,27 @@ def _ptxas_report(ptx: str, arch: int, kernel: str) -> dict:
             "spill_load_bytes": int(spills.group(3)) if spills else 0}
 
 
+def _sass_counts(cubin: bytes, arch: int) -> dict:
+    """``{"instructions": N, "loops": L}`` of a cubin's machine code: its SASS instructions (the trailing
+    self-branch and padding NOPs included) and its backward branches (loops)."""
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    cuobjdump = Path(get_ptxas(arch).path).with_name("cuobjdump")  # bundled beside ptxas
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "k.cubin"
+        path.write_bytes(cubin)
+        sass = subprocess.run([str(cuobjdump), "-sass", str(path)], capture_output=True, text=True, check=True).stdout
+    # lines "        /*01a0*/   @!P0 BRA 0x120 ;   /* 0x... */": address, optional predicate, opcode, operands
+    code = re.findall(r"^\s+/\*([0-9a-f]+)\*/\s+(.*?);", sass, flags=re.M)
+    targets = ((int(addr, 16), re.search(r"\bBRA\s+0x([0-9a-f]+)", text)) for addr, text in code)
+    loops = sum(1 for addr, bra in targets if bra and addr - 16 > int(bra.group(1), 16))  # not the self-branch
+    return {"instructions": len(code), "loops": loops}
+
+
 def compile_launches(launches: list[dict], arch: int = 90) -> list[dict]:
     """Compile each recorded launch for ``sm_{arch}``; returns the launches with ``"ok"``, ``"error"`` and,
-    when compiled, ptxas's resource report and the shared memory Triton reserved. Needs the interpreter off."""
+    when compiled, ptxas's resource report, the shared memory Triton reserved and the machine code's size
+    (:func:`_sass_counts`). Needs the interpreter off."""
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         raise RuntimeError("compile_launches needs TRITON_INTERPRET unset (a process that compiles kernels)")
     import triton
@@ -135,7 +157,8 @@ def compile_launches(launches: list[dict], arch: int = 90) -> list[dict]:
                                       target=GPUTarget("cuda", arch, 32), options=launch["options"] or None)
             report.update(ok=True, error=None, shared_bytes=compiled.metadata.shared,
                           num_warps=compiled.metadata.num_warps,
-                          **_ptxas_report(compiled.asm["ptx"], arch, compiled.metadata.name))
+                          **_ptxas_report(compiled.asm["ptx"], arch, compiled.metadata.name),
+                          **_sass_counts(compiled.asm["cubin"], arch))
         except Exception as exc:  # a kernel that does not build is the finding, not a crash of the check
             report.update(ok=False, error=f"{type(exc).__name__}: {str(exc)[:2000]}")
         reports.append(report)
@@ -163,16 +186,18 @@ def check(fused, packed: torch.Tensor, arch: int = 90, timeout_s: float = 600.0,
 
 
 def format_reports(reports: list[dict]) -> str:
-    lines = [f"{'kernel':<28} {'grid':<16} {'warps':>5} {'regs':>5} {'spill st/ld B':>14} {'stack B':>8} "
-             f"{'shared B':>9}  status"]
+    lines = [f"{'kernel':<28} {'grid':<16} {'unroll':>6} {'warps':>5} {'regs':>5} {'spill st/ld B':>14} "
+             f"{'stack B':>8} {'shared B':>9} {'instr':>6} {'loops':>5}  status"]
     for r in reports:
         grid = "x".join(str(g) for g in r["grid"])
+        unroll = {None: "-", True: "yes", False: "no"}[r["args"].get("UNROLL", {}).get("value")]
         if r["ok"]:
-            lines.append(f"{r['kernel']:<28} {grid:<16} {r['num_warps']:>5} {r['registers']:>5} "
+            lines.append(f"{r['kernel']:<28} {grid:<16} {unroll:>6} {r['num_warps']:>5} {r['registers']:>5} "
                          f"{r['spill_store_bytes']:>6}/{r['spill_load_bytes']:<7} {r['stack_bytes']:>8} "
-                         f"{r['shared_bytes']:>9}  ok")
+                         f"{r['shared_bytes']:>9} {r['instructions']:>6} {r['loops']:>5}  ok")
         else:
-            lines.append(f"{r['kernel']:<28} {grid:<16} {'':>5} {'':>5} {'':>14} {'':>8} {'':>9}  {r['error'][:200]}")
+            lines.append(f"{r['kernel']:<28} {grid:<16} {unroll:>6} {'':>5} {'':>5} {'':>14} {'':>8} {'':>9} "
+                         f"{'':>6} {'':>5}  {r['error'][:200]}")
     return "\n".join(lines)
 
 
@@ -182,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arch", type=int, default=90, help="compute capability x 10 (90: H100/H200)")
     ap.add_argument("--residuals", choices=("auto", "split", "summed", "both"), default="auto",
                     help="residual layout(s) of TritonPOYO to compile (default: the one it picks for the config)")
+    ap.add_argument("--unroll", action="store_true",
+                    help="compile TritonPOYO(unroll=True)'s launches too, beside the default's")
     ap.add_argument("--compile", metavar="LAUNCHES_JSON", help=argparse.SUPPRESS)  # phase 2 (child process)
     args = ap.parse_args(argv)
     if args.compile:
@@ -196,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     fused = FusedPOYO(model, n_output=1)
     packed = fused_inputs(fused, bench_inputs(model, n_spikes=2000, device=torch.device("cpu")))
     layouts = ("split", "summed") if args.residuals == "both" else (args.residuals,)
-    reports = check(fused, packed, arch=args.arch, residuals=layouts)
+    tunings = ({}, {"unroll": True}) if args.unroll else ({},)
+    reports = check(fused, packed, arch=args.arch, residuals=layouts, tunings=tunings)
     import triton
 
     print(f"{args.config}: {len(reports)} distinct kernel launches compiled for sm_{args.arch} "

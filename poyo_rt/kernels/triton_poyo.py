@@ -57,7 +57,14 @@ Every matmul is ``tl.dot(..., input_precision=PRECISION)``: ``"tf32x3"`` by defa
 tensor cores; ``"ieee"`` and ``"tf32"`` on request, see :class:`TritonPOYO`). Block sizes are
 powers of two, dot operands at least 16 wide; head dims and model-width chunks are padded with masks.
 ``python -m poyo_rt.kernels.aot --config NAME`` compiles the kernels for sm_90 on a CPU and reports their
-registers and spills (none for poyo_1.3M or dim512_depth2 under ``"tf32x3"``).
+registers and spills (none for poyo_1.3M or dim512_depth2 under ``"tf32x3"``) and their machine code's size.
+
+Shapes fixed by the model (width, head size, heads, hidden units, latents, output queries, residual pieces)
+are ``tl.constexpr``: each model compiles its own kernels (once; only the encoder's key count follows the
+padding bucket), with loop bounds, masks and strides known to the compiler. Compiled for sm_90 by triton 3.9,
+this alone took poyo_1.3M's processor kernels from 247-255 registers a thread to 108-168, and 12-31 % fewer
+instructions a thread (docs/performance.md, thirteenth session).
+``TritonPOYO(unroll=True)`` further unrolls loops of at most MAX_UNROLL_STEPS steps (:func:`_unroll`).
 """
 
 from __future__ import annotations
@@ -104,6 +111,18 @@ SPLIT_MAX_ROW_FLOATS = 4096  # "auto" keeps residual sums split while a row and 
 SUMMED_BLOCK_M = 16
 PROC_WARPS = 4  # warps a program of the processor's attention, and of the split layout's projection and FFN kernels
 SUMMED_PROJ_WARPS = 8
+# TritonPOYO(unroll=True): loops of at most this many steps are unrolled whole (poyo_1.3M's are 1-4 steps; dim 512's
+# 16-step K loops unrolled spilled ~120 B-1.3 KB a thread on sm_90, so loops that long stay loops)
+MAX_UNROLL_STEPS = 4
+
+
+@triton.constexpr_function
+def _unroll(n, step, unroll):
+    """``loop_unroll_factor`` of a loop over ``range(0, n, step)`` (all constexpr): its whole step count when
+    ``unroll`` and that is at most MAX_UNROLL_STEPS, else 1 (a loop). Shapes are constexpr in the kernels, so an
+    unrolled loop is straight code: no loop counters, masks and addresses folded, loads free to be issued early."""
+    steps = -(-n // step)
+    return steps if unroll and steps <= MAX_UNROLL_STEPS else 1
 
 
 # ------------------------------------------------------------------------------------- device helpers
@@ -180,25 +199,25 @@ def _out_proj_block(o_cos, o_sin, wo_ptr, head, head_dim, offs_h, mask_h, offs_c
 
 @triton.jit
 def _load_state(base_ptr, base_rows, pieces_ptr, n_pieces, bias_ptr, offs_m, mask_m, offs_d, mask_d, n_rows, dim,
-                HAS_PIECES: tl.constexpr):
+                HAS_PIECES: tl.constexpr, UNROLL: tl.constexpr):
     """Columns ``offs_d`` of rows of a :class:`State`: ``base[base_rows] + (sum_c pieces[c, offs_m] + bias)``
     (BM, BD), 0 where masked; base (*, dim), pieces (C, n_rows, dim) added in order; without ``HAS_PIECES``
     just the base rows."""
     mask = mask_m[:, None] & mask_d[None, :]
     x = tl.load(base_ptr + base_rows[:, None] * dim + offs_d[None, :], mask=mask, other=0.0)
     if HAS_PIECES:
-        x = x + (_sum_pieces(pieces_ptr, n_pieces, offs_m, offs_d, mask, n_rows, dim)
+        x = x + (_sum_pieces(pieces_ptr, n_pieces, offs_m, offs_d, mask, n_rows, dim, UNROLL)
                  + tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0)[None, :])
     return x
 
 
 @triton.jit
-def _sum_pieces(pieces_ptr, n_pieces, offs_m, offs_d, mask, n_rows, dim):
+def _sum_pieces(pieces_ptr, n_pieces, offs_m, offs_d, mask, n_rows, dim, UNROLL: tl.constexpr):
     """``sum_c pieces[c, offs_m, offs_d]`` (BM, BD) of a (C, n_rows, dim) tensor, PIECES_STEP pieces a load
     (one memory round trip each, not one per piece: a loop of plain loads is not software-pipelined), in a
     fixed order."""
     total = tl.zeros([offs_m.shape[0], offs_d.shape[0]], tl.float32)
-    for c0 in range(0, n_pieces, PIECES_STEP):
+    for c0 in tl.range(0, n_pieces, PIECES_STEP, loop_unroll_factor=_unroll(n_pieces, PIECES_STEP, UNROLL)):
         offs_c = c0 + tl.arange(0, PIECES_STEP)
         ptrs = pieces_ptr + ((offs_c[:, None, None] * n_rows + offs_m[None, :, None]) * dim + offs_d[None, None, :])
         tile = tl.load(ptrs, mask=(offs_c < n_pieces)[:, None, None] & mask[None, :, :], other=0.0)
@@ -209,26 +228,26 @@ def _sum_pieces(pieces_ptr, n_pieces, offs_m, offs_d, mask, n_rows, dim):
 @triton.jit
 def _ln_project_pair(x_ptr, base_rows, pieces_ptr, n_pieces, bias_ptr, offs_m, mask_m, n_rows, dim, ln_w_ptr, ln_b_ptr,
                      w_ptr, w_rows, mask_h, eps, HAS_PIECES: tl.constexpr, BLOCK_M: tl.constexpr,
-                     BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr, PRECISION: tl.constexpr):
+                     BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr, PRECISION: tl.constexpr, UNROLL: tl.constexpr):
     """``LayerNorm(x) @ W[w_rows]^T`` and ``... @ W[w_rows ^ 1]^T`` (BM, BH) each (the projection and its
     pair-swapped twin, for a rotation), x the rows of a :class:`State` (see :func:`_load_state`) read in
     column chunks of BLOCK_K twice: the LayerNorm statistics, then the projection's K loop."""
     mean = tl.zeros([BLOCK_M], tl.float32)
     m2 = tl.zeros([BLOCK_M], tl.float32)
-    for k0 in range(0, dim, BLOCK_K):
+    for k0 in tl.range(0, dim, BLOCK_K, loop_unroll_factor=_unroll(dim, BLOCK_K, UNROLL)):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mask_k = offs_k < dim
         x = _load_state(x_ptr, base_rows, pieces_ptr, n_pieces, bias_ptr, offs_m, mask_m, offs_k, mask_k, n_rows,
-                        dim, HAS_PIECES)
+                        dim, HAS_PIECES, UNROLL)
         mean, m2 = _stats_update(mean, m2, x, k0, mask_k)
     rstd = 1.0 / tl.sqrt(m2 / dim + eps)
     y = tl.zeros([BLOCK_M, BLOCK_H], tl.float32)
     y_sw = tl.zeros([BLOCK_M, BLOCK_H], tl.float32)
-    for k0 in range(0, dim, BLOCK_K):
+    for k0 in tl.range(0, dim, BLOCK_K, loop_unroll_factor=_unroll(dim, BLOCK_K, UNROLL)):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mask_k = offs_k < dim
         x = _load_state(x_ptr, base_rows, pieces_ptr, n_pieces, bias_ptr, offs_m, mask_m, offs_k, mask_k, n_rows,
-                        dim, HAS_PIECES)
+                        dim, HAS_PIECES, UNROLL)
         xn = _normalize(x, mean, rstd, offs_k, mask_k, ln_w_ptr, ln_b_ptr)
         y += _linear_t(xn, w_ptr, w_rows, mask_h, offs_k, mask_k, dim, PRECISION)
         y_sw += _linear_t(xn, w_ptr, w_rows ^ 1, mask_h, offs_k, mask_k, dim, PRECISION)
@@ -257,10 +276,11 @@ def _store_rows(ptr, x, group, n_rows, offs_m, mask_m, offs_c, mask_c, width):
 
 # ------------------------------------------------------------------------------------------- kernels
 @triton.jit
-def _ln_proj_rotate_kernel(x_ptr, pieces_ptr, n_pieces, bias_ptr, ln_w_ptr, ln_b_ptr, w_ptr, cos_ptr, sin_ptr,
-                           out_ptr, n_rows, dim, head_dim, n_rot_groups, eps,
+def _ln_proj_rotate_kernel(x_ptr, pieces_ptr, n_pieces: tl.constexpr, bias_ptr, ln_w_ptr, ln_b_ptr, w_ptr, cos_ptr,
+                           sin_ptr, out_ptr, n_rows: tl.constexpr, dim: tl.constexpr, head_dim: tl.constexpr,
+                           n_rot_groups: tl.constexpr, eps,
                            HAS_PIECES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
-                           BLOCK_H: tl.constexpr, PRECISION: tl.constexpr):
+                           BLOCK_H: tl.constexpr, PRECISION: tl.constexpr, UNROLL: tl.constexpr):
     """out[g] = rotate(LayerNorm(x) @ W[g*H:(g+1)*H]^T) for groups g < n_rot_groups, unrotated beyond.
 
     x (N, dim): a :class:`State` (x_ptr, pieces, bias), read in column chunks of BLOCK_K twice (the
@@ -273,7 +293,7 @@ def _ln_proj_rotate_kernel(x_ptr, pieces_ptr, n_pieces, bias_ptr, ln_w_ptr, ln_b
     mask_m, mask_h = offs_m < n_rows, offs_h < head_dim
     y, y_sw = _ln_project_pair(x_ptr, offs_m, pieces_ptr, n_pieces, bias_ptr, offs_m, mask_m, n_rows, dim, ln_w_ptr,
                                ln_b_ptr, w_ptr, group * head_dim + offs_h, mask_h, eps, HAS_PIECES, BLOCK_M, BLOCK_K,
-                               BLOCK_H, PRECISION)
+                               BLOCK_H, PRECISION, UNROLL)
     cos, sin = _angles_from_table(cos_ptr, sin_ptr, offs_m, mask_m, offs_h, mask_h, head_dim)
     rotated = group < n_rot_groups
     cos = tl.where(rotated, cos, 1.0)
@@ -283,7 +303,8 @@ def _ln_proj_rotate_kernel(x_ptr, pieces_ptr, n_pieces, bias_ptr, ln_w_ptr, ln_b
 
 @triton.jit
 def _encoder_attention_kernel(q_ptr, table_ptr, packed_ptr, omega_ptr, acc_ptr, m_ptr, l_ptr,
-                              n_q, n_keys, head_dim, n_heads, keys_per_split, scale,
+                              n_q: tl.constexpr, n_keys, head_dim: tl.constexpr, n_heads: tl.constexpr,
+                              keys_per_split, scale,
                               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_P: tl.constexpr,
                               PRECISION: tl.constexpr):
     """:class:`Partials` of the encoder cross-attention for one (key split, head, query block).
@@ -339,7 +360,7 @@ def _encoder_attention_kernel(q_ptr, table_ptr, packed_ptr, omega_ptr, acc_ptr, 
 
 @triton.jit
 def _combine_proj_kernel(acc_ptr, m_ptr, l_ptr, n_splits, cos_ptr, sin_ptr, wo_ptr, out_ptr,
-                         n_rows, dim, head_dim, PROJECT: tl.constexpr,
+                         n_rows: tl.constexpr, dim: tl.constexpr, head_dim: tl.constexpr, PROJECT: tl.constexpr,
                          BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr,
                          BLOCK_S: tl.constexpr, PRECISION: tl.constexpr):
     """P[head][:, cols] = (unrotate(o_head) @ Wo[:, head]^T)[:, cols] (N, dim) for one (row block, head,
@@ -384,11 +405,12 @@ def _combine_proj_kernel(acc_ptr, m_ptr, l_ptr, n_splits, cos_ptr, sin_ptr, wo_p
 
 
 @triton.jit
-def _attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, wo_ptr, out_ptr, n_q, n_keys, head_dim, scale,
-                      emb_ptr, ln_w_ptr, ln_b_ptr, wq_ptr, packed_ptr, rows_off, times_off, omega_ptr, dim, eps,
+def _attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, wo_ptr, out_ptr, n_q: tl.constexpr, n_keys: tl.constexpr,
+                      head_dim: tl.constexpr, scale, emb_ptr, ln_w_ptr, ln_b_ptr, wq_ptr, packed_ptr, rows_off,
+                      times_off, omega_ptr, dim: tl.constexpr, eps,
                       Q_FROM_EMB: tl.constexpr, UNROTATE: tl.constexpr, PROJECT: tl.constexpr,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
-                      PRECISION: tl.constexpr):
+                      PRECISION: tl.constexpr, UNROLL: tl.constexpr):
     """P[head] = unrotate(softmax(q k^T / sqrt(H)) v) @ Wo[:, head]^T (Nq, dim) for one (head, query block).
 
     k, v (h, Nk, H) head-major; Wo (dim, h*H); ``UNROTATE``: rotate the output back by cos/sin (Nq, H/2).
@@ -408,7 +430,7 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, wo_ptr, out_ptr, n_
         rows = tl.load(packed_ptr + rows_off + offs_m, mask=mask_m, other=0.0).to(tl.int64)
         y, y_sw = _ln_project_pair(emb_ptr, rows, emb_ptr, 0, emb_ptr, offs_m, mask_m, n_q, dim, ln_w_ptr, ln_b_ptr,
                                    wq_ptr, head * head_dim + offs_h, mask_h, eps, False, BLOCK_M, BLOCK_K, BLOCK_H,
-                                   PRECISION)
+                                   PRECISION, UNROLL)
         times = tl.load(packed_ptr + times_off + offs_m, mask=mask_m, other=0.0)
         cos, sin = _angles_from_times(times, omega_ptr, offs_h, mask_h)
         q = _rotate(y, y_sw, cos, sin, offs_h)
@@ -418,7 +440,7 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, wo_ptr, out_ptr, n_
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_H], tl.float32)
-    for start in range(0, n_keys, BLOCK_N):
+    for start in tl.range(0, n_keys, BLOCK_N, loop_unroll_factor=_unroll(n_keys, BLOCK_N, UNROLL)):
         keys = start + tl.arange(0, BLOCK_N)
         valid = keys < n_keys
         k_t = tl.load(k_ptr + (head * n_keys + keys[None, :]) * head_dim + offs_h[:, None],
@@ -436,7 +458,7 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, wo_ptr, out_ptr, n_
             o_cos, o_sin = o * cos, o * (sin * sign[None, :])
         else:
             o_cos, o_sin = o, o
-        for c0 in range(0, dim, BLOCK_K):
+        for c0 in tl.range(0, dim, BLOCK_K, loop_unroll_factor=_unroll(dim, BLOCK_K, UNROLL)):
             offs_c = c0 + tl.arange(0, BLOCK_K)
             mask_c = offs_c < dim
             p = _out_proj_block(o_cos, o_sin, wo_ptr, head, head_dim, offs_h, mask_h, offs_c, mask_c,
@@ -448,14 +470,15 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, wo_ptr, out_ptr, n_
 
 @triton.jit
 def _x1_chunk(x_ptr, x_rows, pieces_ptr, n_pieces, bias_ptr, proj_ptr, n_heads, bo_ptr, offs_m, mask_m, offs_k,
-              mask_k, n_rows, dim, HAS_PIECES: tl.constexpr, HAS_PROJ: tl.constexpr, HAS_OUT_BIAS: tl.constexpr):
+              mask_k, n_rows, dim, HAS_PIECES: tl.constexpr, HAS_PROJ: tl.constexpr, HAS_OUT_BIAS: tl.constexpr,
+              UNROLL: tl.constexpr):
     """Columns ``offs_k`` (BM, BK) of ``x1 = x + (sum_h P[h] + bo)`` (see :func:`_ffn_kernel`); 0 where masked.
     Without ``HAS_PROJ`` just the rows of x."""
     x = _load_state(x_ptr, x_rows, pieces_ptr, n_pieces, bias_ptr, offs_m, mask_m, offs_k, mask_k, n_rows, dim,
-                    HAS_PIECES)
+                    HAS_PIECES, UNROLL)
     if HAS_PROJ:
         mask = mask_m[:, None] & mask_k[None, :]
-        proj = _sum_pieces(proj_ptr, n_heads, offs_m, offs_k, mask, n_rows, dim)
+        proj = _sum_pieces(proj_ptr, n_heads, offs_m, offs_k, mask, n_rows, dim, UNROLL)
         if HAS_OUT_BIAS:
             proj += tl.load(bo_ptr + offs_k, mask=mask_k, other=0.0)[None, :]
         x = x + proj
@@ -463,11 +486,12 @@ def _x1_chunk(x_ptr, x_rows, pieces_ptr, n_pieces, bias_ptr, proj_ptr, n_heads, 
 
 
 @triton.jit
-def _ffn_kernel(x_ptr, x_rows_off, packed_ptr, pieces_ptr, n_pieces, bias_ptr, proj_ptr, n_heads, bo_ptr,
-                ln_w_ptr, ln_b_ptr, w1_ptr, b1_ptr, w2_ptr, x1_ptr, f_ptr, n_rows, dim, hidden, eps,
+def _ffn_kernel(x_ptr, x_rows_off, packed_ptr, pieces_ptr, n_pieces: tl.constexpr, bias_ptr, proj_ptr,
+                n_heads: tl.constexpr, bo_ptr, ln_w_ptr, ln_b_ptr, w1_ptr, b1_ptr, w2_ptr, x1_ptr, f_ptr,
+                n_rows: tl.constexpr, dim: tl.constexpr, hidden: tl.constexpr, eps,
                 X_GATHER: tl.constexpr, HAS_PIECES: tl.constexpr, HAS_OUT_BIAS: tl.constexpr,
                 PROJECT_OUT: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_F: tl.constexpr,
-                PRECISION: tl.constexpr):
+                PRECISION: tl.constexpr, UNROLL: tl.constexpr):
     """The residual of an attention, then one hidden chunk of its FFN, for one (row block, chunk):
     ``x1 = x + (sum_h P[h] + bo)``; ``F[chunk] = GEGLU(LayerNorm(x1) @ W1^T + b1)[:, chunk] @ W2[:, chunk]^T``.
 
@@ -491,11 +515,11 @@ def _ffn_kernel(x_ptr, x_rows_off, packed_ptr, pieces_ptr, n_pieces, bias_ptr, p
     x1_rows = tl.where(chunk == 0, n_rows, 0)  # the chunk-0 programs write x1
     mean = tl.zeros([BLOCK_M], tl.float32)
     m2 = tl.zeros([BLOCK_M], tl.float32)
-    for k0 in range(0, dim, BLOCK_K):
+    for k0 in tl.range(0, dim, BLOCK_K, loop_unroll_factor=_unroll(dim, BLOCK_K, UNROLL)):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mask_k = offs_k < dim
         x = _x1_chunk(x_ptr, x_rows, pieces_ptr, n_pieces, bias_ptr, proj_ptr, n_heads, bo_ptr, offs_m, mask_m,
-                      offs_k, mask_k, n_rows, dim, HAS_PIECES, PROJECT_OUT, HAS_OUT_BIAS)
+                      offs_k, mask_k, n_rows, dim, HAS_PIECES, PROJECT_OUT, HAS_OUT_BIAS, UNROLL)
         if PROJECT_OUT:
             tl.store(x1_ptr + offs_m[:, None] * dim + offs_k[None, :], x,
                      mask=(offs_m < x1_rows)[:, None] & mask_k[None, :])
@@ -503,11 +527,11 @@ def _ffn_kernel(x_ptr, x_rows_off, packed_ptr, pieces_ptr, n_pieces, bias_ptr, p
     rstd = 1.0 / tl.sqrt(m2 / dim + eps)
     a = tl.zeros([BLOCK_M, BLOCK_F], tl.float32)
     g = tl.zeros([BLOCK_M, BLOCK_F], tl.float32)
-    for k0 in range(0, dim, BLOCK_K):
+    for k0 in tl.range(0, dim, BLOCK_K, loop_unroll_factor=_unroll(dim, BLOCK_K, UNROLL)):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mask_k = offs_k < dim
         x = _x1_chunk(x_ptr, x_rows, pieces_ptr, n_pieces, bias_ptr, proj_ptr, n_heads, bo_ptr, offs_m, mask_m,
-                      offs_k, mask_k, n_rows, dim, HAS_PIECES, PROJECT_OUT, HAS_OUT_BIAS)
+                      offs_k, mask_k, n_rows, dim, HAS_PIECES, PROJECT_OUT, HAS_OUT_BIAS, UNROLL)
         xn = _normalize(x, mean, rstd, offs_k, mask_k, ln_w_ptr, ln_b_ptr)
         a += _linear_t(xn, w1_ptr, offs_f, mask_f, offs_k, mask_k, dim, PRECISION)
         g += _linear_t(xn, w1_ptr, hidden + offs_f, mask_f, offs_k, mask_k, dim, PRECISION)
@@ -515,7 +539,7 @@ def _ffn_kernel(x_ptr, x_rows_off, packed_ptr, pieces_ptr, n_pieces, bias_ptr, p
     g += tl.load(b1_ptr + hidden + offs_f, mask=mask_f, other=0.0)[None, :]
     act = a * (g * 0.5 * (1.0 + tl.erf(g * 0.7071067811865476)))  # GEGLU (erf GELU); 0 where masked
     if PROJECT_OUT:
-        for c0 in range(0, dim, BLOCK_K):
+        for c0 in tl.range(0, dim, BLOCK_K, loop_unroll_factor=_unroll(dim, BLOCK_K, UNROLL)):
             offs_c = c0 + tl.arange(0, BLOCK_K)
             mask_c = offs_c < dim
             f = _linear_t(act, w2_ptr, offs_c, mask_c, offs_f, mask_f, hidden, PRECISION)
@@ -526,10 +550,10 @@ def _ffn_kernel(x_ptr, x_rows_off, packed_ptr, pieces_ptr, n_pieces, bias_ptr, p
 
 @triton.jit
 def _proj_residual_kernel(a_ptr, w_ptr, bias_ptr, res_ptr, packed_ptr, res_rows_off, cos_ptr, sin_ptr, out_ptr,
-                          n_rows, k_dim, dim, head_dim,
+                          n_rows: tl.constexpr, k_dim: tl.constexpr, dim: tl.constexpr, head_dim: tl.constexpr,
                           UNROTATE: tl.constexpr, RES_GATHER: tl.constexpr, HAS_BIAS: tl.constexpr,
                           BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_C: tl.constexpr,
-                          PRECISION: tl.constexpr):
+                          PRECISION: tl.constexpr, UNROLL: tl.constexpr):
     """out = res + a' @ W^T (+ bias) (N, dim), one (row block, column block of BLOCK_C) a program: a residual
     add with its sum done in one place (summed residuals).
 
@@ -542,7 +566,7 @@ def _proj_residual_kernel(a_ptr, w_ptr, bias_ptr, res_ptr, packed_ptr, res_rows_
     offs_c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask_m, mask_c = offs_m < n_rows, offs_c < dim
     y = tl.zeros([BLOCK_M, BLOCK_C], tl.float32)
-    for k0 in range(0, k_dim, BLOCK_K):
+    for k0 in tl.range(0, k_dim, BLOCK_K, loop_unroll_factor=_unroll(k_dim, BLOCK_K, UNROLL)):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mask_k = offs_k < k_dim
         mask = mask_m[:, None] & mask_k[None, :]
@@ -564,20 +588,21 @@ def _proj_residual_kernel(a_ptr, w_ptr, bias_ptr, res_ptr, packed_ptr, res_rows_
 
 
 @triton.jit
-def _readout_kernel(x_ptr, pieces_ptr, n_pieces, bias_ptr, wr_ptr, br_ptr, out_ptr, n_rows, dim, d_out,
+def _readout_kernel(x_ptr, pieces_ptr, n_pieces: tl.constexpr, bias_ptr, wr_ptr, br_ptr, out_ptr,
+                    n_rows: tl.constexpr, dim: tl.constexpr, d_out: tl.constexpr,
                     HAS_PIECES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK_O: tl.constexpr,
-                    PRECISION: tl.constexpr):
+                    PRECISION: tl.constexpr, UNROLL: tl.constexpr):
     """out = x @ Wr^T + br (N, d_out) for x (N, dim) a :class:`State`, read in column chunks of BLOCK_K (the
     K loop). Grid (cdiv(N, BLOCK_M),)."""
     offs_m = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_o = tl.arange(0, BLOCK_O)
     mask_m, mask_o = offs_m < n_rows, offs_o < d_out
     y = tl.zeros([BLOCK_M, BLOCK_O], tl.float32)
-    for k0 in range(0, dim, BLOCK_K):
+    for k0 in tl.range(0, dim, BLOCK_K, loop_unroll_factor=_unroll(dim, BLOCK_K, UNROLL)):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         mask_k = offs_k < dim
         x = _load_state(x_ptr, offs_m, pieces_ptr, n_pieces, bias_ptr, offs_m, mask_m, offs_k, mask_k, n_rows, dim,
-                        HAS_PIECES)
+                        HAS_PIECES, UNROLL)
         y += _linear_t(x, wr_ptr, offs_o, mask_o, offs_k, mask_k, dim, PRECISION)
     y += tl.load(br_ptr + offs_o, mask=mask_o, other=0.0)[None, :]
     _store_rows(out_ptr, y, 0, n_rows, offs_m, mask_m, offs_o, mask_o, d_out)
@@ -635,7 +660,7 @@ def _empty(*shape: int, like: Tensor) -> Tensor:
 
 def ln_proj_rotate(x: State, ln: nn.LayerNorm, weight: Tensor, cos: Tensor, sin: Tensor, *, head_dim: int,
                    n_rot_groups: int, precision: str = DEFAULT_PRECISION, block_m: int = PROJ_BLOCK_M,
-                   num_warps: int = PROC_WARPS, max_width: int = MAX_WIDTH_BLOCK) -> Tensor:
+                   num_warps: int = PROC_WARPS, max_width: int = MAX_WIDTH_BLOCK, unroll: bool = False) -> Tensor:
     """``rotate(LayerNorm(x) @ weight^T)`` head-major: x (N, dim), weight (G*H, dim), cos/sin (N, H/2) ->
     (G, N, H); groups >= ``n_rot_groups`` are not rotated. block_m rows a program, on num_warps warps, model
     columns in chunks of at most max_width."""
@@ -645,7 +670,7 @@ def ln_proj_rotate(x: State, ln: nn.LayerNorm, weight: Tensor, cos: Tensor, sin:
     _ln_proj_rotate_kernel[(triton.cdiv(n_rows, block_m), n_groups)](
         *x.args(), ln.weight, ln.bias, weight, cos, sin, out, n_rows, dim, head_dim, n_rot_groups, LN_EPS,
         HAS_PIECES=x.pieces is not None, BLOCK_M=block_m, BLOCK_K=_width_block(dim, max_width), BLOCK_H=_block(head_dim),
-        PRECISION=_precision(precision), num_warps=num_warps)
+        PRECISION=_precision(precision), UNROLL=unroll, num_warps=num_warps)
     return out
 
 
@@ -704,7 +729,7 @@ def combine_proj(parts: Partials, cos: Tensor, sin: Tensor, wo: Tensor | None, *
 
 def attention(q: Tensor, k: Tensor, v: Tensor, wo: Tensor | None, cos: Tensor, sin: Tensor, *,
               precision: str = DEFAULT_PRECISION, num_warps: int = PROC_WARPS,
-              max_width: int = MAX_WIDTH_BLOCK) -> Tensor:
+              max_width: int = MAX_WIDTH_BLOCK, unroll: bool = False) -> Tensor:
     """Per-head out-projections (h, Nq, dim) of ``softmax(q k^T / sqrt(H)) v`` rotated back by cos/sin
     (Nq, H/2): q (h, Nq, H), k, v (h, Nk, H) contiguous, wo (dim, h*H); with ``wo=None`` the heads'
     outputs (Nq, h*H), not rotated back. num_warps warps a program, output columns in blocks of at most
@@ -716,13 +741,13 @@ def attention(q: Tensor, k: Tensor, v: Tensor, wo: Tensor | None, cos: Tensor, s
         q, q, q, q, q, 0, 0, q, dim, LN_EPS,  # decoder-query arguments, unused
         Q_FROM_EMB=False, UNROTATE=True, PROJECT=wo is not None, BLOCK_M=ATTN_BLOCK_M, BLOCK_N=BLOCK_N,
         BLOCK_H=_block(head_dim), BLOCK_K=_width_block(dim, max_width), PRECISION=_precision(precision),
-        num_warps=num_warps)
+        UNROLL=unroll, num_warps=num_warps)
     return out
 
 
 def decoder_attention(emb: Tensor, ln: nn.LayerNorm, wq: Tensor, packed: Tensor, rows_off: int, times_off: int,
                       n_q: int, omega: Tensor, k: Tensor, v: Tensor, wo: Tensor | None, *,
-                      precision: str = DEFAULT_PRECISION) -> Tensor:
+                      precision: str = DEFAULT_PRECISION, unroll: bool = False) -> Tensor:
     """Per-head out-projections (h, n_q, dim) of the decoder cross-attention (values not rotated): queries
     ``rotate(LayerNorm(emb[rows]) @ wq^T, times)``, rows / float64 times the ``n_q`` packed entries at
     ``rows_off`` / ``times_off``; k (rotated), v (h, Nk, H); wo (dim, h*H); with ``wo=None`` the heads'
@@ -734,14 +759,14 @@ def decoder_attention(emb: Tensor, ln: nn.LayerNorm, wq: Tensor, packed: Tensor,
         k, k, v, k, k, k if wo is None else wo, out, n_q, n_keys, head_dim, head_dim ** -0.5,  # q, cos, sin unused
         emb, ln.weight, ln.bias, wq, packed, rows_off, times_off, omega, dim, LN_EPS,
         Q_FROM_EMB=True, UNROTATE=False, PROJECT=wo is not None, BLOCK_M=ATTN_BLOCK_M, BLOCK_N=BLOCK_N,
-        BLOCK_H=_block(head_dim), BLOCK_K=_width_block(dim), PRECISION=_precision(precision))
+        BLOCK_H=_block(head_dim), BLOCK_K=_width_block(dim), PRECISION=_precision(precision), UNROLL=unroll)
     return out
 
 
 def project_residual(a: Tensor, linear: nn.Linear, residual: Tensor, *, bias: bool = True,
                      rotation: tuple[Tensor, Tensor] | None = None, head_dim: int = 0,
                      residual_rows: tuple[Tensor, int] | None = None, precision: str = DEFAULT_PRECISION,
-                     block_m: int = SUMMED_BLOCK_M) -> Tensor:
+                     block_m: int = SUMMED_BLOCK_M, unroll: bool = False) -> Tensor:
     """``residual + linear(a')`` (N, dim) in one kernel, a' = ``a`` (N, K) rotated back head by head by
     ``rotation`` = cos, sin (N, H/2) when given (attention outputs of ``head_dim`` channels a head).
 
@@ -758,13 +783,14 @@ def project_residual(a: Tensor, linear: nn.Linear, residual: Tensor, *, bias: bo
         a, linear.weight, linear.bias if bias else a, residual, packed, rows_off, cos, sin, out,
         n_rows, k_dim, dim, max(head_dim, 1),
         UNROTATE=rotation is not None, RES_GATHER=residual_rows is not None, HAS_BIAS=bias,
-        BLOCK_M=block_m, BLOCK_K=MAX_WIDTH_BLOCK, BLOCK_C=block_c, PRECISION=_precision(precision))
+        BLOCK_M=block_m, BLOCK_K=MAX_WIDTH_BLOCK, BLOCK_C=block_c, PRECISION=_precision(precision), UNROLL=unroll)
     return out
 
 
 def ffn(x: State, proj: Tensor, to_out: nn.Linear, block: nn.Sequential, *, out_bias: bool = True,
         x_rows: tuple[Tensor, int] | None = None, precision: str = DEFAULT_PRECISION,
-        block_f: int = FFN_BLOCK_F, num_warps: int = PROC_WARPS, max_width: int = MAX_WIDTH_BLOCK) -> State:
+        block_f: int = FFN_BLOCK_F, num_warps: int = PROC_WARPS, max_width: int = MAX_WIDTH_BLOCK,
+        unroll: bool = False) -> State:
     """``x1 = x + (sum_h proj[h] + to_out.bias)``, then ``x1 + block(x1)`` as a :class:`State`.
 
     proj (h, N, dim) per-head out-projections; out_bias: False where ``x`` already holds the bias;
@@ -784,12 +810,12 @@ def ffn(x: State, proj: Tensor, to_out: nn.Linear, block: nn.Sequential, *, out_
         net[0].weight, net[0].bias, net[3].weight, x1, pieces, n_rows, dim, hidden, LN_EPS,
         X_GATHER=x_rows is not None, HAS_PIECES=x.pieces is not None, HAS_OUT_BIAS=out_bias, PROJECT_OUT=True,
         BLOCK_M=ROW_BLOCK_M, BLOCK_K=_width_block(dim, max_width), BLOCK_F=block_f, PRECISION=_precision(precision),
-        num_warps=num_warps)
+        UNROLL=unroll, num_warps=num_warps)
     return State(x1, pieces, net[3].bias)
 
 
 def ffn_hidden(x: Tensor, block: nn.Sequential, *, precision: str = DEFAULT_PRECISION,
-               block_m: int = SUMMED_BLOCK_M, block_f: int = FFN_BLOCK_F) -> Tensor:
+               block_m: int = SUMMED_BLOCK_M, block_f: int = FFN_BLOCK_F, unroll: bool = False) -> Tensor:
     """The FFN's activations ``GEGLU(LayerNorm(x) @ W1^T + b1)`` (N, hidden) of whole rows x (N, dim)
     (summed residuals: :func:`project_residual` with ``W2`` then adds them to ``x``); block_m rows and
     block_f hidden units a program."""
@@ -801,18 +827,20 @@ def ffn_hidden(x: Tensor, block: nn.Sequential, *, precision: str = DEFAULT_PREC
         x, 0, x, x, 0, x, x, 0, x, ln.weight, ln.bias, net[0].weight, net[0].bias, net[3].weight, x, act,
         n_rows, dim, hidden, LN_EPS,
         X_GATHER=False, HAS_PIECES=False, HAS_OUT_BIAS=False, PROJECT_OUT=False,
-        BLOCK_M=block_m, BLOCK_K=_width_block(dim), BLOCK_F=block_f, PRECISION=_precision(precision))
+        BLOCK_M=block_m, BLOCK_K=_width_block(dim), BLOCK_F=block_f, PRECISION=_precision(precision),
+        UNROLL=unroll)
     return act
 
 
-def readout(x: State, linear: nn.Linear, *, precision: str = DEFAULT_PRECISION) -> Tensor:
+def readout(x: State, linear: nn.Linear, *, precision: str = DEFAULT_PRECISION, unroll: bool = False) -> Tensor:
     """``linear(x)`` (N, D_out) of a :class:`State`."""
     n_rows, dim = x.base.shape
     d_out = linear.out_features
     out = _empty(n_rows, d_out, like=x.base)
     _readout_kernel[(triton.cdiv(n_rows, ROW_BLOCK_M),)](
         *x.args(), linear.weight, linear.bias, out, n_rows, dim, d_out, HAS_PIECES=x.pieces is not None,
-        BLOCK_M=ROW_BLOCK_M, BLOCK_K=_width_block(dim), BLOCK_O=_block(d_out), PRECISION=_precision(precision))
+        BLOCK_M=ROW_BLOCK_M, BLOCK_K=_width_block(dim), BLOCK_O=_block(d_out), PRECISION=_precision(precision),
+        UNROLL=unroll)
     return out
 
 
@@ -877,12 +905,20 @@ class TritonPOYO:
         proc_width: model columns those kernels take at once (32, or 64 with ``proc_warps=8``: a dim-64 row
             in one chunk, so the LayerNorm statistics and the projection's K loop take one round trip each
             instead of two; at 4 warps 64 spills ~400 B a thread on sm_90, at 8 none).
+        unroll: unroll the latent and output kernels' loops of at most MAX_UNROLL_STEPS steps (LayerNorm
+            and projection column chunks, key blocks, residual pieces) into straight code. The kernels know
+            every shape but the input's as a compile-time constant, so an unrolled loop has no counters or
+            masks left to compute and its loads can all be issued at once. Compiled for sm_90, poyo_1.3M's
+            attention, projection and FFN kernels then run ~40 % fewer instructions a thread, with no loop
+            left and fewer registers (``python -m poyo_rt.kernels.aot --config poyo_1.3M --unroll``; dim
+            512's long loops stay loops). Off by default until timed on a GPU.
         (All tunings; ``tools/profile_gpu.py --sweep`` times them against each other on a GPU.)
     """
 
     def __init__(self, fused: FusedPOYO, *, precision: str = DEFAULT_PRECISION, residuals: str = "auto",
                  encoder_programs: int = ENC_TARGET_PROGRAMS, summed_block_m: int = SUMMED_BLOCK_M,
-                 ffn_block_f: int = FFN_BLOCK_F, proc_warps: int = PROC_WARPS, proc_width: int = MAX_WIDTH_BLOCK):
+                 ffn_block_f: int = FFN_BLOCK_F, proc_warps: int = PROC_WARPS, proc_width: int = MAX_WIDTH_BLOCK,
+                 unroll: bool = False):
         if residuals not in RESIDUAL_LAYOUTS:
             raise ValueError(f"residuals must be one of {RESIDUAL_LAYOUTS}, got {residuals!r}")
         if encoder_programs < 1 or summed_block_m not in (16, 32, 64, 128) or ffn_block_f not in (16, 32, 64, 128):
@@ -901,17 +937,18 @@ class TritonPOYO:
             raise ValueError(f"proc_width must be 32, or 64 with proc_warps=8 (64 on 4 warps spills registers); "
                              f"got {proc_width} with proc_warps={proc_warps}")
         self.proc_warps, self.proc_width = int(proc_warps), int(proc_width)
+        self.unroll = bool(unroll)
 
     def __call__(self, packed: Tensor) -> Tensor:
         """``packed`` (3 * N_in + 2 * N_out,) float64 -> (N_out, D_out) float32, as ``FusedPOYO.forward``."""
-        fused, m, precision = self.fused, self.fused.model, self.precision
+        fused, m, precision, unroll = self.fused, self.fused.model, self.precision, self.unroll
         n_out, head_dim, rot = fused.n_output, fused.head_dim, self.rotation
         n_input, rest = divmod(packed.shape[0] - 2 * n_out, 3)
         if rest or n_input < 1:
             raise ValueError(f"packed input of length {packed.shape[0]} does not fit {n_out} output queries")
         enc, split = m.enc_atn, self.residuals == "split"
         blocks = ({"num_warps": self.proc_warps, "max_width": self.proc_width} if split  # ln_proj_rotate's
-                  else {"block_m": self.summed_block_m, "num_warps": SUMMED_PROJ_WARPS})
+                  else {"block_m": self.summed_block_m, "num_warps": SUMMED_PROJ_WARPS}) | {"unroll": unroll}
         wo = lambda attn: attn.to_out.weight if split else None  # noqa: E731 (summed: heads' outputs, projected later)
         parts = encoder_attention(self.enc_q, fused.kv_table, packed, fused.omega, n_input, precision=precision,
                                   target_programs=self.encoder_programs)
@@ -921,17 +958,18 @@ class TritonPOYO:
             qkv = ln_proj_rotate(latents, attn.norm, attn.to_qkv.weight, *rot, head_dim=head_dim,
                                  n_rot_groups=3 * attn.heads, precision=precision, **blocks)
             out = attention(*qkv.unflatten(0, (3, attn.heads)), wo(attn), *rot, precision=precision,
-                            num_warps=self.proc_warps, max_width=self.proc_width)
+                            num_warps=self.proc_warps, max_width=self.proc_width, unroll=unroll)
             latents = self._residual_ffn(latents, out, attn.to_out, layer_ffn, rot)
         dec = m.dec_atn
         kv = ln_proj_rotate(latents, dec.norm_context, dec.to_kv.weight, *rot, head_dim=head_dim,
                             n_rot_groups=dec.heads, precision=precision, **blocks)  # k rotated, v not
         rows_off, times_off = 3 * n_input + n_out, 3 * n_input  # the output queries' session rows and times
         out = decoder_attention(m.session_emb.weight, dec.norm, dec.to_q.weight, packed, rows_off, times_off,
-                                n_out, fused.omega, kv[:dec.heads], kv[dec.heads:], wo(dec), precision=precision)
+                                n_out, fused.omega, kv[:dec.heads], kv[dec.heads:], wo(dec), precision=precision,
+                                unroll=unroll)
         queries = self._residual_ffn(State(m.session_emb.weight), out, dec.to_out, m.dec_ffn, None,
                                      x_rows=(packed, rows_off))
-        return readout(queries, m.readout, precision=precision)
+        return readout(queries, m.readout, precision=precision, unroll=unroll)
 
     def _residual_ffn(self, x: State, out: Tensor, to_out: nn.Linear, block: nn.Sequential,
                       rotation: tuple[Tensor, Tensor] | None, *, out_bias: bool = True,
@@ -940,15 +978,15 @@ class TritonPOYO:
         projections (split residuals; the FFN kernel adds them) or its heads' outputs (summed: projected,
         rotated back by ``rotation`` if given, and added here). out_bias: False where ``x`` holds the bias;
         x_rows: ``(packed, offset)`` where ``x``'s rows are gathered (see :func:`ffn`)."""
-        precision = self.precision
+        precision, unroll = self.precision, self.unroll
         if self.residuals == "split":
             return ffn(x, out, to_out, block, out_bias=out_bias, x_rows=x_rows, precision=precision,
-                       block_f=self.ffn_block_f, num_warps=self.proc_warps, max_width=self.proc_width)
+                       block_f=self.ffn_block_f, num_warps=self.proc_warps, max_width=self.proc_width, unroll=unroll)
         bm = self.summed_block_m
-        x1 = project_residual(out, to_out, x.value(), bias=out_bias, rotation=rotation,
-                              head_dim=self.fused.head_dim, residual_rows=x_rows, precision=precision, block_m=bm)
-        act = ffn_hidden(x1, block, precision=precision, block_m=bm, block_f=self.ffn_block_f)
-        return State(project_residual(act, block[1].net[3], x1, precision=precision, block_m=bm))
+        x1 = project_residual(out, to_out, x.value(), bias=out_bias, rotation=rotation, head_dim=self.fused.head_dim,
+                              residual_rows=x_rows, precision=precision, block_m=bm, unroll=unroll)
+        act = ffn_hidden(x1, block, precision=precision, block_m=bm, block_f=self.ffn_block_f, unroll=unroll)
+        return State(project_residual(act, block[1].net[3], x1, precision=precision, block_m=bm, unroll=unroll))
 
 
 def triton_forward(fused: FusedPOYO, packed: Tensor) -> Tensor:
