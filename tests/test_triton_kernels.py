@@ -203,6 +203,45 @@ def test_unrolled_kernels_give_the_same_forward():
                 assert _max_err(got, exact) <= TOL, (name, residuals)
 
 
+def test_inline_tf32_split_rounds_to_nearest_tf32():
+    """_split_tf32 (precision "tf32x3i"): hi is x rounded to 11 significant bits, to nearest with ties away from
+    zero (computed here independently, in float64 from frexp), and hi + lo == x exactly."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def split_kernel(x_ptr, hi_ptr, lo_ptr, N: tl.constexpr):
+        offs = tl.arange(0, N)
+        hi, lo = tp._split_tf32(tl.load(x_ptr + offs))
+        tl.store(hi_ptr + offs, hi)
+        tl.store(lo_ptr + offs, lo)
+
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal(4096) * 10.0 ** rng.integers(-20, 20, 4096)).astype(np.float32)
+    x[:4] = [1.0 + 2.0 ** -11, -(1.0 + 2.0 ** -11), 1.0 + 2.0 ** -12, 0.0]  # ties away, and below half an ulp
+    hi, lo = torch.empty(4096, device=DEVICE), torch.empty(4096, device=DEVICE)
+    split_kernel[(1,)](torch.from_numpy(x).to(DEVICE), hi, lo, 4096)
+    hi, lo = hi.cpu().numpy(), lo.cpu().numpy()
+    m, e = np.frexp(x.astype(np.float64))  # x = m 2^e, 0.5 <= |m| < 1: 11 significant bits are m 2^11 rounded
+    expected = np.sign(m) * np.floor(np.abs(m) * 2.0 ** 11 + 0.5) * 2.0 ** (e - 11)
+    assert np.array_equal(hi.astype(np.float64), expected)
+    assert np.array_equal(hi.astype(np.float64) + lo.astype(np.float64), x.astype(np.float64))
+    assert hi[0] == 1.0 + 2.0 ** -10 and hi[1] == -(1.0 + 2.0 ** -10) and hi[2] == 1.0 and lo[3] == 0.0
+
+
+def test_inline_split_precision_gives_the_same_forward():
+    """precision "tf32x3i" with unroll (the sweep's row) equals fused in both layouts; "tf32x3j" is refused."""
+    fused = _fused("depth3_head8", n_output=2, n_units=40)
+    packed, _ = _window(fused, seed=9, shift=60.0, n_pad=5, max_spikes=300)
+    with torch.inference_mode():
+        exact = fused(packed)
+        for residuals in ("split", "summed"):
+            got = tp.TritonPOYO(fused, residuals=residuals, unroll=True, precision="tf32x3i")(packed)
+            assert _max_err(got, exact) <= TOL, residuals
+    with pytest.raises(ValueError, match="precision must be one of"):
+        tp.TritonPOYO(fused, precision="tf32x3j")
+
+
 def test_padding_is_ignored_and_results_are_deterministic():
     """Whatever the padding slots hold, the output is bitwise the same (no atomics, masked slots read row 0)."""
     fused = _fused("small", n_output=2)

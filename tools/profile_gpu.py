@@ -21,8 +21,10 @@ programs on the GPU's 132 SMs, each weight tile re-read more often), and ``proc_
 the latents' attention and the split layout's projection and FFN kernels, which use ~250 of 255 registers a
 thread at 4), and on 8 warps ``proc_width`` 64 (those kernels take a dim-64 row in one chunk), and ``unroll``
 (the latent and output kernels' loops of up to 4 steps as straight code: ~40 % fewer instructions a thread on
-sm_90 for poyo_1.3M, ``python -m poyo_rt.kernels.aot --unroll``), alone and with 8 warps; each row with its
-graph replay time, its ratio to the default tuning's and its error against the exact (fused, fp32) forward.
+sm_90 for poyo_1.3M, ``python -m poyo_rt.kernels.aot --unroll``), alone, with 8 warps, and with ``precision``
+"tf32x3i" (the three TF32 products with the operands split in the kernel: ~14 % fewer instructions again); each
+row with its graph replay time, its ratio to the default tuning's and its error against the exact (fused,
+fp32) forward.
 
 Needs a CUDA device and Triton (the device machine: tools/gpu_check.sh runs it).
 """
@@ -67,8 +69,8 @@ def kernel_times(fn, iters: int) -> dict[str, dict[str, float]]:
 def sweep(name: str, replays: int) -> list[dict]:
     """Graph replay times of the Triton forward in each tuning (see the module docstring), one config."""
     from poyo_rt.kernels import TritonPOYO
-    from poyo_rt.kernels.triton_poyo import (ENC_TARGET_PROGRAMS, FFN_BLOCK_F, MAX_WIDTH_BLOCK, PROC_WARPS,
-                                             SUMMED_BLOCK_M, residual_layout)
+    from poyo_rt.kernels.triton_poyo import (DEFAULT_PRECISION, ENC_TARGET_PROGRAMS, FFN_BLOCK_F, MAX_WIDTH_BLOCK,
+                                             PROC_WARPS, SUMMED_BLOCK_M, residual_layout)
 
     model = build_model(BENCH_CONFIGS[name], n_units=100).cuda()
     fused = FusedPOYO(model, n_output=1)
@@ -77,13 +79,15 @@ def sweep(name: str, replays: int) -> list[dict]:
         exact = fused(packed)
     layout = residual_layout(fused)
     defaults = {"encoder_programs": ENC_TARGET_PROGRAMS, "summed_block_m": SUMMED_BLOCK_M, "ffn_block_f": FFN_BLOCK_F,
-                "proc_warps": PROC_WARPS, "proc_width": MAX_WIDTH_BLOCK, "unroll": False}
+                "proc_warps": PROC_WARPS, "proc_width": MAX_WIDTH_BLOCK, "unroll": False,
+                "precision": DEFAULT_PRECISION}
     values = {"encoder_programs": [16, 32, 64, 128, 256], "ffn_block_f": [16, 32, 64], "proc_warps": [4, 8],
               "summed_block_m": [16, 32, 64] if layout == "summed" else [], "unroll": [False, True]}
     tunings = [dict(defaults)] + [{**defaults, key: v} for key, vs in values.items() for v in vs if v != defaults[key]]
     tunings.append({**defaults, "proc_warps": 8, "proc_width": 64})  # 64 columns at once need 8 warps
     tunings += [{**defaults, "unroll": True, "proc_warps": 8},  # unrolled, with the 8 warps' registers
-                {**defaults, "unroll": True, "proc_warps": 8, "proc_width": 64}]
+                {**defaults, "unroll": True, "proc_warps": 8, "proc_width": 64},
+                {**defaults, "unroll": True, "precision": "tf32x3i"}]
     rows = []
     for tuning in tunings:
         label = " ".join(f"{k}={v}" for k, v in tuning.items())
@@ -99,13 +103,13 @@ def sweep(name: str, replays: int) -> list[dict]:
         rows.append({"config": name, **tuning, "residuals": forward.residuals, "p50_us": p50, "p99_us": p99,
                      "max_abs_err": err, "default": tuning == defaults})
     base = next((r["p50_us"] for r in rows if r["default"]), float("nan"))
-    print(f"\n== sweep: {name}, 2200 slots, Triton tf32x3 ({layout} residuals by default), graph replay")
+    print(f"\n== sweep: {name}, 2200 slots, Triton ({layout} residuals by default), graph replay")
     print(f"   {'encoder_programs':>16} {'ffn_block_f':>11} {'summed_block_m':>14} {'proc_warps':>10} "
-          f"{'proc_width':>10} {'unroll':>6} {'residuals':>9} {'p50 µs':>8} {'p99 µs':>8} {'x default':>9} "
+          f"{'proc_width':>10} {'unroll':>6} {'precision':>9} {'residuals':>9} {'p50 µs':>8} {'p99 µs':>8} {'x default':>9} "
           f"{'max |err|':>9}")
     for r in sorted(rows, key=lambda r: r["p50_us"]):
         print(f"   {r['encoder_programs']:16d} {r['ffn_block_f']:11d} {r['summed_block_m']:14d} {r['proc_warps']:10d} "
-              f"{r['proc_width']:10d} {str(r['unroll']):>6} {r['residuals']:>9} "
+              f"{r['proc_width']:10d} {str(r['unroll']):>6} {r['precision']:>9} {r['residuals']:>9} "
               f"{r['p50_us']:8.1f} {r['p99_us']:8.1f} {base / r['p50_us']:9.2f} {r['max_abs_err']:9.1e}"
               + ("  (default)" if r["default"] else ""))
     return rows
@@ -121,7 +125,7 @@ def write_json(path: str, key: str, rows: list[dict]) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", action="append", choices=sorted(BENCH_CONFIGS), help="repeatable (default: both)")
-    ap.add_argument("--precision", action="append", choices=("tf32x3", "tf32", "ieee"),
+    ap.add_argument("--precision", action="append", choices=("tf32x3", "tf32", "ieee", "tf32x3i"),
                     help="the Triton forward's (repeatable; default: tf32x3 and tf32)")
     ap.add_argument("--slots", action="append", type=int, help="input token slots (repeatable; default 2200)")
     ap.add_argument("--iters", type=int, default=50, help="profiled eager calls")

@@ -53,8 +53,9 @@ else +1)``. An attention output is rotated back inside its out-projection: ``unr
 keys/values (even channels | odd channels), so each token computes one angle per pair. Angles of per-tick
 times are float64, their cos/sin rounded to float32, as the torch forward does.
 
-Every matmul is ``tl.dot(..., input_precision=PRECISION)``: ``"tf32x3"`` by default (fp32-level accuracy on
-tensor cores; ``"ieee"`` and ``"tf32"`` on request, see :class:`TritonPOYO`). Block sizes are
+Every matmul is ``_dot(a, b, PRECISION)``: ``tl.dot`` in input precision ``"tf32x3"`` by default (fp32-level
+accuracy on tensor cores; ``"ieee"`` and ``"tf32"`` on request), or ``"tf32x3i"``, the same three TF32 products
+with the operands split in the kernel (see :func:`_dot` and :class:`TritonPOYO`). Block sizes are
 powers of two, dot operands at least 16 wide; head dims and model-width chunks are padded with masks.
 ``python -m poyo_rt.kernels.aot --config NAME`` compiles the kernels for sm_90 on a CPU and reports their
 registers and spills (none for poyo_1.3M or dim512_depth2 under ``"tf32x3"``) and their machine code's size.
@@ -83,7 +84,7 @@ __all__ = ["Partials", "State", "TritonPOYO", "triton_forward", "launches_per_fo
            "ffn", "ffn_hidden", "project_residual", "readout"]
 
 LN_EPS = 1e-5  # torch.nn.LayerNorm's default, as every LayerNorm of POYO
-PRECISIONS = ("tf32x3", "ieee", "tf32")  # tl.dot input precisions (triton >= 3.0 has all three)
+PRECISIONS = ("tf32x3", "ieee", "tf32", "tf32x3i")  # tl.dot input precisions (triton >= 3.0), and _dot's own
 DEFAULT_PRECISION = "tf32x3"
 PROJ_BLOCK_M = 16  # rows per program of _ln_proj_rotate_kernel (32 spills registers on sm_90)
 ATTN_BLOCK_M = 16  # queries per program of _attention_kernel
@@ -126,6 +127,32 @@ def _unroll(n, step, unroll):
 
 
 # ------------------------------------------------------------------------------------- device helpers
+@triton.jit
+def _split_tf32(x):
+    """``x = hi + lo`` (exactly) for finite fp32 ``x``: ``hi`` rounded to TF32 (10 mantissa bits, to nearest with
+    ties away, as ``cvt.rna.tf32.f32``), ``lo`` the rest."""
+    hi = ((x.to(tl.uint32, bitcast=True) + 0x1000) & 0xFFFFE000).to(tl.float32, bitcast=True)
+    return hi, x - hi
+
+
+@triton.jit
+def _dot(a, b, PRECISION: tl.constexpr):
+    """``a @ b`` (fp32 accumulation) in a ``tl.dot`` input precision, or ``"tf32x3i"``: Triton's tf32x3 written
+    out here, ``lo_a hi_b + hi_a lo_b + hi_a hi_b`` in TF32 products (:func:`_split_tf32`). Same accuracy; the
+    split takes 3 instructions an element where Triton's takes 5 (it also guards infinities, which the model's
+    finite activations and weights never are), and in sm_90 code of these kernels the splits were about half
+    of all instructions."""
+    if PRECISION == "tf32x3i":
+        a_hi, a_lo = _split_tf32(a)
+        b_hi, b_lo = _split_tf32(b)
+        out = tl.dot(a_lo, b_hi, input_precision="tf32")
+        out = tl.dot(a_hi, b_lo, out, input_precision="tf32")
+        out = tl.dot(a_hi, b_hi, out, input_precision="tf32")
+    else:
+        out = tl.dot(a, b, input_precision=PRECISION)
+    return out
+
+
 @triton.jit
 def _rotate(x, x_sw, cos, sin, offs_h):
     """Rotate pairs of ``x`` (R, BH) by angles whose cos/sin (R, BH) are repeated per pair; ``x_sw`` is
@@ -180,7 +207,7 @@ def _normalize(x, mean, rstd, offs_k, mask_k, w_ptr, b_ptr):
 def _linear_t(x, w_ptr, out_idx, mask_out, in_idx, mask_in, ld, PRECISION: tl.constexpr):
     """``x`` (R, BK) @ ``W[out_idx, in_idx]^T`` (W row-major, leading dim ``ld``): (R, len(out_idx))."""
     w = tl.load(w_ptr + out_idx[None, :] * ld + in_idx[:, None], mask=mask_out[None, :] & mask_in[:, None], other=0.0)
-    return tl.dot(x, w, input_precision=PRECISION)
+    return _dot(x, w, PRECISION)
 
 
 @triton.jit
@@ -345,11 +372,11 @@ def _encoder_attention_kernel(q_ptr, table_ptr, packed_ptr, omega_ptr, acc_ptr, 
         k_odd = tl.load(base + k_col + odd[None, :], mask=tile_mask, other=0.0)
         v_even = tl.load(base + v_col + even[None, :], mask=tile_mask, other=0.0)
         v_odd = tl.load(base + v_col + odd[None, :], mask=tile_mask, other=0.0)
-        s = tl.dot(q_even, tl.trans(k_even * cos - k_odd * sin), input_precision=PRECISION)
-        s += tl.dot(q_odd, tl.trans(k_even * sin + k_odd * cos), input_precision=PRECISION)
+        s = _dot(q_even, tl.trans(k_even * cos - k_odd * sin), PRECISION)
+        s += _dot(q_odd, tl.trans(k_even * sin + k_odd * cos), PRECISION)
         m_i, l_i, p, alpha = _softmax_step(s * scale, valid[None, :], m_i, l_i)
-        acc_even = acc_even * alpha[:, None] + tl.dot(p, v_even * cos - v_odd * sin, input_precision=PRECISION)
-        acc_odd = acc_odd * alpha[:, None] + tl.dot(p, v_even * sin + v_odd * cos, input_precision=PRECISION)
+        acc_even = acc_even * alpha[:, None] + _dot(p, v_even * cos - v_odd * sin, PRECISION)
+        acc_odd = acc_odd * alpha[:, None] + _dot(p, v_even * sin + v_odd * cos, PRECISION)
     base_row = split * n_heads + head
     tl.store(m_ptr + base_row * n_q + offs_m, m_i, mask=mask_m)
     tl.store(l_ptr + base_row * n_q + offs_m, l_i, mask=mask_m)
@@ -447,9 +474,9 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, wo_ptr, out_ptr, n_
                       mask=valid[None, :] & mask_h[:, None], other=0.0)
         v = tl.load(v_ptr + (head * n_keys + keys[:, None]) * head_dim + offs_h[None, :],
                     mask=valid[:, None] & mask_h[None, :], other=0.0)
-        s = tl.dot(q, k_t, input_precision=PRECISION) * scale
+        s = _dot(q, k_t, PRECISION) * scale
         m_i, l_i, p, alpha = _softmax_step(s, valid[None, :], m_i, l_i)
-        acc = acc * alpha[:, None] + tl.dot(p, v, input_precision=PRECISION)
+        acc = acc * alpha[:, None] + _dot(p, v, PRECISION)
     o = acc / tl.where(mask_m, l_i, 1.0)[:, None]
     if PROJECT:
         if UNROTATE:
@@ -892,8 +919,11 @@ class TritonPOYO:
         precision: how ``tl.dot`` multiplies: ``"tf32x3"`` (default: three TF32 tensor-core products per
             fp32 product, fp32-level accuracy), ``"ieee"`` (fp32 on the CUDA cores: the slowest; its
             register use on sm_90 is not checked, ``python -m poyo_rt.kernels.aot`` measures it) or
-            ``"tf32"`` (one TF32 product: the fastest, ~1e-3 relative error). The interpreter computes all
-            three in fp32.
+            ``"tf32"`` (one TF32 product: the fastest, ~1e-3 relative error), or ``"tf32x3i"``: tf32x3's three
+            products with the operands split in the kernel (:func:`_dot`; opt-in until timed on a GPU: with
+            ``unroll``, poyo_1.3M's processor kernels compile to ~14 % fewer instructions than in tf32x3, while
+            the encoder's combine and the decoder's attention, run once a forward, spill 36-84 B on sm_90). The
+            interpreter computes the products in fp32 in every precision.
         residuals: ``"auto"`` (default), ``"split"`` or ``"summed"``, see above.
         encoder_programs: programs the encoder attention aims at (:func:`encoder_splits`).
         summed_block_m: rows a program of the summed layout's projection and FFN kernels.
