@@ -266,7 +266,8 @@ def test_runner_defaults_to_the_triton_forward_on_cuda():
 
 @pytest.mark.parametrize("tuning", [{}, {"unroll": True}, {"proc_warps": 8},
                                     {"unroll": True, "proc_warps": 8, "proc_width": 64},
-                                    {"unroll": True, "precision": "tf32x3i"}])
+                                    {"unroll": True, "precision": "tf32x3i"},
+                                    {"unroll": True, "precision": "tf32x3i", "swap_pairs": True}])
 def test_triton_tunings_compiled_equal_the_fused_forward(tuning):
     """The sweep's tunings of the latents' kernels, compiled for this GPU (the CPU suite checks them under the
     interpreter, which runs a loop the same whether it is unrolled or not, a program on one thread whatever its

@@ -242,6 +242,31 @@ def test_inline_split_precision_gives_the_same_forward():
         tp.TritonPOYO(fused, precision="tf32x3j")
 
 
+def test_swapped_pairs_give_the_same_forward():
+    """swap_pairs (the sweep's tuning): _swap_pairs exchanges each channel pair, and the forward with the
+    rotation partners swapped in registers equals fused in both layouts, alone and with unroll and "tf32x3i"."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def swap_kernel(x_ptr, out_ptr, R: tl.constexpr, C: tl.constexpr):
+        offs = tl.arange(0, R)[:, None] * C + tl.arange(0, C)[None, :]
+        tl.store(out_ptr + offs, tp._swap_pairs(tl.load(x_ptr + offs)))
+
+    x = torch.randn(16, 64, device=DEVICE)
+    out = torch.empty_like(x)
+    swap_kernel[(1,)](x, out, 16, 64)
+    assert torch.equal(out.cpu(), x.cpu()[:, torch.arange(64) ^ 1])
+    fused = _fused("depth3_head8", n_output=2, n_units=40)
+    packed, _ = _window(fused, seed=10, shift=60.0, n_pad=5, max_spikes=300)
+    with torch.inference_mode():
+        exact = fused(packed)
+        for residuals in ("split", "summed"):
+            for tuning in ({"swap_pairs": True}, {"swap_pairs": True, "unroll": True, "precision": "tf32x3i"}):
+                got = tp.TritonPOYO(fused, residuals=residuals, **tuning)(packed)
+                assert _max_err(got, exact) <= TOL, (residuals, tuning)
+
+
 def test_padding_is_ignored_and_results_are_deterministic():
     """Whatever the padding slots hold, the output is bitwise the same (no atomics, masked slots read row 0)."""
     fused = _fused("small", n_output=2)

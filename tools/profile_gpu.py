@@ -22,7 +22,8 @@ the latents' attention and the split layout's projection and FFN kernels, which 
 thread at 4), and on 8 warps ``proc_width`` 64 (those kernels take a dim-64 row in one chunk), and ``unroll``
 (the latent and output kernels' loops of up to 4 steps as straight code: ~40 % fewer instructions a thread on
 sm_90 for poyo_1.3M, ``python -m poyo_rt.kernels.aot --unroll``), alone, with 8 warps, and with ``precision``
-"tf32x3i" (the three TF32 products with the operands split in the kernel: ~14 % fewer instructions again); each
+"tf32x3i" (the three TF32 products with the operands split in the kernel: ~14 % fewer instructions again),
+and with ``swap_pairs`` (rotation partners swapped in registers: one projection product where there were two); each
 row with its graph replay time, its ratio to the default tuning's and its error against the exact (fused,
 fp32) forward.
 
@@ -80,14 +81,16 @@ def sweep(name: str, replays: int) -> list[dict]:
     layout = residual_layout(fused)
     defaults = {"encoder_programs": ENC_TARGET_PROGRAMS, "summed_block_m": SUMMED_BLOCK_M, "ffn_block_f": FFN_BLOCK_F,
                 "proc_warps": PROC_WARPS, "proc_width": MAX_WIDTH_BLOCK, "unroll": False,
-                "precision": DEFAULT_PRECISION}
+                "precision": DEFAULT_PRECISION, "swap_pairs": False}
     values = {"encoder_programs": [16, 32, 64, 128, 256], "ffn_block_f": [16, 32, 64], "proc_warps": [4, 8],
               "summed_block_m": [16, 32, 64] if layout == "summed" else [], "unroll": [False, True]}
     tunings = [dict(defaults)] + [{**defaults, key: v} for key, vs in values.items() for v in vs if v != defaults[key]]
     tunings.append({**defaults, "proc_warps": 8, "proc_width": 64})  # 64 columns at once need 8 warps
     tunings += [{**defaults, "unroll": True, "proc_warps": 8},  # unrolled, with the 8 warps' registers
                 {**defaults, "unroll": True, "proc_warps": 8, "proc_width": 64},
-                {**defaults, "unroll": True, "precision": "tf32x3i"}]
+                {**defaults, "unroll": True, "precision": "tf32x3i"},
+                {**defaults, "unroll": True, "swap_pairs": True},
+                {**defaults, "unroll": True, "precision": "tf32x3i", "swap_pairs": True}]
     rows = []
     for tuning in tunings:
         label = " ".join(f"{k}={v}" for k, v in tuning.items())
@@ -105,11 +108,13 @@ def sweep(name: str, replays: int) -> list[dict]:
     base = next((r["p50_us"] for r in rows if r["default"]), float("nan"))
     print(f"\n== sweep: {name}, 2200 slots, Triton ({layout} residuals by default), graph replay")
     print(f"   {'encoder_programs':>16} {'ffn_block_f':>11} {'summed_block_m':>14} {'proc_warps':>10} "
-          f"{'proc_width':>10} {'unroll':>6} {'precision':>9} {'residuals':>9} {'p50 µs':>8} {'p99 µs':>8} {'x default':>9} "
+          f"{'proc_width':>10} {'unroll':>6} {'precision':>9} {'swap':>5} {'residuals':>9} {'p50 µs':>8} {'p99 µs':>8} "
+          f"{'x default':>9} "
           f"{'max |err|':>9}")
     for r in sorted(rows, key=lambda r: r["p50_us"]):
         print(f"   {r['encoder_programs']:16d} {r['ffn_block_f']:11d} {r['summed_block_m']:14d} {r['proc_warps']:10d} "
-              f"{r['proc_width']:10d} {str(r['unroll']):>6} {r['precision']:>9} {r['residuals']:>9} "
+              f"{r['proc_width']:10d} {str(r['unroll']):>6} {r['precision']:>9} {str(r['swap_pairs']):>5} "
+              f"{r['residuals']:>9} "
               f"{r['p50_us']:8.1f} {r['p99_us']:8.1f} {base / r['p50_us']:9.2f} {r['max_abs_err']:9.1e}"
               + ("  (default)" if r["default"] else ""))
     return rows

@@ -154,6 +154,14 @@ def _dot(a, b, PRECISION: tl.constexpr):
 
 
 @triton.jit
+def _swap_pairs(x):
+    """``x`` (R, C) with the channels of each pair ``(2i, 2i+1)`` swapped (C even): ``x[:, c ^ 1]``, moved in
+    registers (and through shared memory where the layout needs it) instead of computed again."""
+    even, odd = tl.split(tl.reshape(x, [x.shape[0], x.shape[1] // 2, 2]))
+    return tl.reshape(tl.join(odd, even), [x.shape[0], x.shape[1]])
+
+
+@triton.jit
 def _rotate(x, x_sw, cos, sin, offs_h):
     """Rotate pairs of ``x`` (R, BH) by angles whose cos/sin (R, BH) are repeated per pair; ``x_sw`` is
     ``x`` with each pair's channels swapped."""
@@ -212,15 +220,19 @@ def _linear_t(x, w_ptr, out_idx, mask_out, in_idx, mask_in, ld, PRECISION: tl.co
 
 @triton.jit
 def _out_proj_block(o_cos, o_sin, wo_ptr, head, head_dim, offs_h, mask_h, offs_c, mask_c, inner,
-                    UNROTATE: tl.constexpr, PRECISION: tl.constexpr):
+                    UNROTATE: tl.constexpr, PRECISION: tl.constexpr, SWAP: tl.constexpr):
     """Columns ``offs_c`` (R, BC) of ``unrotate(o) @ Wo[:, head*H:(head+1)*H]^T``, Wo (dim, inner), from
     ``o_cos = o cos`` and ``o_sin = o sin (-1 if c even else +1)`` (R, BH) (cos/sin those of the rows'
-    times ``t``): ``o`` rotated back by ``-t`` through the column-swapped weights. Without ``UNROTATE``,
-    ``o_cos @ Wo[:, head]^T`` (``o_sin`` unused)."""
+    times ``t``): ``o`` rotated back by ``-t`` through the column-swapped weights, or with ``SWAP`` rotated
+    back in registers first (``o_cos + o_sin[:, c ^ 1]``: one product instead of two). Without
+    ``UNROTATE``, ``o_cos @ Wo[:, head]^T`` (``o_sin`` unused)."""
     cols = head * head_dim + offs_h
-    out = _linear_t(o_cos, wo_ptr, offs_c, mask_c, cols, mask_h, inner, PRECISION)
-    if UNROTATE:
-        out += _linear_t(o_sin, wo_ptr, offs_c, mask_c, head * head_dim + (offs_h ^ 1), mask_h, inner, PRECISION)
+    if UNROTATE and SWAP:
+        out = _linear_t(o_cos + _swap_pairs(o_sin), wo_ptr, offs_c, mask_c, cols, mask_h, inner, PRECISION)
+    else:
+        out = _linear_t(o_cos, wo_ptr, offs_c, mask_c, cols, mask_h, inner, PRECISION)
+        if UNROTATE:
+            out += _linear_t(o_sin, wo_ptr, offs_c, mask_c, head * head_dim + (offs_h ^ 1), mask_h, inner, PRECISION)
     return out
 
 
@@ -255,10 +267,13 @@ def _sum_pieces(pieces_ptr, n_pieces, offs_m, offs_d, mask, n_rows, dim, UNROLL:
 @triton.jit
 def _ln_project_pair(x_ptr, base_rows, pieces_ptr, n_pieces, bias_ptr, offs_m, mask_m, n_rows, dim, ln_w_ptr, ln_b_ptr,
                      w_ptr, w_rows, mask_h, eps, HAS_PIECES: tl.constexpr, BLOCK_M: tl.constexpr,
-                     BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr, PRECISION: tl.constexpr, UNROLL: tl.constexpr):
+                     BLOCK_K: tl.constexpr, BLOCK_H: tl.constexpr, PRECISION: tl.constexpr, UNROLL: tl.constexpr,
+                     SWAP: tl.constexpr):
     """``LayerNorm(x) @ W[w_rows]^T`` and ``... @ W[w_rows ^ 1]^T`` (BM, BH) each (the projection and its
     pair-swapped twin, for a rotation), x the rows of a :class:`State` (see :func:`_load_state`) read in
-    column chunks of BLOCK_K twice: the LayerNorm statistics, then the projection's K loop."""
+    column chunks of BLOCK_K twice: the LayerNorm statistics, then the projection's K loop. With ``SWAP`` the
+    twin is the projection's columns swapped in registers (:func:`_swap_pairs`: the same values, one product
+    instead of two); else a second product."""
     mean = tl.zeros([BLOCK_M], tl.float32)
     m2 = tl.zeros([BLOCK_M], tl.float32)
     for k0 in tl.range(0, dim, BLOCK_K, loop_unroll_factor=_unroll(dim, BLOCK_K, UNROLL)):
@@ -277,7 +292,10 @@ def _ln_project_pair(x_ptr, base_rows, pieces_ptr, n_pieces, bias_ptr, offs_m, m
                         dim, HAS_PIECES, UNROLL)
         xn = _normalize(x, mean, rstd, offs_k, mask_k, ln_w_ptr, ln_b_ptr)
         y += _linear_t(xn, w_ptr, w_rows, mask_h, offs_k, mask_k, dim, PRECISION)
-        y_sw += _linear_t(xn, w_ptr, w_rows ^ 1, mask_h, offs_k, mask_k, dim, PRECISION)
+        if not SWAP:
+            y_sw += _linear_t(xn, w_ptr, w_rows ^ 1, mask_h, offs_k, mask_k, dim, PRECISION)
+    if SWAP:
+        y_sw = _swap_pairs(y)
     return y, y_sw
 
 
@@ -307,7 +325,8 @@ def _ln_proj_rotate_kernel(x_ptr, pieces_ptr, n_pieces: tl.constexpr, bias_ptr, 
                            sin_ptr, out_ptr, n_rows: tl.constexpr, dim: tl.constexpr, head_dim: tl.constexpr,
                            n_rot_groups: tl.constexpr, eps,
                            HAS_PIECES: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
-                           BLOCK_H: tl.constexpr, PRECISION: tl.constexpr, UNROLL: tl.constexpr):
+                           BLOCK_H: tl.constexpr, PRECISION: tl.constexpr, UNROLL: tl.constexpr,
+                           SWAP: tl.constexpr):
     """out[g] = rotate(LayerNorm(x) @ W[g*H:(g+1)*H]^T) for groups g < n_rot_groups, unrotated beyond.
 
     x (N, dim): a :class:`State` (x_ptr, pieces, bias), read in column chunks of BLOCK_K twice (the
@@ -320,7 +339,7 @@ def _ln_proj_rotate_kernel(x_ptr, pieces_ptr, n_pieces: tl.constexpr, bias_ptr, 
     mask_m, mask_h = offs_m < n_rows, offs_h < head_dim
     y, y_sw = _ln_project_pair(x_ptr, offs_m, pieces_ptr, n_pieces, bias_ptr, offs_m, mask_m, n_rows, dim, ln_w_ptr,
                                ln_b_ptr, w_ptr, group * head_dim + offs_h, mask_h, eps, HAS_PIECES, BLOCK_M, BLOCK_K,
-                               BLOCK_H, PRECISION, UNROLL)
+                               BLOCK_H, PRECISION, UNROLL, SWAP)
     cos, sin = _angles_from_table(cos_ptr, sin_ptr, offs_m, mask_m, offs_h, mask_h, head_dim)
     rotated = group < n_rot_groups
     cos = tl.where(rotated, cos, 1.0)
@@ -389,7 +408,7 @@ def _encoder_attention_kernel(q_ptr, table_ptr, packed_ptr, omega_ptr, acc_ptr, 
 def _combine_proj_kernel(acc_ptr, m_ptr, l_ptr, n_splits, cos_ptr, sin_ptr, wo_ptr, out_ptr,
                          n_rows: tl.constexpr, dim: tl.constexpr, head_dim: tl.constexpr, PROJECT: tl.constexpr,
                          BLOCK_M: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr,
-                         BLOCK_S: tl.constexpr, PRECISION: tl.constexpr):
+                         BLOCK_S: tl.constexpr, PRECISION: tl.constexpr, SWAP: tl.constexpr):
     """P[head][:, cols] = (unrotate(o_head) @ Wo[:, head]^T)[:, cols] (N, dim) for one (row block, head,
     column block of BLOCK_C) with o_head the combination of the head's :class:`Partials` (S, h, N, H);
     cos/sin (N, H/2) the rows' rotation tables. Grid (cdiv(N, BLOCK_M), h, cdiv(dim, BLOCK_C)).
@@ -425,7 +444,7 @@ def _combine_proj_kernel(acc_ptr, m_ptr, l_ptr, n_splits, cos_ptr, sin_ptr, wo_p
         cos, sin = _angles_from_table(cos_ptr, sin_ptr, offs_m, mask_m, offs_h, mask_h, head_dim)
         sign = tl.where(offs_h % 2 == 0, -1.0, 1.0)
         p = _out_proj_block(o * cos, o * (sin * sign[None, :]), wo_ptr, head, head_dim, offs_h, mask_h, offs_c,
-                            mask_c, n_heads * head_dim, True, PRECISION)
+                            mask_c, n_heads * head_dim, True, PRECISION, SWAP)
         _store_rows(out_ptr, p, head, n_rows, offs_m, mask_m, offs_c, mask_c, dim)
     else:
         _store_rows(out_ptr, o, 0, n_rows, offs_m, mask_m, head * head_dim + offs_h, mask_h, n_heads * head_dim)
@@ -437,7 +456,7 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, wo_ptr, out_ptr, n_
                       times_off, omega_ptr, dim: tl.constexpr, eps,
                       Q_FROM_EMB: tl.constexpr, UNROTATE: tl.constexpr, PROJECT: tl.constexpr,
                       BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_K: tl.constexpr,
-                      PRECISION: tl.constexpr, UNROLL: tl.constexpr):
+                      PRECISION: tl.constexpr, UNROLL: tl.constexpr, SWAP: tl.constexpr):
     """P[head] = unrotate(softmax(q k^T / sqrt(H)) v) @ Wo[:, head]^T (Nq, dim) for one (head, query block).
 
     k, v (h, Nk, H) head-major; Wo (dim, h*H); ``UNROTATE``: rotate the output back by cos/sin (Nq, H/2).
@@ -457,7 +476,7 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, wo_ptr, out_ptr, n_
         rows = tl.load(packed_ptr + rows_off + offs_m, mask=mask_m, other=0.0).to(tl.int64)
         y, y_sw = _ln_project_pair(emb_ptr, rows, emb_ptr, 0, emb_ptr, offs_m, mask_m, n_q, dim, ln_w_ptr, ln_b_ptr,
                                    wq_ptr, head * head_dim + offs_h, mask_h, eps, False, BLOCK_M, BLOCK_K, BLOCK_H,
-                                   PRECISION, UNROLL)
+                                   PRECISION, UNROLL, SWAP)
         times = tl.load(packed_ptr + times_off + offs_m, mask=mask_m, other=0.0)
         cos, sin = _angles_from_times(times, omega_ptr, offs_h, mask_h)
         q = _rotate(y, y_sw, cos, sin, offs_h)
@@ -489,7 +508,7 @@ def _attention_kernel(q_ptr, k_ptr, v_ptr, cos_ptr, sin_ptr, wo_ptr, out_ptr, n_
             offs_c = c0 + tl.arange(0, BLOCK_K)
             mask_c = offs_c < dim
             p = _out_proj_block(o_cos, o_sin, wo_ptr, head, head_dim, offs_h, mask_h, offs_c, mask_c,
-                                n_heads * head_dim, UNROTATE, PRECISION)
+                                n_heads * head_dim, UNROTATE, PRECISION, SWAP)
             _store_rows(out_ptr, p, head, n_q, offs_m, mask_m, offs_c, mask_c, dim)
     else:
         _store_rows(out_ptr, o, 0, n_q, offs_m, mask_m, head * head_dim + offs_h, mask_h, n_heads * head_dim)
@@ -687,7 +706,8 @@ def _empty(*shape: int, like: Tensor) -> Tensor:
 
 def ln_proj_rotate(x: State, ln: nn.LayerNorm, weight: Tensor, cos: Tensor, sin: Tensor, *, head_dim: int,
                    n_rot_groups: int, precision: str = DEFAULT_PRECISION, block_m: int = PROJ_BLOCK_M,
-                   num_warps: int = PROC_WARPS, max_width: int = MAX_WIDTH_BLOCK, unroll: bool = False) -> Tensor:
+                   num_warps: int = PROC_WARPS, max_width: int = MAX_WIDTH_BLOCK, unroll: bool = False,
+                   swap_pairs: bool = False) -> Tensor:
     """``rotate(LayerNorm(x) @ weight^T)`` head-major: x (N, dim), weight (G*H, dim), cos/sin (N, H/2) ->
     (G, N, H); groups >= ``n_rot_groups`` are not rotated. block_m rows a program, on num_warps warps, model
     columns in chunks of at most max_width."""
@@ -697,7 +717,7 @@ def ln_proj_rotate(x: State, ln: nn.LayerNorm, weight: Tensor, cos: Tensor, sin:
     _ln_proj_rotate_kernel[(triton.cdiv(n_rows, block_m), n_groups)](
         *x.args(), ln.weight, ln.bias, weight, cos, sin, out, n_rows, dim, head_dim, n_rot_groups, LN_EPS,
         HAS_PIECES=x.pieces is not None, BLOCK_M=block_m, BLOCK_K=_width_block(dim, max_width), BLOCK_H=_block(head_dim),
-        PRECISION=_precision(precision), UNROLL=unroll, num_warps=num_warps)
+        PRECISION=_precision(precision), UNROLL=unroll, SWAP=swap_pairs, num_warps=num_warps)
     return out
 
 
@@ -739,7 +759,7 @@ def _head_outputs(wo: Tensor | None, n_heads: int, n_rows: int, head_dim: int, l
 
 
 def combine_proj(parts: Partials, cos: Tensor, sin: Tensor, wo: Tensor | None, *,
-                 precision: str = DEFAULT_PRECISION) -> Tensor:
+                 precision: str = DEFAULT_PRECISION, swap_pairs: bool = False) -> Tensor:
     """Per-head out-projections (h, N, dim) of the combined ``parts``, rotated back by cos/sin (N, H/2)
     (the sum over heads is ``unrotate(o) @ wo^T``, wo (dim, h*H)); with ``wo=None`` the combined outputs
     (N, h*H) themselves, not rotated back."""
@@ -750,13 +770,13 @@ def combine_proj(parts: Partials, cos: Tensor, sin: Tensor, wo: Tensor | None, *
     _combine_proj_kernel[(triton.cdiv(n_rows, ROW_BLOCK_M), n_heads, n_col_blocks)](
         *parts, parts.acc.shape[0], cos, sin, parts.acc if wo is None else wo, out, n_rows, dim, head_dim,
         PROJECT=wo is not None, BLOCK_M=ROW_BLOCK_M, BLOCK_C=block_c, BLOCK_H=_block(head_dim),
-        BLOCK_S=COMBINE_BLOCK_S, PRECISION=_precision(precision), num_warps=COMBINE_NUM_WARPS)
+        BLOCK_S=COMBINE_BLOCK_S, PRECISION=_precision(precision), SWAP=swap_pairs, num_warps=COMBINE_NUM_WARPS)
     return out
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, wo: Tensor | None, cos: Tensor, sin: Tensor, *,
               precision: str = DEFAULT_PRECISION, num_warps: int = PROC_WARPS,
-              max_width: int = MAX_WIDTH_BLOCK, unroll: bool = False) -> Tensor:
+              max_width: int = MAX_WIDTH_BLOCK, unroll: bool = False, swap_pairs: bool = False) -> Tensor:
     """Per-head out-projections (h, Nq, dim) of ``softmax(q k^T / sqrt(H)) v`` rotated back by cos/sin
     (Nq, H/2): q (h, Nq, H), k, v (h, Nk, H) contiguous, wo (dim, h*H); with ``wo=None`` the heads'
     outputs (Nq, h*H), not rotated back. num_warps warps a program, output columns in blocks of at most
@@ -768,13 +788,13 @@ def attention(q: Tensor, k: Tensor, v: Tensor, wo: Tensor | None, cos: Tensor, s
         q, q, q, q, q, 0, 0, q, dim, LN_EPS,  # decoder-query arguments, unused
         Q_FROM_EMB=False, UNROTATE=True, PROJECT=wo is not None, BLOCK_M=ATTN_BLOCK_M, BLOCK_N=BLOCK_N,
         BLOCK_H=_block(head_dim), BLOCK_K=_width_block(dim, max_width), PRECISION=_precision(precision),
-        UNROLL=unroll, num_warps=num_warps)
+        UNROLL=unroll, SWAP=swap_pairs, num_warps=num_warps)
     return out
 
 
 def decoder_attention(emb: Tensor, ln: nn.LayerNorm, wq: Tensor, packed: Tensor, rows_off: int, times_off: int,
                       n_q: int, omega: Tensor, k: Tensor, v: Tensor, wo: Tensor | None, *,
-                      precision: str = DEFAULT_PRECISION, unroll: bool = False) -> Tensor:
+                      precision: str = DEFAULT_PRECISION, unroll: bool = False, swap_pairs: bool = False) -> Tensor:
     """Per-head out-projections (h, n_q, dim) of the decoder cross-attention (values not rotated): queries
     ``rotate(LayerNorm(emb[rows]) @ wq^T, times)``, rows / float64 times the ``n_q`` packed entries at
     ``rows_off`` / ``times_off``; k (rotated), v (h, Nk, H); wo (dim, h*H); with ``wo=None`` the heads'
@@ -786,7 +806,8 @@ def decoder_attention(emb: Tensor, ln: nn.LayerNorm, wq: Tensor, packed: Tensor,
         k, k, v, k, k, k if wo is None else wo, out, n_q, n_keys, head_dim, head_dim ** -0.5,  # q, cos, sin unused
         emb, ln.weight, ln.bias, wq, packed, rows_off, times_off, omega, dim, LN_EPS,
         Q_FROM_EMB=True, UNROTATE=False, PROJECT=wo is not None, BLOCK_M=ATTN_BLOCK_M, BLOCK_N=BLOCK_N,
-        BLOCK_H=_block(head_dim), BLOCK_K=_width_block(dim), PRECISION=_precision(precision), UNROLL=unroll)
+        BLOCK_H=_block(head_dim), BLOCK_K=_width_block(dim), PRECISION=_precision(precision), UNROLL=unroll,
+        SWAP=swap_pairs)
     return out
 
 
@@ -942,13 +963,19 @@ class TritonPOYO:
             attention, projection and FFN kernels then run ~40 % fewer instructions a thread, with no loop
             left and fewer registers (``python -m poyo_rt.kernels.aot --config poyo_1.3M --unroll``; dim
             512's long loops stay loops). Off by default until timed on a GPU.
+        swap_pairs: rotations take each channel pair's partner by swapping the computed columns in registers
+            (:func:`_swap_pairs`) instead of projecting again with the pair-swapped weight rows: the projection
+            of q, k, v and the out-projections that rotate back do one product where they did two (exact for q,
+            k, v; a rounding's difference for the out-projection). Compiled for sm_90 with ``unroll``, the
+            projection kernel runs 13-17 % fewer instructions and 80 instead of 130-142 registers. Off by
+            default until timed on a GPU.
         (All tunings; ``tools/profile_gpu.py --sweep`` times them against each other on a GPU.)
     """
 
     def __init__(self, fused: FusedPOYO, *, precision: str = DEFAULT_PRECISION, residuals: str = "auto",
                  encoder_programs: int = ENC_TARGET_PROGRAMS, summed_block_m: int = SUMMED_BLOCK_M,
                  ffn_block_f: int = FFN_BLOCK_F, proc_warps: int = PROC_WARPS, proc_width: int = MAX_WIDTH_BLOCK,
-                 unroll: bool = False):
+                 unroll: bool = False, swap_pairs: bool = False):
         if residuals not in RESIDUAL_LAYOUTS:
             raise ValueError(f"residuals must be one of {RESIDUAL_LAYOUTS}, got {residuals!r}")
         if encoder_programs < 1 or summed_block_m not in (16, 32, 64, 128) or ffn_block_f not in (16, 32, 64, 128):
@@ -967,7 +994,7 @@ class TritonPOYO:
             raise ValueError(f"proc_width must be 32, or 64 with proc_warps=8 (64 on 4 warps spills registers); "
                              f"got {proc_width} with proc_warps={proc_warps}")
         self.proc_warps, self.proc_width = int(proc_warps), int(proc_width)
-        self.unroll = bool(unroll)
+        self.unroll, self.swap_pairs = bool(unroll), bool(swap_pairs)
 
     def __call__(self, packed: Tensor) -> Tensor:
         """``packed`` (3 * N_in + 2 * N_out,) float64 -> (N_out, D_out) float32, as ``FusedPOYO.forward``."""
@@ -978,17 +1005,19 @@ class TritonPOYO:
             raise ValueError(f"packed input of length {packed.shape[0]} does not fit {n_out} output queries")
         enc, split = m.enc_atn, self.residuals == "split"
         blocks = ({"num_warps": self.proc_warps, "max_width": self.proc_width} if split  # ln_proj_rotate's
-                  else {"block_m": self.summed_block_m, "num_warps": SUMMED_PROJ_WARPS}) | {"unroll": unroll}
+                  else {"block_m": self.summed_block_m, "num_warps": SUMMED_PROJ_WARPS})
+        blocks |= {"unroll": unroll, "swap_pairs": self.swap_pairs}
         wo = lambda attn: attn.to_out.weight if split else None  # noqa: E731 (summed: heads' outputs, projected later)
         parts = encoder_attention(self.enc_q, fused.kv_table, packed, fused.omega, n_input, precision=precision,
                                   target_programs=self.encoder_programs)
-        out = combine_proj(parts, *rot, wo(enc), precision=precision)
+        out = combine_proj(parts, *rot, wo(enc), precision=precision, swap_pairs=self.swap_pairs)
         latents = self._residual_ffn(State(fused.enc_residual), out, enc.to_out, m.enc_ffn, rot, out_bias=False)
         for attn, layer_ffn in m.proc_layers:
             qkv = ln_proj_rotate(latents, attn.norm, attn.to_qkv.weight, *rot, head_dim=head_dim,
                                  n_rot_groups=3 * attn.heads, precision=precision, **blocks)
             out = attention(*qkv.unflatten(0, (3, attn.heads)), wo(attn), *rot, precision=precision,
-                            num_warps=self.proc_warps, max_width=self.proc_width, unroll=unroll)
+                            num_warps=self.proc_warps, max_width=self.proc_width, unroll=unroll,
+                            swap_pairs=self.swap_pairs)
             latents = self._residual_ffn(latents, out, attn.to_out, layer_ffn, rot)
         dec = m.dec_atn
         kv = ln_proj_rotate(latents, dec.norm_context, dec.to_kv.weight, *rot, head_dim=head_dim,
@@ -996,7 +1025,7 @@ class TritonPOYO:
         rows_off, times_off = 3 * n_input + n_out, 3 * n_input  # the output queries' session rows and times
         out = decoder_attention(m.session_emb.weight, dec.norm, dec.to_q.weight, packed, rows_off, times_off,
                                 n_out, fused.omega, kv[:dec.heads], kv[dec.heads:], wo(dec), precision=precision,
-                                unroll=unroll)
+                                unroll=unroll, swap_pairs=self.swap_pairs)
         queries = self._residual_ffn(State(m.session_emb.weight), out, dec.to_out, m.dec_ffn, None,
                                      x_rows=(packed, rows_off))
         return readout(queries, m.readout, precision=precision, unroll=unroll)
