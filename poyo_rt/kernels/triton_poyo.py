@@ -140,8 +140,8 @@ def _dot(a, b, PRECISION: tl.constexpr):
     """``a @ b`` (fp32 accumulation) in a ``tl.dot`` input precision, or ``"tf32x3i"``: Triton's tf32x3 written
     out here, ``lo_a hi_b + hi_a lo_b + hi_a hi_b`` in TF32 products (:func:`_split_tf32`). Same accuracy; the
     split takes 3 instructions an element where Triton's takes 5 (it also guards infinities, which the model's
-    finite activations and weights never are), and in sm_90 code of these kernels the splits were about half
-    of all instructions."""
+    finite activations and weights never are); in the unrolled attention kernel's sm_90 code Triton's splits,
+    counted by their infinity checks, were about half of all instructions."""
     if PRECISION == "tf32x3i":
         a_hi, a_lo = _split_tf32(a)
         b_hi, b_lo = _split_tf32(b)
