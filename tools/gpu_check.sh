@@ -62,7 +62,7 @@ if ls .whl/*.whl >/dev/null 2>&1; then
 fi
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}   # no install needed: torch, numpy, yaml, einops are there
 # torch_brain is not on the GPU machine: the parity suite runs in CI; here GPU vs eager vs CPU.
-want tests && step 150 "GPU tests" python3 -m pytest -q -p no:cacheprovider --durations=0 tests/test_gpu.py tests/test_static.py
+want tests && step 200 "GPU tests" python3 -m pytest -q -p no:cacheprovider --durations=0 tests/test_gpu.py tests/test_static.py
 want wake && step 100 "the runner's host time a call" python3 tools/gpu_wake.py --json "$OUT/gpu_wake.json"
 if want levers && python3 -c "import pylsl, zmq" 2>/dev/null; then
   step 300 "host levers on the CUDA runner, alternating rounds" env LSLAPICFG=$PWD/poyo_rt/stream/loopback.cfg \
