@@ -125,7 +125,8 @@ def test_unrolled_kernels_compile_loop_free_for_sm90():
                     kernels=("_ffn_kernel", "_ln_proj_rotate_kernel"))
     table = format_reports(reports)
     assert reports and all(r["ok"] and r["spill_store_bytes"] == 0 == r["spill_load_bytes"] for r in reports), table
-    assert all(r["loops"] >= 1 for r in reports), table
+    assert all(r["loops"] >= 1 and len(r["loop_bodies"]) == r["loops"] for r in reports), table
+    assert all(0 < body < r["instructions"] for r in reports for body in r["loop_bodies"]), table
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ only seen by the real compiler. Two phases, because a process either interprets 
     TRITON_INTERPRET=1 python -m poyo_rt.kernels.aot --config poyo_1.3M    # both phases, prints a table
     TRITON_INTERPRET=1 python -m poyo_rt.kernels.aot --config poyo_1.3M --residuals both
     TRITON_INTERPRET=1 python -m poyo_rt.kernels.aot --config poyo_1.3M --unroll    # TritonPOYO(unroll=True) too
+    TRITON_INTERPRET=1 python -m poyo_rt.kernels.aot --config poyo_1.3M --loops     # each loop's body size
 """
 
 from __future__ import annotations
@@ -113,8 +114,10 @@ def _ptxas_report(ptx: str, arch: int, kernel: str) -> dict:
 
 
 def _sass_counts(cubin: bytes, arch: int) -> dict:
-    """``{"instructions": N, "loops": L}`` of a cubin's machine code: its SASS instructions (the trailing
-    self-branch and padding NOPs included) and its backward branches (loops)."""
+    """``{"instructions": N, "loops": L, "loop_bodies": [...]}`` of a cubin's machine code: its SASS
+    instructions (the trailing self-branch and padding NOPs included), its backward branches (loops) and each
+    loop's body in instructions, in address order (a body that lies inside another is a nested loop). What a
+    thread runs is the count plus each body once per step beyond the first."""
     from triton.backends.nvidia.compiler import get_ptxas
 
     cuobjdump = Path(get_ptxas(arch).path).with_name("cuobjdump")  # bundled beside ptxas
@@ -125,8 +128,10 @@ def _sass_counts(cubin: bytes, arch: int) -> dict:
     # lines "        /*01a0*/   @!P0 BRA 0x120 ;   /* 0x... */": address, optional predicate, opcode, operands
     code = re.findall(r"^\s+/\*([0-9a-f]+)\*/\s+(.*?);", sass, flags=re.M)
     targets = ((int(addr, 16), re.search(r"\bBRA\s+0x([0-9a-f]+)", text)) for addr, text in code)
-    loops = sum(1 for addr, bra in targets if bra and addr - 16 > int(bra.group(1), 16))  # not the self-branch
-    return {"instructions": len(code), "loops": loops}
+    bodies = sorted((int(bra.group(1), 16), addr) for addr, bra in targets
+                    if bra and addr - 16 > int(bra.group(1), 16))  # not the self-branch
+    return {"instructions": len(code), "loops": len(bodies),
+            "loop_bodies": [(end - start) // 16 + 1 for start, end in bodies]}  # 16 bytes an instruction
 
 
 def compile_launches(launches: list[dict], arch: int = 90) -> list[dict]:
@@ -185,7 +190,9 @@ def check(fused, packed: torch.Tensor, arch: int = 90, timeout_s: float = 600.0,
         return json.loads(out.stdout)
 
 
-def format_reports(reports: list[dict]) -> str:
+def format_reports(reports: list[dict], loop_bodies: bool = False) -> str:
+    """A table of :func:`compile_launches`'s reports, a line a launch; ``loop_bodies``: each loop's body size
+    after the status."""
     lines = [f"{'kernel':<28} {'grid':<16} {'unroll':>6} {'warps':>5} {'regs':>5} {'spill st/ld B':>14} "
              f"{'stack B':>8} {'shared B':>9} {'instr':>6} {'loops':>5}  status"]
     for r in reports:
@@ -194,7 +201,8 @@ def format_reports(reports: list[dict]) -> str:
         if r["ok"]:
             lines.append(f"{r['kernel']:<28} {grid:<16} {unroll:>6} {r['num_warps']:>5} {r['registers']:>5} "
                          f"{r['spill_store_bytes']:>6}/{r['spill_load_bytes']:<7} {r['stack_bytes']:>8} "
-                         f"{r['shared_bytes']:>9} {r['instructions']:>6} {r['loops']:>5}  ok")
+                         f"{r['shared_bytes']:>9} {r['instructions']:>6} {r['loops']:>5}  ok"
+                         + (f"  bodies {r['loop_bodies']}" if loop_bodies and r["loop_bodies"] else ""))
         else:
             lines.append(f"{r['kernel']:<28} {grid:<16} {unroll:>6} {'':>5} {'':>5} {'':>14} {'':>8} {'':>9} "
                          f"{'':>6} {'':>5}  {r['error'][:200]}")
@@ -209,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="residual layout(s) of TritonPOYO to compile (default: the one it picks for the config)")
     ap.add_argument("--unroll", action="store_true",
                     help="compile TritonPOYO(unroll=True)'s launches too, beside the default's")
+    ap.add_argument("--loops", action="store_true",
+                    help="print each loop's body size (instructions), to estimate what a thread runs in looped code")
     ap.add_argument("--compile", metavar="LAUNCHES_JSON", help=argparse.SUPPRESS)  # phase 2 (child process)
     args = ap.parse_args(argv)
     if args.compile:
@@ -229,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"{args.config}: {len(reports)} distinct kernel launches compiled for sm_{args.arch} "
           f"by triton {triton.__version__}")
-    print(format_reports(reports))
+    print(format_reports(reports, loop_bodies=args.loops))
     return 0 if all(r["ok"] for r in reports) else 1
 
 
