@@ -65,16 +65,19 @@ class Variant(NamedTuple):
     replay: bool = False
     overlap: bool = False
 
+    def _options(self) -> list[tuple[str, str]]:
+        """The options switched on, as (name in ``--variant``, words in the label)."""
+        named = (("pin", "pinned", self.pin), ("copies", "copies in graphs", self.copies),
+                 ("replay", "warm replay", self.replay), ("overlap", "warm during forward", self.overlap))
+        return [(name, words) for name, words, on in named if on]
+
     def label(self) -> str:
-        extras = [self.transport] + [name for name, on in (("pinned", self.pin), ("copies in graphs", self.copies),
-                                                          ("warm replay", self.replay),
-                                                          ("warm during forward", self.overlap)) if on]
+        extras = [self.transport] + [words for _, words in self._options()]
         return f"spin {self.spin_ms:g} ms, pre-tick {'on' if self.pre_tick else 'off'}, {', '.join(extras)}"
 
     def key(self) -> str:
         return ":".join([f"{self.spin_ms:g}", "on" if self.pre_tick else "off", self.transport]
-                        + [name for name, on in (("pin", self.pin), ("copies", self.copies), ("replay", self.replay),
-                                                 ("overlap", self.overlap)) if on])
+                        + [name for name, _ in self._options()])
 
 
 class HostOnlyRunner:

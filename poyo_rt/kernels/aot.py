@@ -17,6 +17,8 @@ only seen by the real compiler. Two phases, because a process either interprets 
     TRITON_INTERPRET=1 python -m poyo_rt.kernels.aot --config poyo_1.3M --residuals both
     TRITON_INTERPRET=1 python -m poyo_rt.kernels.aot --config poyo_1.3M --unroll    # TritonPOYO(unroll=True) too
     TRITON_INTERPRET=1 python -m poyo_rt.kernels.aot --config poyo_1.3M --loops     # each loop's body size
+    TRITON_INTERPRET=1 python -m poyo_rt.kernels.aot --tuning '{"unroll": true, "precision": "tf32x3i"}'
+    TRITON_INTERPRET=1 python -m poyo_rt.kernels.aot --unroll --compiler-path DIR   # DIR's triton compiles
 """
 
 from __future__ import annotations
@@ -160,7 +162,7 @@ def compile_launches(launches: list[dict], arch: int = 90) -> list[dict]:
         try:
             compiled = triton.compile(ASTSource(kernel, signature, constexprs=constexprs),
                                       target=GPUTarget("cuda", arch, 32), options=launch["options"] or None)
-            report.update(ok=True, error=None, shared_bytes=compiled.metadata.shared,
+            report.update(ok=True, error=None, triton=triton.__version__, shared_bytes=compiled.metadata.shared,
                           num_warps=compiled.metadata.num_warps,
                           **_ptxas_report(compiled.asm["ptx"], arch, compiled.metadata.name),
                           **_sass_counts(compiled.asm["cubin"], arch))
@@ -172,9 +174,11 @@ def compile_launches(launches: list[dict], arch: int = 90) -> list[dict]:
 
 def check(fused, packed: torch.Tensor, arch: int = 90, timeout_s: float = 600.0,
           residuals: tuple[str, ...] = ("auto",), tunings: tuple[dict, ...] = ({},),
-          kernels: tuple[str, ...] = ()) -> list[dict]:
+          kernels: tuple[str, ...] = (), compiler_path: str | None = None) -> list[dict]:
     """Both phases: record here (interpreting), compile in a child process (not interpreting); ``kernels``:
-    compile only the launches of these kernels (default: all)."""
+    compile only the launches of these kernels (default: all); ``compiler_path``: a directory put first on the
+    child's ``PYTHONPATH``, whose Triton then compiles (e.g. the device's version, installed with ``pip install
+    --target DIR triton==3.6.0``; each report's ``"triton"`` says which compiled it)."""
     launches = record_launches(fused, packed, residuals, tunings)
     if kernels:
         launches = [launch for launch in launches if launch["kernel"] in kernels]
@@ -183,6 +187,8 @@ def check(fused, packed: torch.Tensor, arch: int = 90, timeout_s: float = 600.0,
         path.write_text(json.dumps(launches))
         env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
         env["TRITON_DEFAULT_FP_FUSION"] = env.get("TRITON_DEFAULT_FP_FUSION", "1")  # Triton's default, stated
+        if compiler_path:
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (compiler_path, env.get("PYTHONPATH")) if p)
         out = subprocess.run([sys.executable, "-m", "poyo_rt.kernels.aot", "--compile", str(path), "--arch",
                               str(arch)], capture_output=True, text=True, env=env, timeout=timeout_s)
         if out.returncode != 0:
@@ -190,23 +196,42 @@ def check(fused, packed: torch.Tensor, arch: int = 90, timeout_s: float = 600.0,
         return json.loads(out.stdout)
 
 
+def _tuning_label(args: dict) -> str:
+    """The launch's TritonPOYO options beyond the defaults (unroll, precision, swap_pairs), or ``-``."""
+    value = lambda name: args.get(name, {}).get("value")  # noqa: E731
+    words = (["unroll"] if value("UNROLL") else []) + ([value("PRECISION")] if value("PRECISION") not in
+                                                      (None, "tf32x3") else []) + (["swap"] if value("SWAP") else [])
+    return " ".join(words) or "-"
+
+
 def format_reports(reports: list[dict], loop_bodies: bool = False) -> str:
     """A table of :func:`compile_launches`'s reports, a line a launch; ``loop_bodies``: each loop's body size
     after the status."""
-    lines = [f"{'kernel':<28} {'grid':<16} {'unroll':>6} {'warps':>5} {'regs':>5} {'spill st/ld B':>14} "
+    lines = [f"{'kernel':<28} {'grid':<16} {'tuning':>20} {'warps':>5} {'regs':>5} {'spill st/ld B':>14} "
              f"{'stack B':>8} {'shared B':>9} {'instr':>6} {'loops':>5}  status"]
     for r in reports:
         grid = "x".join(str(g) for g in r["grid"])
-        unroll = {None: "-", True: "yes", False: "no"}[r["args"].get("UNROLL", {}).get("value")]
+        tuning = _tuning_label(r["args"])
         if r["ok"]:
-            lines.append(f"{r['kernel']:<28} {grid:<16} {unroll:>6} {r['num_warps']:>5} {r['registers']:>5} "
+            lines.append(f"{r['kernel']:<28} {grid:<16} {tuning:>20} {r['num_warps']:>5} {r['registers']:>5} "
                          f"{r['spill_store_bytes']:>6}/{r['spill_load_bytes']:<7} {r['stack_bytes']:>8} "
                          f"{r['shared_bytes']:>9} {r['instructions']:>6} {r['loops']:>5}  ok"
                          + (f"  bodies {r['loop_bodies']}" if loop_bodies and r["loop_bodies"] else ""))
         else:
-            lines.append(f"{r['kernel']:<28} {grid:<16} {unroll:>6} {'':>5} {'':>5} {'':>14} {'':>8} {'':>9} "
+            lines.append(f"{r['kernel']:<28} {grid:<16} {tuning:>20} {'':>5} {'':>5} {'':>14} {'':>8} {'':>9} "
                          f"{'':>6} {'':>5}  {r['error'][:200]}")
     return "\n".join(lines)
+
+
+def _tuning_arg(text: str) -> dict:
+    """``--tuning``'s JSON object of TritonPOYO keyword arguments."""
+    try:
+        tuning = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"--tuning {text!r}: not JSON ({err})") from None
+    if not isinstance(tuning, dict):
+        raise argparse.ArgumentTypeError(f"--tuning {text!r}: expected a JSON object, e.g. '{{\"unroll\": true}}'")
+    return tuning
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="residual layout(s) of TritonPOYO to compile (default: the one it picks for the config)")
     ap.add_argument("--unroll", action="store_true",
                     help="compile TritonPOYO(unroll=True)'s launches too, beside the default's")
+    ap.add_argument("--tuning", action="append", type=_tuning_arg, metavar="JSON", default=[],
+                    help="TritonPOYO keyword arguments as a JSON object, compiled beside the default's (repeatable)")
+    ap.add_argument("--compiler-path", metavar="DIR",
+                    help="compile with the Triton installed in DIR (pip install --target DIR triton==VERSION)")
     ap.add_argument("--loops", action="store_true",
                     help="print each loop's body size (instructions), to estimate what a thread runs in looped code")
     ap.add_argument("--compile", metavar="LAUNCHES_JSON", help=argparse.SUPPRESS)  # phase 2 (child process)
@@ -233,12 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     fused = FusedPOYO(model, n_output=1)
     packed = fused_inputs(fused, bench_inputs(model, n_spikes=2000, device=torch.device("cpu")))
     layouts = ("split", "summed") if args.residuals == "both" else (args.residuals,)
-    tunings = ({}, {"unroll": True}) if args.unroll else ({},)
-    reports = check(fused, packed, arch=args.arch, residuals=layouts, tunings=tunings)
-    import triton
-
+    tunings = ({}, *([{"unroll": True}] if args.unroll else []), *args.tuning)
+    reports = check(fused, packed, arch=args.arch, residuals=layouts, tunings=tunings,
+                    compiler_path=args.compiler_path)
+    versions = sorted({r["triton"] for r in reports if r["ok"]})
     print(f"{args.config}: {len(reports)} distinct kernel launches compiled for sm_{args.arch} "
-          f"by triton {triton.__version__}")
+          f"by triton {', '.join(versions) or '(none compiled)'}")
     print(format_reports(reports, loop_bodies=args.loops))
     return 0 if all(r["ok"] for r in reports) else 1
 
