@@ -87,6 +87,10 @@ def test_bench_e2e_quick_counts_every_spike(tmp_path):
         assert phase["ticks_received"] == phase["ticks_published"] > 0
         assert 0 < phase["receipt_us"]["median_us"] <= phase["receipt_us"]["p99_us"]
         assert phase["forward_us"]["n"] == phase["ticks_received"]
+        # tick -> receipt split at each message's send stamp: the engine's part, then ZeroMQ's and the subscriber's
+        assert phase["tick_to_send_us"]["n"] == phase["send_to_receipt_us"]["n"] == phase["ticks_received"]
+        assert 0 < phase["send_to_receipt_us"]["median_us"]
+        assert phase["tick_to_send_us"]["median_us"] < phase["tick_to_receipt_us"]["median_us"]
         # the engine stops when the player pauses: receipt latency leaves out at most the tick that ended past the
         # pause; forward and tick -> receipt keep all
         assert phase["ticks_received"] - 2 <= phase["receipt_ticks"] <= phase["ticks_received"]
@@ -165,7 +169,7 @@ def test_bench_e2e_pins_the_loop_and_moves_its_helpers_to_the_other_cores(tmp_pa
         player.close()
     out = tmp_path / "e2e.json"
     res = run_cli("bench", "e2e", "--quick", "--baseline-duration", "0", "--cpu-affinity", str(cores[-1]),
-                  "--json", str(out), timeout=240)
+                  "--receiver-spin-ms", "0.5", "--json", str(out), timeout=240)
     assert res.returncode == 0, res.stderr
     (result,) = json.loads(out.read_text())["e2e"]
     assert result["cpu_affinity"] == [cores[-1]] and result["helper_cores"] == cores[:-1]
@@ -174,6 +178,15 @@ def test_bench_e2e_pins_the_loop_and_moves_its_helpers_to_the_other_cores(tmp_pa
     assert phase["spikes_taken_in"] == phase["spikes_pushed"] > 0
     assert phase["ticks_received"] == phase["ticks_published"]
     assert f"loop on core(s) {cores[-1]}" in res.stdout
+    # the subscriber busy-polled around each expected tick, and took every tick
+    assert result["receiver_spin_ms"] == 0.5 and "subscriber busy-polling 0.5 ms around each tick" in res.stdout
+
+
+def test_subscriber_spin_flags_are_checked():
+    res = run_cli("listen", "--spin-ms", "-1", "--duration", "1")
+    assert res.returncode == 2 and "--spin-ms" in res.stderr
+    res = run_cli("bench", "e2e", "--quick", "--receiver-spin-ms", "2000")
+    assert res.returncode == 2 and "--receiver-spin-ms" in res.stderr
 
 
 def _free_port() -> int:

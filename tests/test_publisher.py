@@ -8,12 +8,13 @@ import json
 import math
 import threading
 import time
+from collections import deque
 
 import numpy as np
 import pytest
 import zmq
 
-from poyo_rt.stream.publisher import Publisher, Subscriber, check_endpoint, listen
+from poyo_rt.stream.publisher import Publisher, Subscriber, check_endpoint, listen, predict_receipt
 from poyo_rt.stream.wire import decode_tick, encode_tick, tick_from_record
 
 pytestmark = pytest.mark.timeout(60)
@@ -230,6 +231,52 @@ def test_injected_clock_and_recv_latest() -> None:
         assert sub.missed == 0 and sub.received == 20
 
 
+def test_predict_receipt_from_the_median_period_and_the_fastest_recent_tick() -> None:
+    # the subscriber's clock reads 1000 s more than the publisher's; one tick (10.06) was skipped
+    ends = [10.00, 10.02, 10.04, 10.08, 10.10]
+    lags = [0.0009, 0.0003, 0.0002, 0.0005, 0.0007]
+    recent = [(1000.0 + end + lag, end) for end, lag in zip(ends, lags)]
+    # next window ends one median step (20 ms, not the skip's 40) after the last; it arrives as fast as the fastest
+    assert predict_receipt(recent) == pytest.approx(1000.0 + 10.12 + 0.0002, abs=1e-9)
+    assert predict_receipt(deque(recent, maxlen=16)) == predict_receipt(recent)
+    assert predict_receipt(recent[:2]) is None  # too few to know a period
+    assert predict_receipt([(1.0, 5.0)] * 4) is None  # window ends that never advance: no period
+
+
+def test_spinning_subscriber_takes_ticks_in_its_window_and_sleeps_outside() -> None:
+    n, period = 30, 0.02
+    with Publisher(ANY_PORT, tick_hz=50) as pub, Subscriber(pub.endpoint, spin_s=0.005) as sub:
+        assert pub.wait_for_subscriber(10.0)
+        got: list = []
+
+        def receive() -> None:
+            while len(got) < n:
+                msg = sub.recv(2.0)
+                if msg is None:
+                    return
+                got.append(msg)
+
+        thread = threading.Thread(target=receive)
+        thread.start()
+        t = time.monotonic()
+        for i in range(n):
+            t += period
+            time.sleep(max(0.0, t - time.monotonic()))
+            now = time.monotonic()  # the window ends when it is sent: arrival = window end + transport
+            pub.send(window_end_s=now, newest_spike_s=now, output_times_s=[now], values=np.full((1, 2), i, np.float32))
+        thread.join(10)
+        assert not thread.is_alive()
+        assert [m.seq for m in got] == list(range(n)) and sub.missed == 0
+        assert [float(m.values[0, 0]) for m in got] == list(range(n))
+        # from the 4th tick on it knows when ticks come, and takes most of them while spinning (none before)
+        assert n // 2 <= sub.spin_taken <= n - 3, sub.spin_taken
+        assert sub.stats()["spin_taken"] == sub.spin_taken
+        # the stream stops: it spins only through the expected tick's window (±5 ms), then sleeps in poll
+        cpu = time.thread_time()
+        assert sub.recv(0.5) is None
+        assert time.thread_time() - cpu < 0.2  # spinning the whole timeout would take ~0.5 s of CPU
+
+
 def test_closed_publisher_and_bad_arguments() -> None:
     pub = Publisher(ANY_PORT)
     pub.close()
@@ -245,6 +292,9 @@ def test_closed_publisher_and_bad_arguments() -> None:
             p.send(window_end_s=1.0, newest_spike_s=1.0, output_times_s=[1.0], values=[1.0])
     with pytest.raises(ValueError, match="count"):
         listen(ANY_PORT, count=0)
+    for bad in (-0.001, 2.0, "1"):
+        with pytest.raises(ValueError, match="spin_s"):
+            Subscriber(ANY_PORT.replace("*", "5599"), spin_s=bad)
 
 
 def test_listen_records_ndjson_that_decodes_back(tmp_path) -> None:

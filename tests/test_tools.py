@@ -90,6 +90,28 @@ def test_host_overhead_variants_parse_and_refuse_unknown_options():
     v = parse_variant("0.3:on:overlap:replay:ipc:copies")
     assert v == Variant(0.3, True, "ipc", False, True, True, True) and v.key() == "0.3:on:ipc:copies:replay:overlap"
     assert v.label() == "spin 0.3 ms, pre-tick on, ipc, copies in graphs, warm replay, warm during forward"
+    assert parse_variant("1:on:rspin") == Variant(1.0, True, rspin=True)
+    assert parse_variant("1:on:rspin").label() == "spin 1 ms, pre-tick on, tcp, subscriber spinning 0.5 ms"
     for bad in ("1", "1:maybe", "x:on", "1:on:tcp:ipc", "1:on:fast"):
         with pytest.raises(argparse.ArgumentTypeError, match="expected SPIN_MS"):
             parse_variant(bad)
+
+
+def test_zmq_wake_measures_both_subscribers_and_refuses_bad_arguments(tmp_path):
+    """tools/zmq_wake.py: a publisher here, a subscriber process sleeping in poll or busy-polling (real sockets on
+    127.0.0.1); every tick arrives, and only the spinning subscriber takes ticks while spinning."""
+    import json
+
+    out = tmp_path / "wake.json"
+    res = subprocess.run([sys.executable, str(TOOLS / "zmq_wake.py"), "--rounds", "1", "--ticks", "40", "--spin-ms",
+                          "0", "--spin-ms", "2", "--json", str(out)], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    rounds = json.loads(out.read_text())["rounds"]
+    (asleep,), (spinning,) = rounds["0.0"], rounds["2.0"]
+    assert asleep["n"] == spinning["n"] == 40  # the warm-up's 10 left out
+    assert asleep["spin_share"] == 0 and spinning["spin_share"] > 0.5
+    assert 0 < asleep["median_us"] <= asleep["p99_us"] and 0 < spinning["median_us"] <= spinning["p99_us"]
+    assert "subscriber spin ms" in res.stdout
+    bad = subprocess.run([sys.executable, str(TOOLS / "zmq_wake.py"), "--spin-ms", "-1"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "--spin-ms" in bad.stderr

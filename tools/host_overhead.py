@@ -20,14 +20,17 @@ and waits), on a GPU machine:
     LSLAPICFG=poyo_rt/stream/loopback.cfg python tools/host_overhead.py --device cuda --rounds 3 --seconds 15 \
         --variant 1:on --variant 1:on:copies --variant 1:on:replay --variant 1:on:copies:replay
 
-Variants (``--variant SPIN_MS:PRE_TICK[:ipc][:pin][:copies][:replay]``, repeatable): default ``0.5:off`` (the
+Variants (``--variant SPIN_MS:PRE_TICK[:ipc][:pin][:copies][:replay][:overlap][:rspin]``, repeatable): default ``0.5:off`` (the
 loop of the seventh session: spin 0.5 ms, pulling), ``1:off`` (a longer spin alone) and ``1:on`` (the default
 now); ``:ipc`` publishes on an ``ipc://`` endpoint instead of ``tcp://127.0.0.1``; ``:pin`` pins the engine's
 loop to the last core of this process (``engine.cpu_affinity``) and the player and subscriber processes to the
 others, as ``poyo-rt bench e2e --cpu-affinity`` does (unpinned variants move them back to every core); CUDA
 only: ``:copies`` captures the copies in the graphs (``model.graph_copies``), ``:replay`` makes the pre-tick
 run the whole call on the early window (``model.cuda_warm: replay``), ``:overlap`` warms the publisher while
-the GPU runs the forward (``engine.warm_during_forward``).
+the GPU runs the forward (``engine.warm_during_forward``). Any device: ``:rspin`` makes the subscriber
+busy-poll 0.5 ms around each tick's expected arrival (``Subscriber(spin_s=...)``; the engine is unchanged).
+The last columns split tick -> receipt at the message's send stamp: the engine's part (tick -> send) and
+ZeroMQ's with the subscriber's wake-up (send -> receipt).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from poyo_rt.runtime.threads import allowed_cores
 from poyo_rt.stream import lsl
 from poyo_rt.stream.tokenizer import bucket_for
 
+RECEIVER_SPIN_MS = 0.5  # :rspin's Subscriber spin_s (ms)
 STAGES = ("start", "pull", "buffer", "tokenize", "forward", "runner", "publish", "tick")
 CUDA_STAGES = ("pack", "launch", "overlap", "sync")  # the CUDA runner's host split of its call (--device cuda)
 
@@ -64,11 +68,13 @@ class Variant(NamedTuple):
     copies: bool = False
     replay: bool = False
     overlap: bool = False
+    rspin: bool = False
 
     def _options(self) -> list[tuple[str, str]]:
         """The options switched on, as (name in ``--variant``, words in the label)."""
         named = (("pin", "pinned", self.pin), ("copies", "copies in graphs", self.copies),
-                 ("replay", "warm replay", self.replay), ("overlap", "warm during forward", self.overlap))
+                 ("replay", "warm replay", self.replay), ("overlap", "warm during forward", self.overlap),
+                 ("rspin", f"subscriber spinning {RECEIVER_SPIN_MS:g} ms", self.rspin))
         return [(name, words) for name, words, on in named if on]
 
     def label(self) -> str:
@@ -117,7 +123,7 @@ class HostOnlyRunner:
 
 
 def parse_variant(text: str) -> Variant:
-    """``SPIN_MS:on|off[:tcp|ipc][:pin][:copies][:replay][:overlap]`` -> :class:`Variant`."""
+    """``SPIN_MS:on|off[:tcp|ipc][:pin][:copies][:replay][:overlap][:rspin]`` -> :class:`Variant`."""
     spin, _, rest = text.partition(":")
     pre, *options = rest.split(":")
     transports = [o for o in options if o in ("tcp", "ipc")]
@@ -126,19 +132,19 @@ def parse_variant(text: str) -> Variant:
     except ValueError:
         spin_ms = -1.0
     if (spin_ms < 0 or pre not in ("on", "off") or len(transports) > 1
-            or set(options) - {"tcp", "ipc", "pin", "copies", "replay", "overlap"}):
+            or set(options) - {"tcp", "ipc", "pin", "copies", "replay", "overlap", "rspin"}):
         raise argparse.ArgumentTypeError(
-            f"variant {text!r}: expected SPIN_MS:on|off[:tcp|ipc][:pin][:copies][:replay][:overlap]")
+            f"variant {text!r}: expected SPIN_MS:on|off[:tcp|ipc][:pin][:copies][:replay][:overlap][:rspin]")
     return Variant(spin_ms, pre == "on", (transports or ["tcp"])[0], "pin" in options, "copies" in options,
-                   "replay" in options, "overlap" in options)
+                   "replay" in options, "overlap" in options, "rspin" in options)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variant", type=parse_variant, action="append",
-                    help="SPIN_MS:on|off[:tcp|ipc][:pin][:copies][:replay][:overlap] (engine.spin_ms, "
+                    help="SPIN_MS:on|off[:tcp|ipc][:pin][:copies][:replay][:overlap][:rspin] (engine.spin_ms, "
                          "engine.pre_tick, the output transport, engine.cpu_affinity, model.graph_copies, "
-                         "model.cuda_warm: replay, engine.warm_during_forward); "
+                         "model.cuda_warm: replay, engine.warm_during_forward, the subscriber's spin); "
                          "repeatable (default 0.5:off 1:off 1:on)")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                     help="cuda: the real CUDA runner (default cpu: the CUDA runner's host packing alone, or --forward)")
@@ -178,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {r + 1}/{args.rounds}: {v.label()}", file=sys.stderr, flush=True)
                 results[v].append(run_phase(
                     v.label(), i, model=model, cfg=cfg, duration_s=args.seconds, player=player,
-                    progress=lambda m: None, make_runner=None if real_forward else HostOnlyRunner))
+                    progress=lambda m: None, make_runner=None if real_forward else HostOnlyRunner,
+                    receiver_spin_s=RECEIVER_SPIN_MS / 1e3 if v.rspin else 0.0))
                 i += 1
     finally:
         player.close()
@@ -194,16 +201,19 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.seconds:g} s; engine stages in µs (median of the rounds' values), receipt in ms")
     width = max(39, *(len(v.label()) + 1 for v in variants))
     head = (f"{'variant':<{width}}" + "".join(f"{s + ' p50/p99':>18}" for s in stages)
-            + f"{'tick->receipt':>16}{'x tick p99':>11}")
+            + f"{'tick->receipt':>16}{'x tick p99':>11}{'tick->send':>16}{'send->receipt':>16}")
     print(head)
     base = pooled(results[variants[0]], "tick", "p99_us")
     for v in variants:
         phases = results[v]
         row = f"{phases[0]['path']:<{width}}" + "".join(
             f"{pooled(phases, s, 'median_us'):>10.0f}/{pooled(phases, s, 'p99_us'):<7.0f}" for s in stages)
-        t2r = [p["tick_to_receipt_us"] for p in phases]
-        row += f"{np.median([t['median_us'] for t in t2r]) / 1e3:>8.2f}/{np.median([t['p99_us'] for t in t2r]) / 1e3:<7.2f}"
-        row += f"{base / pooled(phases, 'tick', 'p99_us'):>10.2f}x"
+        def receipt(key: str) -> str:  # "p50/p99" in ms, medians of the rounds' values
+            t = [p[key] for p in phases]
+            return f"{np.median([x['median_us'] for x in t]) / 1e3:>8.2f}/{np.median([x['p99_us'] for x in t]) / 1e3:<7.2f}"
+
+        row += receipt("tick_to_receipt_us") + f"{base / pooled(phases, 'tick', 'p99_us'):>10.2f}x"
+        row += receipt("tick_to_send_us") + receipt("send_to_receipt_us")
         print(row)
         early = sum(p["early_ticks"] for p in phases)
         ticks = sum(p["ticks_published"] for p in phases)

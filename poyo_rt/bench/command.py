@@ -82,6 +82,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "whole call (model.cuda_warm)")
     g.add_argument("--warm-during-forward", action="store_true",
                    help="CUDA: while the GPU runs the forward, warm the publisher's code (engine.warm_during_forward)")
+    g.add_argument("--receiver-spin-ms", type=float, default=0.0, metavar="MS",
+                   help="the subscriber busy-polls from MS before each tick's expected arrival to MS after, instead "
+                        "of sleeping in poll (Subscriber spin_s; default: 0 = off)")
     g.add_argument("--report-dir", metavar="DIR", default=None,
                    help="write each phase's engine latency log to DIR/e2e-CONFIG-PHASE.json (see `poyo-rt report`)")
     p.set_defaults(func=run)
@@ -99,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{name}", f"must be >= 1, got {getattr(args, name)}")
     if args.duration <= 0 or args.rate <= 0 or args.tick_hz <= 0:
         raise ConfigError("--duration/--rate/--tick-hz", "must be > 0")
+    if not 0 <= args.receiver_spin_ms <= 1000:
+        raise ConfigError("--receiver-spin-ms", f"must be 0 (off) to 1000 ms, got {args.receiver_spin_ms:g}")
     device = resolve_device(args.device)
     if (args.compile_modes or args.tf32) and device != "cuda":
         raise ConfigError("--compile/--tf32", "are CUDA options (the forward bench on the CPU times eager paths)")
@@ -155,7 +160,8 @@ def run(args: argparse.Namespace) -> int:
                                 report_dir=args.report_dir, kernels=args.kernels, spin_ms=args.spin_ms,
                                 pre_tick=args.pre_tick, cpu_affinity=args.cpu_affinity,
                                 graph_copies=args.graph_copies, cuda_warm=args.cuda_warm,
-                                warm_during_forward=args.warm_during_forward, progress=progress)
+                                warm_during_forward=args.warm_during_forward,
+                                receiver_spin_ms=args.receiver_spin_ms, progress=progress)
             payload["e2e"].append(res)
             print(format_e2e_table(res), flush=True)
     if args.json:

@@ -6,13 +6,15 @@ clock at its push) and counts what it pushes. The engine of ``poyo-rt run``
 (:func:`poyo_rt.runtime.launch.build_decoder`, the run config's defaults: ``threads: auto``, the
 encoder key/value cache) decodes at a fixed tick rate and publishes on 127.0.0.1; a subscriber in a
 third process (as a closed loop's consumer would be: not sharing the engine's interpreter lock) stamps each
-message's receipt on the LSL clock.
+message's receipt on the LSL clock; ``--receiver-spin-ms`` makes it busy-poll around each tick's expected
+arrival (``Subscriber(spin_s=...)``), as a closed loop's consumer that must react at once would.
 
 Measured per tick, from the messages themselves: **receipt latency** = receipt time - the newest
 spike's push time (what a closed loop waits for, LSL and ZeroMQ included; over the ticks whose window ends
 before the player pauses at the end of the phase), **tick -> receipt** =
-receipt time - the tick's scheduled time (the window end): the pipeline's own latency, the forward time
-carried in the message, and deadline misses (a tick published later than one period after its schedule,
+receipt time - the tick's scheduled time (the window end): the pipeline's own latency, split into **tick ->
+send** (the engine's part, up to the message's send stamp) and **send -> receipt** (ZeroMQ's and the
+subscriber's wake-up), the forward time carried in the message, and deadline misses (a tick published later than one period after its schedule,
 plus ticks skipped because the loop fell a whole period behind).
 
 Receipt latency = **newest spike's age at the tick** (window end - newest spike's push time) + tick -> receipt,
@@ -56,7 +58,7 @@ log = logging.getLogger(__name__)
 
 CHUNK_S = 1e-3  # the player pushes every millisecond on average (jittered: see play)
 PAUSED = -1
-ROW = ("t_recv_s", "window_end_s", "newest_spike_s", "forward_us", "flags")  # a received message, as listen keeps it
+ROW = ("t_recv_s", "window_end_s", "newest_spike_s", "forward_us", "flags", "t_send_s")  # a message, as listen keeps it
 
 
 # ------------------------------------------------------------------------------- the player process
@@ -99,17 +101,17 @@ def play(name: str, source_id: str, n_units: int, rate_hz: float, seed: int, pha
             pushed[i] += n
 
 
-def listen(endpoint: str, conn, stop, ready, cores: tuple[int, ...] | None = None) -> None:
+def listen(endpoint: str, conn, stop, ready, cores: tuple[int, ...] | None = None, spin_s: float = 0.0) -> None:
     """Child process: subscribe to ``endpoint`` and stamp each message's receipt on the LSL clock until
     ``stop`` is set; then send one row a message through ``conn``: the :data:`ROW` fields. ``cores``: run on
-    these CPU cores only."""
+    these CPU cores only; ``spin_s``: the subscriber's busy-poll around each expected tick (0 = off)."""
     from poyo_rt.stream import lsl
     from poyo_rt.stream.publisher import Subscriber
 
     if cores:
         pin_process(os.getpid(), cores)
     lsl.configure_lsl()
-    sub = Subscriber(endpoint, rcvhwm=1_000_000, clock=lsl.local_clock)
+    sub = Subscriber(endpoint, rcvhwm=1_000_000, clock=lsl.local_clock, spin_s=spin_s)
     ready.set()
     rows: list[tuple[float, ...]] = []
     try:
@@ -117,7 +119,7 @@ def listen(endpoint: str, conn, stop, ready, cores: tuple[int, ...] | None = Non
             msg = sub.recv(timeout_s=0.05)
             if msg is not None:
                 rows.append((msg.t_recv_s, msg.window_end_s, msg.newest_spike_s, msg.stages_us.get("forward", np.nan),
-                             msg.flags))
+                             msg.flags, msg.t_send_s))
     finally:
         conn.send(np.array(rows, dtype=np.float64).reshape(-1, len(ROW)))
         sub.close()
@@ -230,9 +232,10 @@ def e2e_config(stream_name: str, *, device: str = "cpu", threads: int | str | No
 
 def run_phase(label: str, index: int, *, model, cfg, duration_s: float, player: Player,
               progress: Callable[[str], None] = log.info, report_path: Path | None = None,
-              make_runner: Callable | None = None) -> dict:
+              make_runner: Callable | None = None, receiver_spin_s: float = 0.0) -> dict:
     """One phase: a fresh decoder from ``cfg`` (its runner replaced by ``make_runner(engine)`` if given) on the
-    player's stream for ``duration_s``, a subscriber process stamping receipts; returns the phase's numbers."""
+    player's stream for ``duration_s``, a subscriber process stamping receipts (busy-polling ``receiver_spin_s``
+    around each expected tick); returns the phase's numbers."""
     from poyo_rt.runtime.launch import build_decoder
     from poyo_rt.stream import lsl
     from poyo_rt.stream.wire import TickFlags
@@ -245,7 +248,8 @@ def run_phase(label: str, index: int, *, model, cfg, duration_s: float, player: 
     conn, child_conn = player.ctx.Pipe(duplex=False)
     stop, ready = player.ctx.Event(), player.ctx.Event()
     listener = player.ctx.Process(target=listen, daemon=True,
-                                  args=(decoder.publisher.endpoint, child_conn, stop, ready, player.cores))
+                                  args=(decoder.publisher.endpoint, child_conn, stop, ready, player.cores,
+                                        receiver_spin_s))
     listener.start()
 
     paused_at = [np.inf]  # LSL time the player paused: later windows have no new spikes to measure receipt by
@@ -294,7 +298,7 @@ def run_phase(label: str, index: int, *, model, cfg, duration_s: float, player: 
 
     # receipt latency only while spikes flow (the last tick, just after the pause, may end past it); the
     # engine stops at the pause, so its latency log holds no ticks of the stream's silence after it
-    t_recv, window_end, newest, forward, flags = arr.T
+    t_recv, window_end, newest, forward, flags, t_send = arr.T
     pushing = window_end <= paused_at[0]
     receipt = (t_recv - newest)[pushing] * 1e6
     receipt = receipt[np.isfinite(receipt)]
@@ -309,6 +313,8 @@ def run_phase(label: str, index: int, *, model, cfg, duration_s: float, player: 
         "receipt_us": percentiles_us(receipt), "spike_age_us": percentiles_us(age),
         "forward_us": percentiles_us(forward),
         "tick_to_receipt_us": percentiles_us((t_recv - window_end) * 1e6),
+        "tick_to_send_us": percentiles_us((t_send - window_end) * 1e6),
+        "send_to_receipt_us": percentiles_us((t_recv - t_send) * 1e6),
         "deadline_misses": missed_published + int(engine.skipped_ticks),
         "late_ticks": missed_published, "skipped_ticks": int(engine.skipped_ticks),
         "spikes_pushed": int(pushed[index]), "spikes_taken_in": int(taken), "spikes_accepted": int(engine.buffer.next_seq),
@@ -342,7 +348,8 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
                   realtime_priority: int | None = None, report_dir: str | Path | None = None,
                   kernels: str = "auto", spin_ms: float = 1.0, pre_tick: bool = True,
                   cpu_affinity: Sequence[int] | None = None, graph_copies: bool = False, cuda_warm: str = "copy",
-                  warm_during_forward: bool = False, progress: Callable[[str], None] = log.info) -> dict:
+                  warm_during_forward: bool = False, receiver_spin_ms: float = 0.0,
+                  progress: Callable[[str], None] = log.info) -> dict:
     """Run the baseline phase (unless ``baseline_duration_s`` is 0) and the poyo_rt phase; see the module
     docstring. ``max_spikes`` defaults to 1.25 x the spikes a window holds at ``rate_hz`` (at least 8,192).
     ``report_dir``: write each phase's engine latency log there (``e2e-CONFIG-PHASE.json``, per-stage
@@ -352,7 +359,8 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
     ``engine.cpu_affinity``, and the player and subscriber processes then run on the process's other cores
     (where there are any), as on a rig whose decoder has cores of its own; ``graph_copies``, ``cuda_warm``: its
     ``model.graph_copies`` and ``model.cuda_warm``, ``warm_during_forward`` its ``engine.warm_during_forward``
-    (CUDA)."""
+    (CUDA); ``receiver_spin_ms``: the subscriber busy-polls this long before and after each tick's expected
+    arrival (0 = it sleeps in ``poll``)."""
     from poyo_rt.stream import lsl
 
     if config not in BENCH_CONFIGS:
@@ -360,6 +368,8 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
     baseline_duration_s = duration_s if baseline_duration_s is None else baseline_duration_s
     if duration_s <= 0 or baseline_duration_s < 0:
         raise ValueError("durations must be > 0 (the baseline's >= 0)")
+    if not 0 <= receiver_spin_ms <= 1000:
+        raise ValueError(f"receiver_spin_ms: expected 0 (off) to 1000 ms, got {receiver_spin_ms!r}")
     lsl.configure_lsl()
     pinned, helper_cores = split_cores(cpu_affinity)
     model = build_model(BENCH_CONFIGS[config], n_units=n_units)
@@ -377,7 +387,8 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
             report_path = Path(report_dir) / f"e2e-{config}-{label}.json" if report_dir is not None else None
             baseline = (lambda engine: torch_brain_runner(engine, model)) if label == "torch_brain" else None
             results.append(run_phase(label, i, model=model, cfg=cfg, duration_s=dur, player=player,
-                                     progress=progress, report_path=report_path, make_runner=baseline))
+                                     progress=progress, report_path=report_path, make_runner=baseline,
+                                     receiver_spin_s=receiver_spin_ms / 1e3))
     finally:
         player.close()
     base = results[0]
@@ -388,6 +399,7 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
             "max_spikes": max_spikes, "realtime_priority": realtime_priority, "kernels": kernels, "spin_ms": spin_ms,
             "pre_tick": pre_tick, "cpu_affinity": list(pinned), "helper_cores": list(helper_cores or ()),
             "graph_copies": graph_copies, "cuda_warm": cuda_warm, "warm_during_forward": warm_during_forward,
+            "receiver_spin_ms": receiver_spin_ms,
             "spike_age_floor_p99_us": poisson_age_floor_us(rate_hz),
             "phases": results, "baseline": base["path"]}
 
@@ -400,6 +412,8 @@ def format_e2e_table(result: dict) -> str:
     pre = ", tokenized early and warmed" if result.get("pre_tick") and result.get("spin_ms") else ""
     pre += " (the whole call replayed)" if pre and result.get("cuda_warm") == "replay" else ""
     pre += ", publisher warmed during the forward" if result.get("warm_during_forward") else ""
+    if result.get("receiver_spin_ms"):
+        pre += f", subscriber busy-polling {result['receiver_spin_ms']:g} ms around each tick"
     if result.get("cpu_affinity"):
         helpers = format_cores(result["helper_cores"]) if result.get("helper_cores") else "unpinned"
         pre += f"; loop on core(s) {format_cores(result['cpu_affinity'])}, player and subscriber on {helpers}"
@@ -408,7 +422,8 @@ def format_e2e_table(result: dict) -> str:
              f"{'path':<12} {'metric (ms)':<22} {'median':>8} {'p90':>8} {'p99':>8} {'p99.9':>8} {'max':>8}"]
     for r in result["phases"]:
         for key, title in (("receipt_us", "push -> receipt"), ("spike_age_us", "newest spike age"),
-                           ("tick_to_receipt_us", "tick -> receipt"), ("forward_us", "forward")):
+                           ("tick_to_receipt_us", "tick -> receipt"), ("tick_to_send_us", "  tick -> send"),
+                           ("send_to_receipt_us", "  send -> receipt"), ("forward_us", "forward")):
             if key not in r:  # results written before the age was measured
                 continue
             s = r[key]

@@ -20,9 +20,11 @@ import json
 import logging
 import math
 import os
+import statistics
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
 import zmq
@@ -245,6 +247,31 @@ class Publisher:
         self.close()
 
 
+#: Receipts that :func:`predict_receipt` looks back over (each tick's receipt time and window end).
+RECEIPT_HISTORY = 16
+
+
+def predict_receipt(recent: Sequence[tuple[float, float]]) -> float | None:
+    """When the next tick should arrive, on the subscriber's clock (seconds); None if not yet known.
+
+    ``recent``: (receipt time on the subscriber's clock, the tick's ``window_end_s`` on the publisher's
+    clock) of the last ticks received, oldest first; at least 3 are needed. The publisher's period is the
+    median step of ``window_end_s`` (a skipped tick makes one step two periods long; the median ignores it).
+    The next tick ends one period after the last one and arrives after it as the *fastest* recent tick did
+    (the smallest receipt - window end), so one late tick does not push the prediction late. Receipt minus
+    window end mixes two clocks, but only as a constant offset: it needs no shared clock.
+    """
+    if len(recent) < 3:
+        return None
+    recent = list(recent)  # a deque cannot be sliced
+    steps = [b[1] - a[1] for a, b in zip(recent, recent[1:]) if b[1] > a[1]]
+    if not steps:
+        return None
+    period = statistics.median(steps)
+    fastest = min(t_recv - window_end for t_recv, window_end in recent)
+    return recent[-1][1] + period + fastest
+
+
 class Subscriber:
     """SUB client: receives ticks of one topic, stamps receipt time, counts sequence gaps.
 
@@ -252,7 +279,15 @@ class Subscriber:
     ``received``; ``missed`` (sum of gaps between consecutive received seq numbers; messages published
     before the first one received are not counted); ``restarts`` (seq went backwards: publisher restarted);
     ``invalid`` (undecodable or unknown-version messages, skipped); ``other_topics`` (SUB filters by
-    prefix; messages whose topic is longer are skipped).
+    prefix; messages whose topic is longer are skipped); ``spin_taken`` (ticks taken while busy-polling).
+
+    ``spin_s`` (seconds, default 0 = off): busy-poll for the next tick from ``spin_s`` before it is expected
+    (:func:`predict_receipt`) to ``spin_s`` after, instead of sleeping in ``poll``. A thread woken by the
+    kernel takes its message 100-250 µs after it arrived on a VM; a spinning one takes it within
+    microseconds (``tools/zmq_wake.py`` measures both). This costs up to ``2 * spin_s`` of one core's time a
+    tick, which the spin yields to any other thread that needs the core. Outside the window, and until 3
+    ticks have arrived, ``recv`` sleeps in ``poll`` as without it. For a closed loop's consumer that must
+    react at once; a recorder or a display does not need it.
     """
 
     def __init__(
@@ -264,12 +299,18 @@ class Subscriber:
         allow_remote: bool = False,
         clock: Callable[[], float] = time.monotonic,
         context: zmq.Context | None = None,
+        spin_s: float = 0.0,
     ):
         check_endpoint(endpoint, allow_remote=allow_remote)
         if not isinstance(topic, str) or not topic:
             raise ValueError(f"topic: expected a non-empty str, got {topic!r}")
         if not (isinstance(rcvhwm, int) and rcvhwm >= 0):
             raise ValueError(f"rcvhwm: expected an int >= 0 messages (0 = unlimited), got {rcvhwm!r}")
+        if not (isinstance(spin_s, (int, float)) and 0 <= spin_s <= 1):
+            raise ValueError(f"spin_s: expected 0 (off) to 1 seconds, got {spin_s!r}")
+        self.spin_s = float(spin_s)
+        self.spin_taken = 0
+        self._recent: deque[tuple[float, float]] = deque(maxlen=RECEIPT_HISTORY)
         self.endpoint = endpoint
         self.topic = topic
         self._topic_raw = topic.encode("utf-8")
@@ -328,24 +369,62 @@ class Subscriber:
             return None
         self.received += 1
         self._track_seq(msg.seq)
+        if math.isfinite(t_recv) and math.isfinite(msg.window_end_s):
+            self._recent.append((t_recv, msg.window_end_s))
         return msg
 
     def recv(self, timeout_s: float | None = 1.0) -> TickMessage | None:
-        """Next tick of our topic, or None after ``timeout_s`` seconds (None = wait forever)."""
+        """Next tick of our topic, or None after ``timeout_s`` seconds (None = wait forever).
+
+        With ``spin_s`` > 0, busy-polls around the tick's expected arrival (see the class docstring)."""
         if self._closed:
             raise RuntimeError(f"subscriber on {self.endpoint} is closed")
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        spin = self._spin_window()
         while True:
             msg = self._take()
             if msg is not None:
                 return msg
-            if deadline is None:
-                self._sock.poll(None, zmq.POLLIN)
-                continue
-            remaining_ms = math.ceil((deadline - time.monotonic()) * 1000)
-            if remaining_ms <= 0:
+            left_s = None if deadline is None else deadline - time.monotonic()
+            if left_s is not None and left_s <= 0:
                 return self._take()
-            self._sock.poll(remaining_ms, zmq.POLLIN)
+            wait_ms = None if left_s is None else math.ceil(left_s * 1000)
+            if spin is not None:
+                now = self.clock()
+                if now >= spin[1]:
+                    spin = None  # the tick is later than the window: sleep in poll until it comes
+                elif now >= spin[0]:
+                    msg = self._spin(spin[1], deadline)
+                    if msg is not None:
+                        return msg
+                    continue
+                elif spin[0] - now < 1e-3:  # poll counts whole ms: sleep the last fraction, then spin
+                    time.sleep(spin[0] - now if left_s is None else min(spin[0] - now, left_s))
+                    continue
+                else:  # sleep in poll until the window, whole ms rounded down
+                    until_ms = int((spin[0] - now) * 1000)
+                    wait_ms = until_ms if wait_ms is None else min(wait_ms, until_ms)
+            self._sock.poll(wait_ms, zmq.POLLIN)
+
+    def _spin_window(self) -> tuple[float, float] | None:
+        """(start, end) of the next busy-poll on the subscriber's clock, or None (spin off or no prediction)."""
+        if self.spin_s <= 0:
+            return None
+        expected = predict_receipt(self._recent)
+        return None if expected is None else (expected - self.spin_s, expected + self.spin_s)
+
+    def _spin(self, until: float, deadline: float | None) -> TickMessage | None:
+        """Busy-poll until a tick is taken, ``until`` (subscriber's clock) or ``deadline`` (monotonic), yielding
+        the core between polls: spinning on a machine with few cores must not keep ZeroMQ's I/O threads from
+        running (on the 2-core test VM, without the yield, p99 rose from 0.58 to 0.99 ms)."""
+        while True:
+            msg = self._take()
+            if msg is not None:
+                self.spin_taken += 1
+                return msg
+            if self.clock() >= until or (deadline is not None and time.monotonic() >= deadline):
+                return None
+            os.sched_yield()  # a thread waiting for this core (ZeroMQ's I/O thread, say) runs at once
 
     def recv_latest(self, timeout_s: float | None = 1.0) -> TickMessage | None:
         """Wait for a tick like ``recv``, then drain the queue and return only the newest one.
@@ -363,7 +442,7 @@ class Subscriber:
 
     def stats(self) -> dict[str, Any]:
         return {"received": self.received, "missed": self.missed, "restarts": self.restarts,
-                "invalid": self.invalid, "other_topics": self.other_topics,
+                "invalid": self.invalid, "other_topics": self.other_topics, "spin_taken": self.spin_taken,
                 "first_seq": self.first_seq, "last_seq": self.last_seq}
 
     def close(self) -> None:
@@ -399,6 +478,7 @@ def listen(
     allow_remote: bool = False,
     rcvhwm: int = 10_000,
     idle_timeout_s: float | None = None,
+    spin_s: float = 0.0,
 ) -> dict[str, Any]:
     """Receive ticks, print and/or record them, and return a summary.
 
@@ -406,7 +486,8 @@ def listen(
     Ctrl-C, whichever comes first (none given: until Ctrl-C). ``print_every``: print one line for every
     N-th tick to ``out`` (default stdout; 0 = quiet). ``out_path``: append each tick as one JSON line
     (``wire.tick_to_record``; NaN as null; ``wire.tick_from_record`` reads it back), flushed per line.
-    ``clock`` stamps receipt (pass ``pylsl.local_clock`` for the LSL clock).
+    ``clock`` stamps receipt (pass ``pylsl.local_clock`` for the LSL clock). ``spin_s``: busy-poll around
+    each tick's expected arrival (:class:`Subscriber`).
     Summary: received, missed (seq gaps), restarts, invalid, elapsed_s, latency percentiles (µs) of
     ``recv`` (newest spike -> receipt), ``send`` (newest spike -> handed to ZeroMQ) and ``transport``
     (send -> receipt), and the publisher's last counters.
@@ -423,7 +504,7 @@ def listen(
     start = time.monotonic()
     stop_at = None if duration_s is None else start + duration_s
     last_msg_at = start
-    sub = Subscriber(endpoint, topic=topic, rcvhwm=rcvhwm, allow_remote=allow_remote, clock=clock)
+    sub = Subscriber(endpoint, topic=topic, rcvhwm=rcvhwm, allow_remote=allow_remote, clock=clock, spin_s=spin_s)
     interrupted = False
     try:
         record_file = open(out_path, "a", encoding="utf-8") if out_path is not None else None
