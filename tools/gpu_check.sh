@@ -10,10 +10,11 @@
 #           back to back and at 50 Hz, with and without a tiny kernel queued before each call, and with the
 #           copies in and out captured in the graph (a second runner with model.graph_copies);
 #   levers  tools/host_overhead.py --device cuda: the engine's host levers on the real CUDA runner in
-#           alternating rounds (LEVER_S seconds a phase, default 10; 3 rounds): the default loop, the copies in
-#           the graphs (model.graph_copies), the pre-tick replaying the whole call (model.cuda_warm: replay), the
-#           publisher warmed while the GPU runs the forward (engine.warm_during_forward), all three, and all
-#           three with a 0.3 ms spin (needs the carried wheels of tools/gpu_wheels.sh, as e2e does);
+#           alternating rounds (LEVER_S seconds a phase, default 10; 3 rounds): the default loop; the copies in
+#           the graphs (model.graph_copies), the pre-tick replaying the whole call (model.cuda_warm: replay) and
+#           the publisher warmed while the GPU runs the forward (engine.warm_during_forward) together; the
+#           subscriber busy-polling 0.5 ms around each tick (Subscriber spin_s), on tcp and on ipc; everything;
+#           everything less replay and overlap (needs the carried wheels of tools/gpu_wheels.sh, as e2e does);
 #   profile tools/profile_gpu.py: GPU time per kernel of the Triton and fused forwards, against the graph's
 #           replay;
 #   probe   tools/gpu_phase_probe.py: a chain of kernels against one persistent kernel with grid barriers (does
@@ -30,7 +31,8 @@
 #           tokenizing early and warming the tick's code), the same with the loop pinned to core 3 and the player
 #           and subscriber on the other cores (--cpu-affinity), then the seventh session's loop (spin 0.5 ms, no
 #           pre-tick)), when the carried wheels of tools/gpu_wheels.sh are there (run that here first, then
-#           carry ".whl");
+#           carry ".whl"); E2E_FLAGS: more `bench e2e` flags for every run (e.g. "--graph-copies
+#           --receiver-spin-ms 0.5");
 # then, outside STEPS: with AUTOTUNE=1 poyo_1.3M compiled in max-autotune-no-cudagraphs mode (minutes of
 # autotuning); with TRITON_TESTS=1 the Triton kernel tests compiled for the GPU (TRITON_INTERPRET=0), kernel by
 # kernel and end to end (many kernel variants to compile; the bench rows already give each Triton forward's
@@ -67,8 +69,8 @@ want wake && step 100 "the runner's host time a call" python3 tools/gpu_wake.py 
 if want levers && python3 -c "import pylsl, zmq" 2>/dev/null; then
   step 300 "host levers on the CUDA runner, alternating rounds" env LSLAPICFG=$PWD/poyo_rt/stream/loopback.cfg \
     python3 tools/host_overhead.py --device cuda --rounds 3 --seconds "${LEVER_S:-10}" --variant 1:on \
-    --variant 1:on:copies --variant 1:on:replay --variant 1:on:overlap --variant 1:on:copies:replay:overlap \
-    --variant 0.3:on:copies:replay:overlap --json "$OUT/host_levers_gpu.json"
+    --variant 1:on:copies:replay:overlap --variant 1:on:rspin --variant 1:on:ipc:rspin \
+    --variant 1:on:ipc:copies:replay:overlap:rspin --variant 1:on:ipc:copies:rspin --json "$OUT/host_levers_gpu.json"
 fi
 want profile && step 120 "GPU time per kernel" python3 tools/profile_gpu.py --slots 2200 --slots 4096 \
   --json "$OUT/profile_gpu.json"
@@ -87,7 +89,7 @@ elif python3 -c "import pylsl, zmq" 2>/dev/null; then
     [ -n "$cores" ] && pin_flag=(--cpu-affinity "$cores")
     step $((E2E_S + 45)) "end to end, $E2E_S s, $kernels kernels, woken $spin ms early, pre-tick ${pre:-on}, loop on cores ${cores:-any}" \
       env LSLAPICFG=$PWD/poyo_rt/stream/loopback.cfg python3 -m poyo_rt.cli bench e2e --device cuda \
-      --kernels "$kernels" --spin-ms "$spin" "${pre_flag[@]}" "${pin_flag[@]}" --duration "$E2E_S" --baseline-duration 0 \
+      --kernels "$kernels" --spin-ms "$spin" "${pre_flag[@]}" "${pin_flag[@]}" ${E2E_FLAGS:-} --duration "$E2E_S" --baseline-duration 0 \
       --json "$OUT/e2e_gpu_$tag.json" --report-dir "$OUT/e2e_logs_$tag"
   done
 else
