@@ -169,7 +169,7 @@ def test_bench_e2e_pins_the_loop_and_moves_its_helpers_to_the_other_cores(tmp_pa
         player.close()
     out = tmp_path / "e2e.json"
     res = run_cli("bench", "e2e", "--quick", "--baseline-duration", "0", "--cpu-affinity", str(cores[-1]),
-                  "--receiver-spin-ms", "0.5", "--json", str(out), timeout=240)
+                  "--receiver-spin-ms", "0.5", "--ipc", "--json", str(out), timeout=240)
     assert res.returncode == 0, res.stderr
     (result,) = json.loads(out.read_text())["e2e"]
     assert result["cpu_affinity"] == [cores[-1]] and result["helper_cores"] == cores[:-1]
@@ -180,6 +180,7 @@ def test_bench_e2e_pins_the_loop_and_moves_its_helpers_to_the_other_cores(tmp_pa
     assert f"loop on core(s) {cores[-1]}" in res.stdout
     # the subscriber busy-polled around each expected tick, and took every tick
     assert result["receiver_spin_ms"] == 0.5 and "subscriber busy-polling 0.5 ms around each tick" in res.stdout
+    assert result["transport"] == "ipc" and "published on ipc://" in res.stdout
 
 
 def test_subscriber_spin_flags_are_checked():

@@ -85,6 +85,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--receiver-spin-ms", type=float, default=0.0, metavar="MS",
                    help="the subscriber busy-polls from MS before each tick's expected arrival to MS after, instead "
                         "of sleeping in poll (Subscriber spin_s; default: 0 = off)")
+    g.add_argument("--ipc", action="store_true",
+                   help="publish on an ipc:// endpoint (a temporary directory) instead of tcp://127.0.0.1")
     g.add_argument("--report-dir", metavar="DIR", default=None,
                    help="write each phase's engine latency log to DIR/e2e-CONFIG-PHASE.json (see `poyo-rt report`)")
     p.set_defaults(func=run)
@@ -161,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
                                 pre_tick=args.pre_tick, cpu_affinity=args.cpu_affinity,
                                 graph_copies=args.graph_copies, cuda_warm=args.cuda_warm,
                                 warm_during_forward=args.warm_during_forward,
-                                receiver_spin_ms=args.receiver_spin_ms, progress=progress)
+                                receiver_spin_ms=args.receiver_spin_ms, ipc=args.ipc, progress=progress)
             payload["e2e"].append(res)
             print(format_e2e_table(res), flush=True)
     if args.json:

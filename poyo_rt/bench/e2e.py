@@ -39,6 +39,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -348,7 +349,7 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
                   realtime_priority: int | None = None, report_dir: str | Path | None = None,
                   kernels: str = "auto", spin_ms: float = 1.0, pre_tick: bool = True,
                   cpu_affinity: Sequence[int] | None = None, graph_copies: bool = False, cuda_warm: str = "copy",
-                  warm_during_forward: bool = False, receiver_spin_ms: float = 0.0,
+                  warm_during_forward: bool = False, receiver_spin_ms: float = 0.0, ipc: bool = False,
                   progress: Callable[[str], None] = log.info) -> dict:
     """Run the baseline phase (unless ``baseline_duration_s`` is 0) and the poyo_rt phase; see the module
     docstring. ``max_spikes`` defaults to 1.25 x the spikes a window holds at ``rate_hz`` (at least 8,192).
@@ -360,7 +361,8 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
     (where there are any), as on a rig whose decoder has cores of its own; ``graph_copies``, ``cuda_warm``: its
     ``model.graph_copies`` and ``model.cuda_warm``, ``warm_during_forward`` its ``engine.warm_during_forward``
     (CUDA); ``receiver_spin_ms``: the subscriber busy-polls this long before and after each tick's expected
-    arrival (0 = it sleeps in ``poll``)."""
+    arrival (0 = it sleeps in ``poll``); ``ipc``: publish on an ``ipc://`` endpoint in a temporary directory
+    instead of a free ``tcp://127.0.0.1`` port."""
     from poyo_rt.stream import lsl
 
     if config not in BENCH_CONFIGS:
@@ -376,10 +378,12 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
     window = model.sequence_length
     max_spikes = max_spikes or max(8192, int(1.25 * rate_hz * window))
     phases = ([("torch_brain", baseline_duration_s)] if baseline_duration_s > 0 else []) + [("poyo_rt", duration_s)]
+    sockets = tempfile.TemporaryDirectory(prefix="poyo-rt-bench-") if ipc else None
     player = Player(len(phases), n_units=n_units, rate_hz=rate_hz, seed=seed, cores=helper_cores)
     cfg = e2e_config(player.name, device=device, threads=threads, kernels=kernels, tick_hz=tick_hz, rate_hz=rate_hz,
                      max_spikes=max_spikes, realtime_priority=realtime_priority, spin_ms=spin_ms, pre_tick=pre_tick,
                      cpu_affinity=list(pinned), warm_during_forward=warm_during_forward,
+                     endpoint=f"ipc://{sockets.name}/out" if sockets else "tcp://127.0.0.1:*",
                      model={"graph_copies": graph_copies, "cuda_warm": cuda_warm})
     results = []
     try:
@@ -391,6 +395,8 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
                                      receiver_spin_s=receiver_spin_ms / 1e3))
     finally:
         player.close()
+        if sockets is not None:
+            sockets.cleanup()
     base = results[0]
     for r in results:
         r["ratio_receipt_p99_vs_baseline"] = base["receipt_us"]["p99_us"] / r["receipt_us"]["p99_us"]
@@ -399,7 +405,7 @@ def run_e2e_bench(config: str = "poyo_1.3M", *, duration_s: float = 30.0, baseli
             "max_spikes": max_spikes, "realtime_priority": realtime_priority, "kernels": kernels, "spin_ms": spin_ms,
             "pre_tick": pre_tick, "cpu_affinity": list(pinned), "helper_cores": list(helper_cores or ()),
             "graph_copies": graph_copies, "cuda_warm": cuda_warm, "warm_during_forward": warm_during_forward,
-            "receiver_spin_ms": receiver_spin_ms,
+            "receiver_spin_ms": receiver_spin_ms, "transport": "ipc" if ipc else "tcp",
             "spike_age_floor_p99_us": poisson_age_floor_us(rate_hz),
             "phases": results, "baseline": base["path"]}
 
@@ -412,6 +418,8 @@ def format_e2e_table(result: dict) -> str:
     pre = ", tokenized early and warmed" if result.get("pre_tick") and result.get("spin_ms") else ""
     pre += " (the whole call replayed)" if pre and result.get("cuda_warm") == "replay" else ""
     pre += ", publisher warmed during the forward" if result.get("warm_during_forward") else ""
+    if result.get("transport") == "ipc":
+        pre += ", published on ipc://"
     if result.get("receiver_spin_ms"):
         pre += f", subscriber busy-polling {result['receiver_spin_ms']:g} ms around each tick"
     if result.get("cpu_affinity"):
