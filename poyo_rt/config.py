@@ -35,7 +35,7 @@ class ModelConfig:
     fused: bool | None = None  #: run poyo_rt/model/fused.py's forward: None = on CUDA only (the CPU's kv_cache is faster)
     kernels: Literal["auto", "torch", "triton"] = "auto"  #: CUDA: the fused forward as torch ops or as poyo_rt/kernels' Triton kernels; auto = Triton where it runs
     graph_copies: bool = False  #: CUDA graphs: capture the input and output copies in each graph (fewer calls into torch a tick; h2d/d2h then inside forward); opt-in until measured end to end
-    cuda_warm: Literal["copy", "replay"] = "copy"  #: CUDA: what the pre-tick runs on the early window: its copy to the GPU, or the whole call (warms every host step; one more forward of GPU time a tick)
+    cuda_warm: Literal["copy", "replay", "launch"] = "copy"  #: CUDA: what the pre-tick runs on the early window: its copy to the GPU, the whole call (warms every host step; one more forward of GPU time a tick), or the tick's graph launched ahead behind a doorbell the tick rings (copies in the graphs; needs Triton)
 
     def validate(self, prefix: str) -> None:
         if isinstance(self.threads, int) and self.threads < 1:
@@ -54,9 +54,12 @@ class ModelConfig:
         if self.graph_copies and (self.device == "cpu" or not self.cuda_graphs):
             raise ConfigError(f"{prefix}.graph_copies", "is an option of the CUDA graphs: needs device auto/cuda "
                                                         "and cuda_graphs true")
-        if self.cuda_warm == "replay" and (self.device == "cpu" or not self.cuda_graphs):
-            raise ConfigError(f"{prefix}.cuda_warm", "replay warms the CUDA graphs: needs device auto/cuda and "
-                                                     "cuda_graphs true")
+        if self.cuda_warm != "copy" and (self.device == "cpu" or not self.cuda_graphs):
+            raise ConfigError(f"{prefix}.cuda_warm", f"{self.cuda_warm} runs the CUDA graphs: needs device "
+                                                     "auto/cuda and cuda_graphs true")
+        if self.cuda_warm == "launch" and self.fused is False:
+            raise ConfigError(f"{prefix}.cuda_warm", "launch runs the fused forward's graphs behind a doorbell: "
+                                                     "needs fused not false")
 
 
 @dataclass(frozen=True)

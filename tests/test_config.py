@@ -51,6 +51,8 @@ def test_every_shipped_config_loads():
         ({"model": {"graph_copies": True, "cuda_graphs": False}}, "model.graph_copies", "cuda_graphs true"),
         ({"model": {"cuda_warm": "forward"}}, "model.cuda_warm", "one of"),
         ({"model": {"cuda_warm": "replay", "device": "cpu"}}, "model.cuda_warm", "CUDA graphs"),
+        ({"model": {"cuda_warm": "launch", "cuda_graphs": False}}, "model.cuda_warm", "cuda_graphs true"),
+        ({"model": {"cuda_warm": "launch", "fused": False}}, "model.cuda_warm", "fused not false"),
         ({"output": {"topic": ""}}, "output.topic", "empty"),
         ({"metrics": {"log_every_s": -2}}, "metrics.log_every_s", ">= 0"),
         ({"modle": {}}, "modle", "unknown field"),

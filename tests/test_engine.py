@@ -259,6 +259,31 @@ def test_warm_during_forward_is_refused_on_the_cpu(model, stream_name, source_id
     del outlet
 
 
+def test_the_loop_releases_a_launch_left_waiting_when_it_ends(model, stream_name, source_id):
+    """Runner.release (a graph that model.cuda_warm: launch started at a pre-tick waits for its tick's ring) runs
+    whenever the loop ends: after its ticks, and when a tick fails (a no-op on the CPU; the GPU test checks what
+    it releases)."""
+    outlet, decoder, sub = start(stream_name, source_id, model)
+    engine, released = decoder.engine, []
+    real_release = engine.runner.release
+    engine.runner.release = lambda: (released.append(engine.ticks), real_release())
+    try:
+        engine.run(max_ticks=3)
+        assert released == [3]
+
+        def fail(*args, **kwargs):
+            raise RuntimeError("simulated: the forward failed")
+
+        engine.runner.run = fail
+        with pytest.raises(RuntimeError, match="simulated"):
+            engine.run(max_ticks=5)  # (ticks count since construction)
+        assert released == [3, 3]
+    finally:
+        sub.close()
+        decoder.close()
+        del outlet
+
+
 def test_wrong_stream_format_is_a_clear_error_at_start(model, stream_name, source_id):
     import pylsl
 

@@ -162,6 +162,73 @@ def test_runner_graph_copies_and_replay_warm_decode_like_cpu(options):
     assert worst <= 1e-4, worst
 
 
+def test_launch_ahead_waits_for_the_tick_and_decodes_like_cpu():
+    """model.cuda_warm: launch. The pre-tick (Runner.warm) launches the graph on the previous tick's window; the
+    graph waits for the doorbell (its end event still pending 3 ms later), the tick packs its own window and
+    rings, and the values are the CPU runner's for the tick's window. A tick that grows into another bucket
+    than its pre-tick's launches its own graph (launch_missed), and still decodes its window; no wait timed out.
+    Runner.release lets a launch that no tick took run."""
+    from poyo_rt.runtime.runner import Runner
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    model, _ = make_pair(CONFIGS["poyo_1.3M"])
+    gpu_model, _ = make_pair(CONFIGS["poyo_1.3M"])
+    cpu = gpu = prev = None
+    worst, warmed = 0.0, 0
+    for i, (arrays, n, cap) in enumerate(_stream_arrays(model, 60)):
+        if cpu is None:
+            cpu = Runner(model, capacity=cap, n_outputs=2, device="cpu")
+            gpu = Runner(gpu_model, capacity=cap, n_outputs=2, device="cuda", warm="launch")
+            assert gpu.warm_mode == "launch" and gpu.graph_copies  # no fallback: the start-up check passed
+            empty = ({k: v.copy() for k, v in arrays.items()}, n)  # the first window: START/END tokens only
+        if i % 2 and prev is not None:
+            gpu.warm(*prev)
+            warmed += 1
+            time.sleep(0.003)
+            assert not gpu._events[3].query(), "the graph launched ahead ran before its ring"
+        res, ref = gpu.run(arrays, n), cpu.run(arrays, n)
+        worst = max(worst, float(np.abs(res.values - ref.values).max()))
+        assert res.forward_us > 0 and np.isnan(res.h2d_us) and np.isnan(res.d2h_us)
+        prev = ({k: v.copy() for k, v in arrays.items()}, n)
+    assert worst <= 1e-4, worst
+    gpu.warm(*empty)  # a launch in the smallest bucket, then a tick in a bigger one
+    res = gpu.run(*prev)
+    np.testing.assert_allclose(res.values, cpu.run(*prev).values, atol=1e-4)
+    counters = gpu.counters()
+    assert counters["launched_early"] == warmed + 1 and counters["launch_missed"] >= 1, counters
+    assert counters["bell_timeouts"] == 0, counters
+    gpu.warm(*prev)  # no tick takes it: release runs it (output discarded)
+    t0 = time.perf_counter()
+    gpu.release()
+    assert time.perf_counter() - t0 < 1.0 and gpu._events[3].query()
+    gpu.release()  # nothing pending: a no-op
+    np.testing.assert_allclose(gpu.run(*prev).values, cpu.run(*prev).values, atol=1e-4)
+    assert gpu.counters()["bell_timeouts"] == 0
+
+
+@pytest.mark.parametrize("how", ["no kernel", "no wait"])
+def test_launch_ahead_falls_back_to_copy_when_the_doorbell_fails(monkeypatch, caplog, how):
+    """Should the doorbell's kernel not launch, or the graphs not wait for it (the start-up check), the runner
+    warns, runs model.cuda_warm: copy with the copies as asked, and decodes as before."""
+    import poyo_rt.runtime.runner as runner_module
+    from poyo_rt.kernels.doorbell import Doorbell
+
+    if how == "no kernel":
+        def refuse(self):
+            raise RuntimeError("simulated: the doorbell kernel does not launch")
+
+        monkeypatch.setattr(Doorbell, "wait", refuse)
+        warning = "simulated: the doorbell kernel does not launch"
+    else:
+        def no_wait(module, dev, *, call, bell):
+            return call(module, dev)
+
+        monkeypatch.setattr(runner_module, "_call_after_bell", no_wait)
+        warning = "did not hold the graph"
+    gpu, _ = _decode_after_a_fallback(caplog, warning, 10, warm="launch")
+    assert gpu.warm_mode == "copy" and not gpu.graph_copies and gpu.counters() == {}
+
+
 def test_runner_runs_host_work_while_the_gpu_works():
     """run(during=f) (the engine's warm_during_forward): f runs once a call, after the call is queued and while the
     GPU still works on it, timed as host_us["overlap"], with the copies outside the graph or in it; the values

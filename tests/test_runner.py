@@ -161,7 +161,7 @@ def test_fused_runner_rejects_what_it_cannot_run():
         Runner(model, capacity=n, n_outputs=1, fused=True, kernels="triton")
     with pytest.raises(ValueError, match="kernels"):
         Runner(model, capacity=n, n_outputs=1, kernels="cuda")
-    for options in ({"graph_copies": True}, {"warm": "replay"}):  # options of the CUDA graphs
+    for options in ({"graph_copies": True}, {"warm": "replay"}, {"warm": "launch"}):  # options of the CUDA graphs
         with pytest.raises(ValueError, match="CUDA graphs"):
             Runner(model, capacity=n, n_outputs=1, **options)
     with pytest.raises(ValueError, match="warm must be"):

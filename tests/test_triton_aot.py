@@ -183,3 +183,28 @@ def test_phase_probe_compiles_for_sm90_with_its_barrier_atomics():
     assert facts["_persistent_kernel"]["ld.global.gpu.acquire"] >= 1 and facts["_persistent_kernel"]["%tid.x"] >= 1
     separate = facts["_separate_kernel"]
     assert separate["global.gpu.release.add"] == 0 == separate["ld.global.gpu.acquire"]
+
+
+def test_doorbell_spins_on_a_volatile_load_for_sm90():
+    """The doorbell's wait (poyo_rt.kernels.doorbell) compiled for sm_90: the bell is read with volatile loads,
+    before the loop and again in it (a load the compiler kept in a register would spin forever), and the
+    counters are stored."""
+    import subprocess
+    import sys
+
+    code = """
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from poyo_rt.kernels.doorbell import _doorbell_kernel
+sig = {"bell_ptr": "*i64", "served_ptr": "*i64", "timeouts_ptr": "*i64", "max_spins": "i32"}
+print(triton.compile(ASTSource(_doorbell_kernel, sig), target=GPUTarget("cuda", 90, 32),
+                     options={"num_warps": 1}).asm["ptx"])
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ptx = out.stdout
+    assert ptx.count("ld.volatile.global.b64") >= 2, ptx
+    assert ptx.count("st.global.b64") >= 2, ptx  # served, and the timeouts

@@ -495,3 +495,39 @@ def test_cuda_graph_capture():
         torch.cuda.synchronize()
         assert torch.equal(out, eager)
         assert _max_err(out, fused(packed)) <= TOL
+
+
+def test_doorbell_releases_one_launch_per_ring_and_absorbs_a_late_ring():
+    """The doorbell of Runner(warm="launch") (poyo_rt.kernels.doorbell): each ring releases one waiting kernel,
+    whether it came before the launch or after; a wait whose ring does not come gives up after max_spins reads,
+    is counted, and still counts as served, so its late ring does not release the next launch. (Under the
+    interpreter a launch runs to its end, so each ring here comes before its launch; the GPU test holds a
+    launch and rings it later.)"""
+    from poyo_rt.kernels.doorbell import Doorbell
+
+    bell = Doorbell(DEVICE, max_spins=50)
+
+    def counts() -> tuple[int, int]:
+        if not INTERPRET:
+            torch.cuda.synchronize()
+        return int(bell.served.item()), bell.timeouts_seen()
+
+    bell.ring()
+    bell.wait()
+    assert counts() == (1, 0)
+    bell.ring()
+    bell.ring()
+    bell.wait()
+    bell.wait()
+    assert counts() == (3, 0) and bell.rung == 3
+    bell.wait()  # no ring for it: gives up, counted, served all the same
+    assert counts() == (4, 1)
+    bell.ring()  # its late ring
+    bell.wait()  # the next launch, without a ring of its own: the late ring does not release it
+    assert counts() == (5, 2)
+    bell.ring()  # (its ring, late too)
+    bell.ring()
+    bell.wait()  # rung for: released at once
+    assert counts() == (6, 2)
+    with pytest.raises(ValueError, match="max_spins"):
+        Doorbell(DEVICE, max_spins=0)

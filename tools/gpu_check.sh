@@ -10,11 +10,13 @@
 #           back to back and at 50 Hz, with and without a tiny kernel queued before each call, and with the
 #           copies in and out captured in the graph (a second runner with model.graph_copies);
 #   levers  tools/host_overhead.py --device cuda: the engine's host levers on the real CUDA runner in
-#           alternating rounds (LEVER_S seconds a phase, default 10; 3 rounds): the default loop; the copies in
-#           the graphs (model.graph_copies), the pre-tick replaying the whole call (model.cuda_warm: replay) and
-#           the publisher warmed while the GPU runs the forward (engine.warm_during_forward) together; the
-#           subscriber busy-polling 0.5 ms around each tick (Subscriber spin_s), on tcp and on ipc; everything;
-#           everything less replay and overlap (needs the carried wheels of tools/gpu_wheels.sh, as e2e does);
+#           alternating rounds (LEVER_S seconds a phase, default 10; LEVER_ROUNDS rounds, default 3): the
+#           default loop; the copies in the graphs (model.graph_copies), the pre-tick replaying the whole call
+#           (model.cuda_warm: replay) and the publisher warmed while the GPU runs the forward
+#           (engine.warm_during_forward) together; the tick's graph launched ahead behind a doorbell
+#           (model.cuda_warm: launch), alone and with the warmed publisher; the subscriber busy-polling 0.5 ms
+#           around each tick (Subscriber spin_s) on ipc; the launch ahead, the warmed publisher and the
+#           spinning subscriber on ipc together (needs the carried wheels of tools/gpu_wheels.sh, as e2e does);
 #   profile tools/profile_gpu.py: GPU time per kernel of the Triton and fused forwards, against the graph's
 #           replay;
 #   probe   tools/gpu_phase_probe.py: a chain of kernels against one persistent kernel with grid barriers (does
@@ -68,9 +70,9 @@ want tests && step 200 "GPU tests" python3 -m pytest -q -p no:cacheprovider --du
 want wake && step 100 "the runner's host time a call" python3 tools/gpu_wake.py --json "$OUT/gpu_wake.json"
 if want levers && python3 -c "import pylsl, zmq" 2>/dev/null; then
   step 300 "host levers on the CUDA runner, alternating rounds" env LSLAPICFG=$PWD/poyo_rt/stream/loopback.cfg \
-    python3 tools/host_overhead.py --device cuda --rounds 3 --seconds "${LEVER_S:-10}" --variant 1:on \
-    --variant 1:on:copies:replay:overlap --variant 1:on:rspin --variant 1:on:ipc:rspin \
-    --variant 1:on:ipc:copies:replay:overlap:rspin --variant 1:on:ipc:copies:rspin --json "$OUT/host_levers_gpu.json"
+    python3 tools/host_overhead.py --device cuda --rounds "${LEVER_ROUNDS:-3}" --seconds "${LEVER_S:-10}" --variant 1:on \
+    --variant 1:on:copies:replay:overlap --variant 1:on:launch --variant 1:on:launch:overlap --variant 1:on:ipc:rspin \
+    --variant 1:on:ipc:launch:overlap:rspin --json "$OUT/host_levers_gpu.json"
 fi
 want profile && step 120 "GPU time per kernel" python3 tools/profile_gpu.py --slots 2200 --slots 4096 \
   --json "$OUT/profile_gpu.json"

@@ -20,13 +20,14 @@ and waits), on a GPU machine:
     LSLAPICFG=poyo_rt/stream/loopback.cfg python tools/host_overhead.py --device cuda --rounds 3 --seconds 15 \
         --variant 1:on --variant 1:on:copies --variant 1:on:replay --variant 1:on:copies:replay
 
-Variants (``--variant SPIN_MS:PRE_TICK[:ipc][:pin][:copies][:replay][:overlap][:rspin]``, repeatable): default ``0.5:off`` (the
+Variants (``--variant SPIN_MS:PRE_TICK[:ipc][:pin][:copies][:replay|:launch][:overlap][:rspin]``, repeatable): default ``0.5:off`` (the
 loop of the seventh session: spin 0.5 ms, pulling), ``1:off`` (a longer spin alone) and ``1:on`` (the default
 now); ``:ipc`` publishes on an ``ipc://`` endpoint instead of ``tcp://127.0.0.1``; ``:pin`` pins the engine's
 loop to the last core of this process (``engine.cpu_affinity``) and the player and subscriber processes to the
 others, as ``poyo-rt bench e2e --cpu-affinity`` does (unpinned variants move them back to every core); CUDA
 only: ``:copies`` captures the copies in the graphs (``model.graph_copies``), ``:replay`` makes the pre-tick
-run the whole call on the early window (``model.cuda_warm: replay``), ``:overlap`` warms the publisher while
+run the whole call on the early window (``model.cuda_warm: replay``), ``:launch`` makes it launch the tick's
+graph ahead behind a doorbell that the tick rings (``model.cuda_warm: launch``), ``:overlap`` warms the publisher while
 the GPU runs the forward (``engine.warm_during_forward``). Any device: ``:rspin`` makes the subscriber
 busy-poll 0.5 ms around each tick's expected arrival (``Subscriber(spin_s=...)``; the engine is unchanged).
 The last columns split tick -> receipt at the message's send stamp: the engine's part (tick -> send) and
@@ -69,12 +70,14 @@ class Variant(NamedTuple):
     replay: bool = False
     overlap: bool = False
     rspin: bool = False
+    launch: bool = False
 
     def _options(self) -> list[tuple[str, str]]:
         """The options switched on, as (name in ``--variant``, words in the label)."""
         named = (("pin", "pinned", self.pin), ("copies", "copies in graphs", self.copies),
                  ("replay", "warm replay", self.replay), ("overlap", "warm during forward", self.overlap),
-                 ("rspin", f"subscriber spinning {RECEIVER_SPIN_MS:g} ms", self.rspin))
+                 ("rspin", f"subscriber spinning {RECEIVER_SPIN_MS:g} ms", self.rspin),
+                 ("launch", "launched ahead", self.launch))
         return [(name, words) for name, words, on in named if on]
 
     def label(self) -> str:
@@ -123,7 +126,7 @@ class HostOnlyRunner:
 
 
 def parse_variant(text: str) -> Variant:
-    """``SPIN_MS:on|off[:tcp|ipc][:pin][:copies][:replay][:overlap][:rspin]`` -> :class:`Variant`."""
+    """``SPIN_MS:on|off[:tcp|ipc][:pin][:copies][:replay|:launch][:overlap][:rspin]`` -> :class:`Variant`."""
     spin, _, rest = text.partition(":")
     pre, *options = rest.split(":")
     transports = [o for o in options if o in ("tcp", "ipc")]
@@ -132,19 +135,20 @@ def parse_variant(text: str) -> Variant:
     except ValueError:
         spin_ms = -1.0
     if (spin_ms < 0 or pre not in ("on", "off") or len(transports) > 1
-            or set(options) - {"tcp", "ipc", "pin", "copies", "replay", "overlap", "rspin"}):
+            or set(options) - {"tcp", "ipc", "pin", "copies", "replay", "overlap", "rspin", "launch"}
+            or {"replay", "launch"} <= set(options)):
         raise argparse.ArgumentTypeError(
-            f"variant {text!r}: expected SPIN_MS:on|off[:tcp|ipc][:pin][:copies][:replay][:overlap][:rspin]")
+            f"variant {text!r}: expected SPIN_MS:on|off[:tcp|ipc][:pin][:copies][:replay|:launch][:overlap][:rspin]")
     return Variant(spin_ms, pre == "on", (transports or ["tcp"])[0], "pin" in options, "copies" in options,
-                   "replay" in options, "overlap" in options, "rspin" in options)
+                   "replay" in options, "overlap" in options, "rspin" in options, "launch" in options)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variant", type=parse_variant, action="append",
-                    help="SPIN_MS:on|off[:tcp|ipc][:pin][:copies][:replay][:overlap][:rspin] (engine.spin_ms, "
+                    help="SPIN_MS:on|off[:tcp|ipc][:pin][:copies][:replay|:launch][:overlap][:rspin] (engine.spin_ms, "
                          "engine.pre_tick, the output transport, engine.cpu_affinity, model.graph_copies, "
-                         "model.cuda_warm: replay, engine.warm_during_forward, the subscriber's spin); "
+                         "model.cuda_warm: replay or launch, engine.warm_during_forward, the subscriber's spin); "
                          "repeatable (default 0.5:off 1:off 1:on)")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                     help="cuda: the real CUDA runner (default cpu: the CUDA runner's host packing alone, or --forward)")
@@ -159,8 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     cores = sorted(allowed_cores() or ())
     if any(v.pin for v in variants) and len(cores) < 2:
         ap.error(":pin needs at least 2 cores (the loop's, and the others' for the player and subscriber)")
-    if any(v.copies or v.replay or v.overlap for v in variants) and args.device != "cuda":
-        ap.error(":copies, :replay and :overlap are options of the CUDA runner: add --device cuda")
+    if any(v.copies or v.replay or v.overlap or v.launch for v in variants) and args.device != "cuda":
+        ap.error(":copies, :replay, :launch and :overlap are options of the CUDA runner: add --device cuda")
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: no CUDA device here")
     lsl.configure_lsl()
@@ -180,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
                 cfg = e2e_config(player.name, device=args.device, threads=1, rate_hz=args.rate, endpoint=endpoint,
                                  spin_ms=v.spin_ms, pre_tick=v.pre_tick, cpu_affinity=cores[-1:] if v.pin else [],
                                  warm_during_forward=v.overlap,
-                                 model={"graph_copies": v.copies, "cuda_warm": "replay" if v.replay else "copy"})
+                                 model={"graph_copies": v.copies,
+                                        "cuda_warm": "replay" if v.replay else "launch" if v.launch else "copy"})
                 print(f"round {r + 1}/{args.rounds}: {v.label()}", file=sys.stderr, flush=True)
                 results[v].append(run_phase(
                     v.label(), i, model=model, cfg=cfg, duration_s=args.seconds, player=player,

@@ -77,9 +77,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "runs (model.kernels)")
     g.add_argument("--graph-copies", action="store_true",
                    help="CUDA: capture the input and output copies in each CUDA graph (model.graph_copies)")
-    g.add_argument("--cuda-warm", choices=("copy", "replay"), default="copy",
-                   help="CUDA: what the pre-tick runs on the early window: its copy to the GPU (default) or the "
-                        "whole call (model.cuda_warm)")
+    g.add_argument("--cuda-warm", choices=("copy", "replay", "launch"), default="copy",
+                   help="CUDA: what the pre-tick runs on the early window: its copy to the GPU (default), the "
+                        "whole call, or the tick's graph launched ahead behind a doorbell (model.cuda_warm)")
     g.add_argument("--warm-during-forward", action="store_true",
                    help="CUDA: while the GPU runs the forward, warm the publisher's code (engine.warm_during_forward)")
     g.add_argument("--receiver-spin-ms", type=float, default=0.0, metavar="MS",

@@ -417,6 +417,7 @@ def format_e2e_table(result: dict) -> str:
     kernels += ", copies in the graphs" if result.get("graph_copies") else ""
     pre = ", tokenized early and warmed" if result.get("pre_tick") and result.get("spin_ms") else ""
     pre += " (the whole call replayed)" if pre and result.get("cuda_warm") == "replay" else ""
+    pre += " (the tick's graph launched ahead, rung at the tick)" if pre and result.get("cuda_warm") == "launch" else ""
     pre += ", publisher warmed during the forward" if result.get("warm_during_forward") else ""
     if result.get("transport") == "ipc":
         pre += ", published on ipc://"
@@ -455,4 +456,8 @@ def format_e2e_table(result: dict) -> str:
         prepared = describe_preparation(r.get("runner", {}))
         if prepared:
             lines.append(f"{r['path']:<12} kv-cache: {prepared}")
+        if "launched_early" in r.get("runner", {}):
+            c = r["runner"]
+            lines.append(f"{r['path']:<12} graphs launched ahead {c['launched_early']}, of which a tick replaced "
+                         f"{c['launch_missed']} (another bucket); doorbell waits timed out {c['bell_timeouts']}")
     return "\n".join(lines)

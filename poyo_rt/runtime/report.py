@@ -270,12 +270,13 @@ def describe_preparation(counters: dict[str, int]) -> str:
 
 
 def _runner_section(runner: dict) -> str:
-    """HTML for the forward path's counters (``meta.runner``: the CPU key/value cache's), or nothing."""
+    """HTML for the forward path's counters (``meta.runner``: the CPU key/value cache's, or the CUDA graphs
+    launched ahead), or nothing."""
     if not runner:
         return ""
     line = describe_preparation(runner)
     line = f"<p>{html.escape(line)}</p>" if line else ""
-    return f"<h2>Forward path (key/value cache)</h2>{line}<pre>{html.escape(json.dumps(runner, indent=1))}</pre>\n"
+    return f"<h2>Forward path</h2>{line}<pre>{html.escape(json.dumps(runner, indent=1))}</pre>\n"
 
 
 def _html_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -131,6 +131,15 @@ def _overlap(during: Callable[[], object] | None, t_queued_ns: int) -> dict[str,
     return {"overlap": (time.perf_counter_ns() - t_queued_ns) / 1e3}
 
 
+def _call_after_bell(module, dev: torch.Tensor, *, call, bell) -> torch.Tensor:
+    """``call(module, dev)`` after the doorbell's waiting kernel (``Runner(warm="launch")``). An eager call (the
+    capture's warm-up runs) rings for itself first; a captured one waits for the ring of each replay."""
+    if not torch.cuda.is_current_stream_capturing():
+        bell.ring()
+    bell.wait()
+    return call(module, dev)
+
+
 def _call_with_copies(module, dev: torch.Tensor, *, call, host: torch.Tensor, host_out: torch.Tensor) -> torch.Tensor:
     """``call(module, dev)`` between the copy of the pinned staging buffer ``host`` to ``dev`` and the copy of
     its output to the pinned ``host_out`` (``Runner(graph_copies=True)``: all three captured in one graph)."""
@@ -216,7 +225,15 @@ class Runner:
             window and copy it to the device) or ``"replay"`` (the whole call on the early window, results
             discarded: every host step of the tick's call is then warm, for one more forward of GPU time a tick;
             measured on the H200: the call's queueing took 259 µs at the tick after a copy-only warm, 53 µs back
-            to back).
+            to back), or ``"launch"``: pack the early window and launch the tick's graph then, gated by a
+            doorbell (:mod:`poyo_rt.kernels.doorbell`: each graph begins with a kernel that waits for the host's
+            ring); the tick packs its final window into the same staging buffer and rings, so the graph's
+            queueing is off the tick. Captures the copies in the graphs (as ``graph_copies``) and needs Triton
+            (the waiting kernel). A start-up check replays a graph without ringing and requires that it waited;
+            if that or the capture fails, the runner warns and runs ``"copy"``. Should the tick's window need a
+            bigger bucket than the pre-tick's, the early launch runs on the early window (its output
+            overwritten) and the tick launches its own (counted as ``launch_missed``). :meth:`release` lets
+            a launch that no tick took run (the engine calls it when its loop ends).
     """
 
     def __init__(self, model: POYO, *, capacity: int, n_outputs: int, device: str | torch.device = "cpu",
@@ -234,13 +251,21 @@ class Runner:
         self.buckets: list[int] = []
         fused = self.is_cuda if fused is None else fused
         check_options(is_cuda=self.is_cuda, compile=compile, precision=precision, fused=fused, kernels=kernels)
-        if warm not in ("copy", "replay"):
-            raise ValueError(f"warm must be 'copy' or 'replay', got {warm!r}")
-        if (graph_copies or warm == "replay") and not (self.is_cuda and cuda_graphs):
-            raise ValueError("graph_copies and warm='replay' are options of the CUDA graphs (device cuda, "
+        if warm not in ("copy", "replay", "launch"):
+            raise ValueError(f"warm must be 'copy', 'replay' or 'launch', got {warm!r}")
+        if (graph_copies or warm != "copy") and not (self.is_cuda and cuda_graphs):
+            raise ValueError("graph_copies and warm='replay'/'launch' are options of the CUDA graphs (device cuda, "
                              "cuda_graphs on)")
-        self.graph_copies = bool(graph_copies)
+        if warm == "launch" and not (fused and triton_available()):
+            raise ValueError("warm='launch' runs the fused forward's graphs behind a Triton doorbell kernel: needs "
+                             "fused on and Triton (pip install triton)")
+        self._graph_copies_asked = bool(graph_copies)
+        self.graph_copies = bool(graph_copies) or warm == "launch"
         self.warm_mode = warm
+        self._bell = None  # the doorbell of warm="launch" (poyo_rt.kernels.doorbell.Doorbell)
+        self._pending: int | None = None  # bucket of the graph the pre-tick launched, not yet rung for
+        self.launched_early = 0  #: ticks whose graph the pre-tick launched (warm="launch")
+        self.launch_missed = 0  #: ... of which the tick needed another bucket, and launched its own
         self._kernels_asked = kernels
         self.kernels = resolve_kernels(kernels, is_cuda=self.is_cuda, fused=fused, compile=compile,
                                        precision=precision)
@@ -286,7 +311,17 @@ class Runner:
         self._events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
         try:
             self._capture(cuda_graphs, compile_mode)
+            if self.warm_mode == "launch":
+                self._check_doorbell()
         except Exception as err:
+            if self.warm_mode == "launch":  # a GPU, driver or Triton where the doorbell does not work
+                log.warning("launching the CUDA graphs ahead behind a doorbell failed (%s: %s); the pre-tick copies "
+                            "instead (model.cuda_warm: copy)", type(err).__name__, err)
+                self._release_quietly()
+                self.warm_mode, self.graph_copies, self._bell = "copy", self._graph_copies_asked, None
+                self._graphs.clear()
+                self._setup_cuda(buckets, cuda_graphs, compile_mode)
+                return
             if self.graph_copies:  # a torch that refuses pinned-memory copies in a capture: copy outside
                 log.warning("capturing the CUDA graphs with the copies in them failed (%s: %s); capturing them "
                             "with the copies outside (model.graph_copies: false)", type(err).__name__, err)
@@ -323,12 +358,20 @@ class Runner:
                  "TF32 matmuls" if self.precision == "tf32" else "fp32", len(self.buckets), self.buckets[-1])
         if not cuda_graphs:  # eager (debugging): nothing to capture
             return
+        if self.warm_mode == "launch" and self._bell is None:
+            from poyo_rt.kernels.doorbell import Doorbell
+
+            self._bell = Doorbell(self.device)
+            self._side_stream = torch.cuda.Stream(device=self.device)  # times the ring (the main stream waits)
+            self._ring_event = torch.cuda.Event(enable_timing=True)
         for b in self.buckets:
             t0 = time.perf_counter()
             graph_call = call
             if self.graph_copies:  # the copies in and out become nodes of the graph
                 graph_call = functools.partial(_call_with_copies, call=call, host=self._host_inputs[b],
                                                host_out=self._host_out)
+            if self._bell is not None:  # ... after the doorbell's kernel
+                graph_call = functools.partial(_call_after_bell, call=graph_call, bell=self._bell)
             with matmul_tf32(self.precision == "tf32"):
                 self._graphs[b] = GraphedForward(module, self._device_inputs[b], call=graph_call)
             log.info("bucket %d: CUDA graph captured in %.0f ms", b, (time.perf_counter() - t0) * 1e3)
@@ -354,10 +397,26 @@ class Runner:
         t1 = time.perf_counter_ns()
         host, dev = self._host_inputs[bucket], self._device_inputs[bucket]
         start, h2d_done, fwd_done, d2h_done = self._events
-        start.record()
-        if self.graph_copies:  # one replay copies in, runs the forward and copies out
+        if self._pending is not None:  # the pre-tick launched a graph: the window is in its staging buffer now
+            start = self._ring_event
+            start.record(self._side_stream)  # the GPU's time of the ring (the main stream is waiting)
+            self._bell.ring()
+            if self._pending != bucket:  # it grew into another bucket: the early call runs, then the tick's
+                self.launch_missed += 1
+                self._graphs[bucket].replay()
+                d2h_done.record()
+                self._bell.ring()
+            self._pending = None
+        elif self._bell is not None:  # no launch ahead (the first tick, a skipped pre-tick): launch and ring
+            start.record()
+            self._graphs[bucket].replay()
+            d2h_done.record()
+            self._bell.ring()
+        elif self.graph_copies:  # one replay copies in, runs the forward and copies out
+            start.record()
             self._graphs[bucket].replay()
         else:
+            start.record()
             dev.copy_(host, non_blocking=True)
             h2d_done.record()
             if bucket in self._graphs:
@@ -367,7 +426,8 @@ class Runner:
                     out = self._cuda_call(self._cuda_module, dev)
             fwd_done.record()
             self._host_out.copy_(out, non_blocking=True)
-        d2h_done.record()
+        if self._bell is None:
+            d2h_done.record()
         t2 = time.perf_counter_ns()
         host_us = {"pack": (t1 - t0) / 1e3, "launch": (t2 - t1) / 1e3, **_overlap(during, t2)}
         t3 = time.perf_counter_ns()
@@ -474,6 +534,13 @@ class Runner:
         into a scratch vector, the exact forward has nothing to warm."""
         if self.is_cuda and self.warm_mode == "replay":  # every host step of the call, on the early window
             self._run_cuda(arrays, n_tokens)
+        elif self.is_cuda and self._bell is not None:  # launch the tick's graph now; it waits for the tick's ring
+            self.release()  # (a second pre-tick before a tick: the first launch runs on its window)
+            bucket = self._stage(arrays, n_tokens)
+            self._graphs[bucket].replay()
+            self._events[3].record()
+            self._pending = bucket
+            self.launched_early += 1
         elif self.is_cuda:
             bucket = self._stage(arrays, n_tokens)
             self._device_inputs[bucket].copy_(self._host_inputs[bucket], non_blocking=True)
@@ -485,9 +552,51 @@ class Runner:
             n = min(-(-max(n_tokens, 1) // 8) * 8, arrays["input_mask"].shape[1])
             self._pack(np.empty(PackedLayout(n, self.n_outputs).size), arrays, n_tokens, n)
 
+    def release(self) -> None:
+        """Let a graph that :meth:`warm` launched ahead (``warm="launch"``) and no tick took run, and wait for it
+        (its output is discarded). The engine calls this when its loop ends; a no-op otherwise."""
+        if self._pending is not None:
+            self._pending = None
+            self._bell.ring()
+            self._events[3].synchronize()
+
+    def _release_quietly(self) -> None:
+        """:meth:`release`, and ring for every launch the doorbell has not answered, so nothing stays waiting
+        (the doorbell's fallback path)."""
+        bell = self._bell
+        if bell is None:
+            return
+        self._pending = None
+        for _ in range(len(self.buckets) + 1):
+            bell.ring()
+        torch.cuda.synchronize(self.device)
+
+    def _check_doorbell(self) -> None:
+        """Start-up check of ``warm="launch"``: a graph replayed without a ring must wait (its end event still
+        pending 5 ms later), then finish within 0.5 s of the ring (a forward takes milliseconds; a kernel that
+        cannot see the bell would spin until its timeout), with no timed-out wait; RuntimeError otherwise."""
+        torch.cuda.synchronize(self.device)
+        done = self._events[3]
+        self._graphs[self.buckets[0]].replay()
+        done.record()
+        time.sleep(0.005)
+        waited = not done.query()
+        t0 = time.perf_counter()
+        self._bell.ring()
+        done.synchronize()
+        took = time.perf_counter() - t0
+        timeouts = self._bell.timeouts_seen()
+        if not waited or took > 0.5 or timeouts:
+            raise RuntimeError(f"the doorbell did not hold the graph until its ring (waited: {waited}, ran "
+                               f"{took * 1e3:.0f} ms after the ring, timed-out waits: {timeouts})")
+
     def counters(self) -> dict[str, int]:
         """What the forward path did so far: the CPU key/value cache's counters (ticks, slots recomputed,
-        preparations made and used); empty elsewhere."""
+        preparations made and used); on CUDA with ``warm="launch"`` the launches ahead, those a tick had to
+        replace (``launch_missed``) and the doorbell's timed-out waits; empty elsewhere."""
+        if self._bell is not None:
+            return {"launched_early": self.launched_early, "launch_missed": self.launch_missed,
+                    "bell_timeouts": self._bell.timeouts_seen()}
         return dict(self.kv_cache.counters) if self.kv_cache is not None else {}
 
     def run(self, arrays: dict[str, np.ndarray], n_tokens: int,
