@@ -292,7 +292,7 @@ def test_closed_publisher_and_bad_arguments() -> None:
             p.send(window_end_s=1.0, newest_spike_s=1.0, output_times_s=[1.0], values=[1.0])
     with pytest.raises(ValueError, match="count"):
         listen(ANY_PORT, count=0)
-    for bad in (-0.001, 2.0, "1"):
+    for bad in (-0.001, 2.0, "1", True):
         with pytest.raises(ValueError, match="spin_s"):
             Subscriber(ANY_PORT.replace("*", "5599"), spin_s=bad)
 

@@ -124,6 +124,9 @@ class HostOnlyRunner:
     def counters(self) -> dict[str, int]:
         return {}
 
+    def release(self) -> None:
+        """Nothing launched ahead (no GPU)."""
+
 
 def parse_variant(text: str) -> Variant:
     """``SPIN_MS:on|off[:tcp|ipc][:pin][:copies][:replay|:launch][:overlap][:rspin]`` -> :class:`Variant`."""

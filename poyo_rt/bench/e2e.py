@@ -151,6 +151,9 @@ class TorchBrainRunner:
         """No cache, nothing counted."""
         return {}
 
+    def release(self) -> None:
+        """Nothing launched ahead."""
+
     def run(self, arrays: dict[str, np.ndarray], n_tokens: int, during=None) -> ForwardResult:
         """As :meth:`Runner.run`; ``during`` (the engine's warm_during_forward) runs first: a CPU forward
         leaves no wait to overlap."""

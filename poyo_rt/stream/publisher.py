@@ -306,7 +306,7 @@ class Subscriber:
             raise ValueError(f"topic: expected a non-empty str, got {topic!r}")
         if not (isinstance(rcvhwm, int) and rcvhwm >= 0):
             raise ValueError(f"rcvhwm: expected an int >= 0 messages (0 = unlimited), got {rcvhwm!r}")
-        if not (isinstance(spin_s, (int, float)) and 0 <= spin_s <= 1):
+        if isinstance(spin_s, bool) or not (isinstance(spin_s, (int, float)) and 0 <= spin_s <= 1):
             raise ValueError(f"spin_s: expected 0 (off) to 1 seconds, got {spin_s!r}")
         self.spin_s = float(spin_s)
         self.spin_taken = 0
