@@ -166,6 +166,12 @@ def test_fused_runner_rejects_what_it_cannot_run():
             Runner(model, capacity=n, n_outputs=1, **options)
     with pytest.raises(ValueError, match="warm must be"):
         Runner(model, capacity=n, n_outputs=1, warm="forward")
+    import platform
+
+    with pytest.MonkeyPatch.context() as mp:  # the doorbell relies on x86-64's store order
+        mp.setattr(platform, "machine", lambda: "aarch64")
+        with pytest.raises(ValueError, match="x86-64's store order.*aarch64"):
+            Runner(model, capacity=n, n_outputs=1, warm="launch")
     with pytest.raises(ValueError, match="during= is a CUDA option"):  # the CPU forward leaves no wait to use
         Runner(model, capacity=n, n_outputs=1, kv_cache=False).run(arrays, n, during=lambda: None)
     arrays["latent_timestamps"] = arrays["latent_timestamps"] * 2.0  # not the model's latent grid

@@ -91,7 +91,8 @@ def test_host_overhead_variants_parse_and_refuse_unknown_options():
     assert v == Variant(0.3, True, "ipc", False, True, True, True) and v.key() == "0.3:on:ipc:copies:replay:overlap"
     assert v.label() == "spin 0.3 ms, pre-tick on, ipc, copies in graphs, warm replay, warm during forward"
     assert parse_variant("1:on:rspin") == Variant(1.0, True, rspin=True)
-    assert parse_variant("1:on:launch:overlap").label() == "spin 1 ms, pre-tick on, tcp, warm during forward, launched ahead"
+    v = parse_variant("1:on:launch:overlap")
+    assert v.label() == "spin 1 ms, pre-tick on, tcp, warm during forward, launched ahead"
     assert parse_variant("1:on:rspin").label() == "spin 1 ms, pre-tick on, tcp, subscriber spinning 0.5 ms"
     for bad in ("1", "1:maybe", "x:on", "1:on:tcp:ipc", "1:on:fast", "1:on:replay:launch"):
         with pytest.raises(argparse.ArgumentTypeError, match="expected SPIN_MS"):

@@ -20,16 +20,21 @@ and waits), on a GPU machine:
     LSLAPICFG=poyo_rt/stream/loopback.cfg python tools/host_overhead.py --device cuda --rounds 3 --seconds 15 \
         --variant 1:on --variant 1:on:copies --variant 1:on:replay --variant 1:on:copies:replay
 
-Variants (``--variant SPIN_MS:PRE_TICK[:ipc][:pin][:copies][:replay|:launch][:overlap][:rspin]``, repeatable): default ``0.5:off`` (the
-loop of the seventh session: spin 0.5 ms, pulling), ``1:off`` (a longer spin alone) and ``1:on`` (the default
-now); ``:ipc`` publishes on an ``ipc://`` endpoint instead of ``tcp://127.0.0.1``; ``:pin`` pins the engine's
-loop to the last core of this process (``engine.cpu_affinity``) and the player and subscriber processes to the
-others, as ``poyo-rt bench e2e --cpu-affinity`` does (unpinned variants move them back to every core); CUDA
-only: ``:copies`` captures the copies in the graphs (``model.graph_copies``), ``:replay`` makes the pre-tick
-run the whole call on the early window (``model.cuda_warm: replay``), ``:launch`` makes it launch the tick's
-graph ahead behind a doorbell that the tick rings (``model.cuda_warm: launch``), ``:overlap`` warms the publisher while
-the GPU runs the forward (``engine.warm_during_forward``). Any device: ``:rspin`` makes the subscriber
-busy-poll 0.5 ms around each tick's expected arrival (``Subscriber(spin_s=...)``; the engine is unchanged).
+Variants (``--variant SPIN_MS:PRE_TICK[:ipc][:pin][:copies][:replay|:launch][:overlap][:rspin]``, repeatable):
+default ``0.5:off`` (the loop of the seventh session: spin 0.5 ms, pulling), ``1:off`` (a longer spin alone)
+and ``1:on`` (the default now). Options:
+
+- ``:ipc`` publishes on an ``ipc://`` endpoint instead of ``tcp://127.0.0.1``;
+- ``:pin`` pins the engine's loop to the last core of this process (``engine.cpu_affinity``) and the player and
+  subscriber processes to the others, as ``poyo-rt bench e2e --cpu-affinity`` does (unpinned variants move
+  them back to every core);
+- CUDA only: ``:copies`` captures the copies in the graphs (``model.graph_copies``); ``:replay`` makes the
+  pre-tick run the whole call on the early window (``model.cuda_warm: replay``); ``:launch`` makes it launch
+  the tick's graph ahead behind a doorbell that the tick rings (``model.cuda_warm: launch``); ``:overlap``
+  warms the publisher while the GPU runs the forward (``engine.warm_during_forward``);
+- any device: ``:rspin`` makes the subscriber busy-poll 0.5 ms around each tick's expected arrival
+  (``Subscriber(spin_s=...)``; the engine is unchanged).
+
 The last columns split tick -> receipt at the message's send stamp: the engine's part (tick -> send) and
 ZeroMQ's with the subscriber's wake-up (send -> receipt).
 """
@@ -218,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{pooled(phases, s, 'median_us'):>10.0f}/{pooled(phases, s, 'p99_us'):<7.0f}" for s in stages)
         def receipt(key: str) -> str:  # "p50/p99" in ms, medians of the rounds' values
             t = [p[key] for p in phases]
-            return f"{np.median([x['median_us'] for x in t]) / 1e3:>8.2f}/{np.median([x['p99_us'] for x in t]) / 1e3:<7.2f}"
+            p50, p99 = (np.median([x[k] for x in t]) / 1e3 for k in ("median_us", "p99_us"))
+            return f"{p50:>8.2f}/{p99:<7.2f}"
 
         row += receipt("tick_to_receipt_us") + f"{base / pooled(phases, 'tick', 'p99_us'):>10.2f}x"
         row += receipt("tick_to_send_us") + receipt("send_to_receipt_us")

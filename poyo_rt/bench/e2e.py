@@ -14,8 +14,8 @@ spike's push time (what a closed loop waits for, LSL and ZeroMQ included; over t
 before the player pauses at the end of the phase), **tick -> receipt** =
 receipt time - the tick's scheduled time (the window end): the pipeline's own latency, split into **tick ->
 send** (the engine's part, up to the message's send stamp) and **send -> receipt** (ZeroMQ's and the
-subscriber's wake-up), the forward time carried in the message, and deadline misses (a tick published later than one period after its schedule,
-plus ticks skipped because the loop fell a whole period behind).
+subscriber's wake-up), the forward time carried in the message, and deadline misses (a tick published later
+than one period after its schedule, plus ticks skipped because the loop fell a whole period behind).
 
 Receipt latency = **newest spike's age at the tick** (window end - newest spike's push time) + tick -> receipt,
 and the first term is mostly the stream's own silence: with Poisson spikes at rate r the newest spike is

@@ -11,9 +11,9 @@ not read the staging buffer before the tick has packed its final window into it.
 * ``served`` is one int64 in device memory: the rings the kernel has answered. A waiting kernel passes once
   ``bell > served`` and then adds 1 to ``served``, so each ring releases exactly one launch, whatever the order
   of rings and launches (a ring before the launch is kept, not lost).
-* The host writes the staging buffer before it rings (program order; x86 stores reach memory in that order),
-  and the graph's copy of the staging buffer comes after the kernel in the stream, so the copy reads the final
-  window.
+* The host writes the staging buffer before it rings (program order; x86-64 stores reach memory in that
+  order, which is why the runner refuses other hosts), and the graph's copy of the staging buffer comes after
+  the kernel in the stream, so the copy reads the final window.
 * The host rings exactly once for every launch. A kernel whose ring never comes gives up after ``max_spins``
   reads of the bell (~1 µs each across PCIe: the default is ~10 s), counts it in ``timeouts`` (pinned host
   memory too, so the host reads it without waiting on the GPU) and lets the graph run. It still counts as

@@ -30,6 +30,7 @@ import contextlib
 import functools
 import logging
 import math
+import platform
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -229,7 +230,8 @@ class Runner:
             doorbell (:mod:`poyo_rt.kernels.doorbell`: each graph begins with a kernel that waits for the host's
             ring); the tick packs its final window into the same staging buffer and rings, so the graph's
             queueing is off the tick. Captures the copies in the graphs (as ``graph_copies``) and needs Triton
-            (the waiting kernel). A start-up check replays a graph without ringing and requires that it waited;
+            (the waiting kernel) and an x86-64 host (whose stores reach memory in program order: the window
+            before the ring). A start-up check replays a graph without ringing and requires that it waited;
             if that or the capture fails, the runner warns and runs ``"copy"``. Should the tick's window need a
             bigger bucket than the pre-tick's, the early launch runs on the early window (its output
             overwritten) and the tick launches its own (counted as ``launch_missed``). :meth:`release` lets
@@ -253,6 +255,9 @@ class Runner:
         check_options(is_cuda=self.is_cuda, compile=compile, precision=precision, fused=fused, kernels=kernels)
         if warm not in ("copy", "replay", "launch"):
             raise ValueError(f"warm must be 'copy', 'replay' or 'launch', got {warm!r}")
+        if warm == "launch" and platform.machine().lower() not in ("x86_64", "amd64"):
+            raise ValueError("warm='launch' relies on x86-64's store order (the staging buffer written before the "
+                             f"doorbell rings, as the GPU sees them); this host is {platform.machine()}")
         if (graph_copies or warm != "copy") and not (self.is_cuda and cuda_graphs):
             raise ValueError("graph_copies and warm='replay'/'launch' are options of the CUDA graphs (device cuda, "
                              "cuda_graphs on)")
