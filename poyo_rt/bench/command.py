@@ -84,7 +84,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="CUDA: while the GPU runs the forward, warm the publisher's code (engine.warm_during_forward)")
     g.add_argument("--receiver-spin-ms", type=float, default=0.0, metavar="MS",
                    help="the subscriber busy-polls from MS before each tick's expected arrival to MS after, instead "
-                        "of sleeping in poll (Subscriber spin_s; default: 0 = off)")
+                        "of sleeping in poll (Subscriber spin_s; 0 = off)")
     g.add_argument("--ipc", action="store_true",
                    help="publish on an ipc:// endpoint (a temporary directory) instead of tcp://127.0.0.1")
     g.add_argument("--report-dir", metavar="DIR", default=None,
