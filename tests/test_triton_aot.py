@@ -14,7 +14,7 @@ import torch
 pytest.importorskip("triton")
 
 from poyo_rt.bench.forward import BENCH_CONFIGS, bench_inputs, build_model, fused_inputs  # noqa: E402
-from poyo_rt.kernels.aot import check, format_reports  # noqa: E402
+from poyo_rt.kernels.aot import check, compile_env, format_reports  # noqa: E402
 from poyo_rt.model.fused import FusedPOYO  # noqa: E402
 
 if os.environ["TRITON_INTERPRET"] != "1":
@@ -172,11 +172,9 @@ def test_phase_probe_compiles_for_sm90_with_its_barrier_atomics():
     import sys
     from pathlib import Path
 
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env["TRITON_DEFAULT_FP_FUSION"] = "1"
     tool = Path(__file__).resolve().parents[1] / "tools" / "gpu_phase_probe.py"
-    res = subprocess.run([sys.executable, str(tool), "--compile-only"], capture_output=True, text=True, env=env,
-                         timeout=300)
+    res = subprocess.run([sys.executable, str(tool), "--compile-only"], capture_output=True, text=True,
+                         env=compile_env(), timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     facts = {r["kernel"]: r["ptx_counts"] for r in map(json.loads, res.stdout.splitlines())}
     assert facts["_persistent_kernel"]["global.gpu.release.add"] == 1
@@ -201,9 +199,8 @@ sig = {"bell_ptr": "*i64", "served_ptr": "*i64", "timeouts_ptr": "*i64", "max_sp
 print(triton.compile(ASTSource(_doorbell_kernel, sig), target=GPUTarget("cuda", 90, 32),
                      options={"num_warps": 1}).asm["ptx"])
 """
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=compile_env(),
+                         timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     ptx = out.stdout
     assert ptx.count("ld.volatile.global.b64") >= 2, ptx

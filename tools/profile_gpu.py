@@ -109,8 +109,7 @@ def sweep(name: str, replays: int) -> list[dict]:
     print(f"\n== sweep: {name}, 2200 slots, Triton ({layout} residuals by default), graph replay")
     print(f"   {'encoder_programs':>16} {'ffn_block_f':>11} {'summed_block_m':>14} {'proc_warps':>10} "
           f"{'proc_width':>10} {'unroll':>6} {'precision':>9} {'swap':>5} {'residuals':>9} {'p50 µs':>8} {'p99 µs':>8} "
-          f"{'x default':>9} "
-          f"{'max |err|':>9}")
+          f"{'x default':>9} {'max |err|':>9}")
     for r in sorted(rows, key=lambda r: r["p50_us"]):
         print(f"   {r['encoder_programs']:16d} {r['ffn_block_f']:11d} {r['summed_block_m']:14d} {r['proc_warps']:10d} "
               f"{r['proc_width']:10d} {str(r['unroll']):>6} {r['precision']:>9} {str(r['swap_pairs']):>5} "

@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from poyo_rt.runtime.engine import STAGES
+from poyo_rt.runtime.engine import STAGES, wait_until
 from poyo_rt.stream.publisher import Publisher, Subscriber
 from poyo_rt.stream.wire import DROP_COUNTERS
 
@@ -64,11 +64,7 @@ def one_round(endpoint: str, spin_s: float, ticks: int, period_s: float) -> dict
         values, times = np.zeros((1, 2), np.float32), np.zeros(1)
         t_next = time.monotonic() + 0.2
         for _ in range(ticks + warmup):
-            while time.monotonic() < t_next - 1e-3:
-                time.sleep(max(0.0, t_next - 1e-3 - time.monotonic()))
-            pub.warm()
-            while time.monotonic() < t_next:
-                pass
+            wait_until(t_next, time.monotonic, time.sleep, 1e-3, on_wake=pub.warm)
             pub.send(window_end_s=t_next, newest_spike_s=t_next, output_times_s=times, values=values,
                      counters=counters, stages_us=stages)
             t_next += period_s

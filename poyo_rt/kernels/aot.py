@@ -172,6 +172,14 @@ def compile_launches(launches: list[dict], arch: int = 90) -> list[dict]:
     return reports
 
 
+def compile_env() -> dict[str, str]:
+    """This process's environment for a child that compiles kernels: the interpreter off, Triton's default FP
+    fusion stated (triton 3.9 warns when it is unset)."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+    return env
+
+
 def check(fused, packed: torch.Tensor, arch: int = 90, timeout_s: float = 600.0,
           residuals: tuple[str, ...] = ("auto",), tunings: tuple[dict, ...] = ({},),
           kernels: tuple[str, ...] = (), compiler_path: str | None = None) -> list[dict]:
@@ -185,8 +193,7 @@ def check(fused, packed: torch.Tensor, arch: int = 90, timeout_s: float = 600.0,
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "launches.json"
         path.write_text(json.dumps(launches))
-        env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-        env["TRITON_DEFAULT_FP_FUSION"] = env.get("TRITON_DEFAULT_FP_FUSION", "1")  # Triton's default, stated
+        env = compile_env()
         if compiler_path:
             env["PYTHONPATH"] = os.pathsep.join(p for p in (compiler_path, env.get("PYTHONPATH")) if p)
         out = subprocess.run([sys.executable, "-m", "poyo_rt.kernels.aot", "--compile", str(path), "--arch",

@@ -406,22 +406,20 @@ class Runner:
             start = self._ring_event
             start.record(self._side_stream)  # the GPU's time of the ring (the main stream is waiting)
             self._bell.ring()
-            if self._pending != bucket:  # it grew into another bucket: the early call runs, then the tick's
-                self.launch_missed += 1
-                self._graphs[bucket].replay()
-                d2h_done.record()
-                self._bell.ring()
+            # the same bucket: d2h_done was recorded behind the early launch; another (the window grew): the early
+            # call runs on its window, then the tick's own
+            launch_now = self._pending != bucket
+            self.launch_missed += launch_now
             self._pending = None
-        elif self._bell is not None:  # no launch ahead (the first tick, a skipped pre-tick): launch and ring
-            start.record()
-            self._graphs[bucket].replay()
-            d2h_done.record()
-            self._bell.ring()
-        elif self.graph_copies:  # one replay copies in, runs the forward and copies out
-            start.record()
-            self._graphs[bucket].replay()
         else:
             start.record()
+            launch_now = True
+        if launch_now and self.graph_copies:  # one replay copies in, runs the forward and copies out
+            self._graphs[bucket].replay()
+            d2h_done.record()
+            if self._bell is not None:  # (after the doorbell's kernel, released at once)
+                self._bell.ring()
+        elif launch_now:
             dev.copy_(host, non_blocking=True)
             h2d_done.record()
             if bucket in self._graphs:
@@ -431,7 +429,6 @@ class Runner:
                     out = self._cuda_call(self._cuda_module, dev)
             fwd_done.record()
             self._host_out.copy_(out, non_blocking=True)
-        if self._bell is None:
             d2h_done.record()
         t2 = time.perf_counter_ns()
         host_us = {"pack": (t1 - t0) / 1e3, "launch": (t2 - t1) / 1e3, **_overlap(during, t2)}
