@@ -26,7 +26,7 @@ class ModelConfig:
     checkpoint: str | None = None  #: path of a poyo-rt/torch_brain checkpoint
     readout: str | None = None  #: registry name of the decoded modality; None = the checkpoint's (else hand_velocity_2d)
     device: Literal["auto", "cpu", "cuda"] = "auto"  #: auto = cuda when available
-    session_id: str | None = None  #: session vocabulary word; None = the checkpoint's only/first session
+    session_id: str | None = None  #: session vocabulary word; None = a calibrated checkpoint's session, else the only one
     threads: int | Literal["auto"] | None = "auto"  #: torch CPU threads: auto = cores - 1 (runtime/threads.py), None = torch's default
     compile: bool = False  #: torch.compile the forward (CPU: measure first; CUDA: the fused forward, before capture)
     kv_cache: bool = True  #: CPU eager: keep the encoder's per-token keys/values between ticks (same values, less work)

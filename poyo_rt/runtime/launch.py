@@ -52,9 +52,13 @@ def load_model(config: RunConfig) -> LoadedModel:
     return LoadedModel(model, list(norm.mean), list(norm.std), meta)
 
 
-def session_index(model: POYO, session_id: str | None) -> int:
-    """Row of ``session_id`` in the model's session vocabulary; None picks the only session."""
+def session_index(model: POYO, session_id: str | None, default: str | None = None) -> int:
+    """Row of ``session_id`` in the model's session vocabulary. None picks ``default`` (a calibrated checkpoint's
+    ``default_session``: the session it was calibrated for) when given, else the only session."""
     sessions = [w for w in model.session_emb.vocab if w != "NA"]
+    if session_id is None and default is not None:
+        session_id = default
+        log.info("decoding session %r (the checkpoint's default_session)", session_id)
     if session_id is None:
         if len(sessions) != 1:
             raise ConfigError("model.session_id", f"the checkpoint knows {len(sessions)} sessions; choose one of "
@@ -104,7 +108,7 @@ def build_decoder(config: RunConfig, *, model: POYO | LoadedModel | None = None)
     apply_threads(config.model.threads, torch.device(device).type)
     loaded = load_model(config) if model is None else model if isinstance(model, LoadedModel) else LoadedModel(model)
     model = loaded.model
-    sess = session_index(model, config.model.session_id)
+    sess = session_index(model, config.model.session_id, default=(loaded.meta or {}).get("default_session"))
     inp = config.input
     log.info("resolving LSL stream name=%r type=%r source_id=%r (timeout %.1f s)", inp.name, inp.type, inp.source_id,
              inp.resolve_timeout_s)

@@ -1,4 +1,4 @@
-"""``poyo-rt train`` and ``poyo-rt evaluate``: argument parsing and the two handlers.
+"""``poyo-rt train``, ``poyo-rt calibrate`` and ``poyo-rt evaluate``: argument parsing and the handlers.
 
 ``poyo_rt.cli`` calls :func:`add_parser` with its subparsers; the handlers return an exit code and raise
 :class:`~poyo_rt.errors.ConfigError` for bad arguments (exit code 2 there).
@@ -20,7 +20,7 @@ from poyo_rt.registry import MODALITY_REGISTRY, DataType
 
 log = logging.getLogger(__name__)
 
-__all__ = ["add_parser", "cmd_train", "cmd_evaluate", "load_sessions"]
+__all__ = ["add_parser", "cmd_train", "cmd_calibrate", "cmd_evaluate", "load_sessions"]
 
 SYNTHETIC = "synthetic"
 
@@ -96,45 +96,9 @@ def _write_json(path: str | None, payload: dict) -> None:
 
 
 # --- train ------------------------------------------------------------------------------------------
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    from poyo_rt.train.trainer import TrainConfig
-
-    d = TrainConfig()
-    p = sub.add_parser(
-        "train",
-        help="fit a POYO decoder on recorded or synthetic sessions and write a checkpoint",
-        description="Fit POYO on one or more sessions: random windows of --window seconds from the first --split "
-        "of each session (the last --val-fraction of that part validates; the best validation step is kept), "
-        "behaviour z-scored with the training part's mean/std, weighted MSE, AdamW with linear warm-up and "
-        "cosine decay, unit dropout, spike positions redrawn inside their bins every epoch for binned files. "
-        "At the end the held-out part (the last 1 - --split) is scored causally, as the real-time engine decodes, "
-        "and offline. The checkpoint loads with POYO.load_pretrained (poyo-rt and torch_brain 0.2.1) and carries "
-        "the normalisation, labels, config, seed, R² and code version under hyper_parameters['poyo_rt']. "
-        "Under torchrun (WORLD_SIZE > 1) it runs as DistributedDataParallel; only rank 0 writes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("sessions", nargs="+", metavar="SESSION",
-                   help="session files (MAT/NPZ/NWB/XDF/temporaldata HDF5), 'synthetic' or 'synthetic:SEED'")
-    p.add_argument("-o", "--out", default="poyo.ckpt", help="checkpoint to write")
-    p.add_argument("--json", metavar="PATH", help="also write a JSON summary (config, losses, R²)")
-    _add_session_args(p)
-
-    m = p.add_argument_group("model (POYO)")
-    m.add_argument("--window", type=float, default=d.window_s, metavar="S", help="window = sequence_length, seconds")
-    m.add_argument("--latent-step", type=float, default=d.latent_step_s, metavar="S", help="latent grid step, seconds")
-    m.add_argument("--latents-per-step", type=int, default=d.num_latents_per_step, help="latents per step")
-    m.add_argument("--dim", type=int, default=d.dim, help="model width")
-    m.add_argument("--depth", type=int, default=d.depth, help="latent self-attention layers")
-    m.add_argument("--dim-head", type=int, default=d.dim_head, help="attention head width")
-    m.add_argument("--cross-heads", type=int, default=d.cross_heads, help="encoder/decoder cross-attention heads")
-    m.add_argument("--self-heads", type=int, default=d.self_heads, help="processor self-attention heads")
-    m.add_argument("--ffn-dropout", type=float, default=d.ffn_dropout, help="feed-forward dropout")
-    m.add_argument("--lin-dropout", type=float, default=d.lin_dropout, help="processor residual dropout")
-    m.add_argument("--atn-dropout", type=float, default=d.atn_dropout, help="attention dropout")
-    m.add_argument("--readout", default=d.readout,
-                   choices=[n for n, s in MODALITY_REGISTRY.items() if s.type is DataType.CONTINUOUS],
-                   metavar="NAME", help="registered continuous modality decoded")
-
+def _add_run_args(p: argparse.ArgumentParser, d: Any) -> None:
+    """The argument groups ``train`` and ``calibrate`` share: optimisation, loss and augmentation, data split,
+    validation and run (defaults from the TrainConfig ``d``)."""
     o = p.add_argument_group("optimisation")
     o.add_argument("--steps", type=int, default=d.steps, help="optimizer steps")
     o.add_argument("--batch-size", type=int, default=d.batch_size, help="windows per step (per process)")
@@ -174,7 +138,69 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads (None: torch's choice)")
     r.add_argument("--no-offline-eval", dest="offline_eval", action="store_false",
                    help="score the held-out part causally only (skip the overlapping-window score)")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from poyo_rt.train.trainer import TrainConfig
+
+    d = TrainConfig()
+    p = sub.add_parser(
+        "train",
+        help="fit a POYO decoder on recorded or synthetic sessions and write a checkpoint",
+        description="Fit POYO on one or more sessions: random windows of --window seconds from the first --split "
+        "of each session (the last --val-fraction of that part validates; the best validation step is kept), "
+        "behaviour z-scored with the training part's mean/std, weighted MSE, AdamW with linear warm-up and "
+        "cosine decay, unit dropout, spike positions redrawn inside their bins every epoch for binned files. "
+        "At the end the held-out part (the last 1 - --split) is scored causally, as the real-time engine decodes, "
+        "and offline. The checkpoint loads with POYO.load_pretrained (poyo-rt and torch_brain 0.2.1) and carries "
+        "the normalisation, labels, config, seed, R² and code version under hyper_parameters['poyo_rt']. "
+        "Under torchrun (WORLD_SIZE > 1) it runs as DistributedDataParallel; only rank 0 writes.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("sessions", nargs="+", metavar="SESSION",
+                   help="session files (MAT/NPZ/NWB/XDF/temporaldata HDF5), 'synthetic' or 'synthetic:SEED'")
+    p.add_argument("-o", "--out", default="poyo.ckpt", help="checkpoint to write")
+    p.add_argument("--json", metavar="PATH", help="also write a JSON summary (config, losses, R²)")
+    _add_session_args(p)
+
+    m = p.add_argument_group("model (POYO)")
+    m.add_argument("--window", type=float, default=d.window_s, metavar="S", help="window = sequence_length, seconds")
+    m.add_argument("--latent-step", type=float, default=d.latent_step_s, metavar="S", help="latent grid step, seconds")
+    m.add_argument("--latents-per-step", type=int, default=d.num_latents_per_step, help="latents per step")
+    m.add_argument("--dim", type=int, default=d.dim, help="model width")
+    m.add_argument("--depth", type=int, default=d.depth, help="latent self-attention layers")
+    m.add_argument("--dim-head", type=int, default=d.dim_head, help="attention head width")
+    m.add_argument("--cross-heads", type=int, default=d.cross_heads, help="encoder/decoder cross-attention heads")
+    m.add_argument("--self-heads", type=int, default=d.self_heads, help="processor self-attention heads")
+    m.add_argument("--ffn-dropout", type=float, default=d.ffn_dropout, help="feed-forward dropout")
+    m.add_argument("--lin-dropout", type=float, default=d.lin_dropout, help="processor residual dropout")
+    m.add_argument("--atn-dropout", type=float, default=d.atn_dropout, help="attention dropout")
+    m.add_argument("--readout", default=d.readout,
+                   choices=[n for n, s in MODALITY_REGISTRY.items() if s.type is DataType.CONTINUOUS],
+                   metavar="NAME", help="registered continuous modality decoded")
+    _add_run_args(p, d)
     p.set_defaults(func=cmd_train)
+
+
+def _run_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """TrainConfig fields of :func:`_add_run_args`'s arguments."""
+    return dict(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_steps, min_lr_ratio=args.min_lr_ratio, grad_clip=args.grad_clip,
+        loss_targets=args.loss_targets, end_weight=args.end_weight, unit_dropout=args.unit_dropout,
+        redraw_spikes=args.redraw_spikes, split=args.split, val_fraction=args.val_fraction, seed=args.seed,
+        log_every=args.log_every, val_every=args.val_every, val_tick_hz=args.val_tick_hz or None,
+        time_budget_s=None if args.time_budget_min is None else args.time_budget_min * 60.0,
+    )
+
+
+def _as_config_error(err: ValueError) -> ConfigError:
+    """``"TrainConfig.lr must be ..."`` -> a ConfigError naming the command-line flag."""
+    text = str(err)
+    name = text.split(" ", 1)[0].removeprefix("TrainConfig.")
+    flag = {"window_s": "--window", "latent_step_s": "--latent-step", "num_latents_per_step": "--latents-per-step",
+            "time_budget_s": "--time-budget-min"}.get(name, "--" + name.replace("_", "-"))
+    return ConfigError(flag, text)
 
 
 def _train_config(args: argparse.Namespace) -> Any:
@@ -184,22 +210,29 @@ def _train_config(args: argparse.Namespace) -> Any:
         window_s=args.window, latent_step_s=args.latent_step, num_latents_per_step=args.latents_per_step,
         dim=args.dim, depth=args.depth, dim_head=args.dim_head, cross_heads=args.cross_heads,
         self_heads=args.self_heads, ffn_dropout=args.ffn_dropout, lin_dropout=args.lin_dropout,
-        atn_dropout=args.atn_dropout, readout=args.readout, steps=args.steps, batch_size=args.batch_size,
-        lr=args.lr, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
-        min_lr_ratio=args.min_lr_ratio, grad_clip=args.grad_clip, loss_targets=args.loss_targets,
-        end_weight=args.end_weight, unit_dropout=args.unit_dropout, redraw_spikes=args.redraw_spikes,
-        split=args.split, val_fraction=args.val_fraction, seed=args.seed, log_every=args.log_every,
-        val_every=args.val_every, val_tick_hz=args.val_tick_hz or None,
-        time_budget_s=None if args.time_budget_min is None else args.time_budget_min * 60.0,
+        atn_dropout=args.atn_dropout, readout=args.readout, **_run_fields(args),
     )
     try:
         return TrainConfig(**fields)
-    except ValueError as err:  # "TrainConfig.lr must be ..." -> name the command-line flag
-        text = str(err)
-        name = text.split(" ", 1)[0].removeprefix("TrainConfig.")
-        flag = {"window_s": "--window", "latent_step_s": "--latent-step", "num_latents_per_step": "--latents-per-step",
-                "time_budget_s": "--time-budget-min"}.get(name, "--" + name.replace("_", "-"))
-        raise ConfigError(flag, text) from None
+    except ValueError as err:
+        raise _as_config_error(err) from None
+
+
+def _report(result: Any, config: Any, sources: list[Any], json_path: str | None, **extra: Any) -> None:
+    """Print the held-out score and write the ``--json`` summary (rank 0 only: the one with a checkpoint)."""
+    if result.checkpoint is None:
+        return
+    summary = {
+        "checkpoint": str(result.checkpoint), "best_step": result.best_step, "val_r2": result.val_r2,
+        "heldout": result.heldout, "heldout_r2_mean": result.heldout_r2_mean, "wall_s": result.wall_s,
+        "final_loss": float(np.mean(result.losses[-10:])) if result.losses else None,
+        "config": config.to_dict(), "sources": sources, **extra,
+    }
+    if result.heldout_r2_mean is not None:
+        print(f"held-out causal R² {result.heldout_r2_mean:.4f}; wrote {result.checkpoint}", flush=True)
+    else:
+        print(f"wrote {result.checkpoint}", flush=True)
+    _write_json(json_path, {**summary, "losses": result.losses})
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -214,18 +247,76 @@ def cmd_train(args: argparse.Namespace) -> int:
                        offline_eval=args.offline_eval)
     except ValueError as err:
         raise ConfigError("train", str(err)) from None
-    if result.checkpoint is not None:  # rank 0
-        summary = {
-            "checkpoint": str(result.checkpoint), "best_step": result.best_step, "val_r2": result.val_r2,
-            "heldout": result.heldout, "heldout_r2_mean": result.heldout_r2_mean, "wall_s": result.wall_s,
-            "final_loss": float(np.mean(result.losses[-10:])) if result.losses else None,
-            "config": config.to_dict(), "sources": sources,
-        }
-        if result.heldout_r2_mean is not None:
-            print(f"held-out causal R² {result.heldout_r2_mean:.4f}; wrote {result.checkpoint}", flush=True)
-        else:
-            print(f"wrote {result.checkpoint}", flush=True)
-        _write_json(args.json, {**summary, "losses": result.losses})
+    _report(result, config, sources, args.json)
+    return 0
+
+
+# --- calibrate ------------------------------------------------------------------------------------------
+#: ``poyo-rt calibrate``'s defaults where they differ from ``train``'s (tools/calibrate_m1.sh, docs/training.md).
+CALIBRATE_DEFAULTS = dict(steps=600, lr=1e-2, warmup_steps=50, val_every=100, log_every=50)
+
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    from poyo_rt.train.calibrate import TRAINABLE
+    from poyo_rt.train.trainer import TrainConfig
+
+    p = sub.add_parser(
+        "calibrate",
+        help="adapt a trained checkpoint to a new session: learn its units' and its own embeddings",
+        description="Calibrate CHECKPOINT to new SESSION(s), whose units it may never have seen: each unknown unit "
+        "id and the new session id get an embedding row, learned from the session's first --split (the same "
+        "windows, loss, augmentation, validation and held-out scoring as 'poyo-rt train'). With --trainable new "
+        "(the default) nothing else trains: every weight and embedding the checkpoint had stays exactly as it was, "
+        "so the earlier sessions still decode as before and a few minutes of data suffice. --trainable all "
+        "fine-tunes every weight from the checkpoint. The model's architecture, readout and behaviour "
+        "normalisation are the checkpoint's. The written checkpoint decodes the new session by default "
+        "(poyo-rt run picks it when model.session_id is null).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("checkpoint", help="trained checkpoint (poyo-rt train or torch_brain Lightning-style)")
+    p.add_argument("sessions", nargs="+", metavar="SESSION",
+                   help="the new session(s): files (MAT/NPZ/NWB/XDF/temporaldata HDF5), 'synthetic' or "
+                        "'synthetic:SEED'")
+    p.add_argument("-o", "--out", default="calibrated.ckpt", help="checkpoint to write")
+    p.add_argument("--json", metavar="PATH", help="also write a JSON summary (config, losses, R²)")
+    p.add_argument("--trainable", choices=TRAINABLE, default="new",
+                   help="new: only the new units' and sessions' embeddings train; all: every weight (fine-tuning)")
+    p.add_argument("--session-id", default=None, metavar="NAME",
+                   help="decode the (single) session under this id, e.g. when its file's id is one the "
+                        "checkpoint already knows")
+    _add_session_args(p)
+    _add_run_args(p, TrainConfig())
+    p.set_defaults(func=cmd_calibrate, **CALIBRATE_DEFAULTS)
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Handler of ``poyo-rt calibrate``: returns 0 when a checkpoint was written."""
+    import dataclasses
+
+    from poyo_rt.train.calibrate import calibration_config, warm_start
+    from poyo_rt.train.trainer import train
+
+    device = _setup_torch(args.device, args.threads)
+    sessions, sources = load_sessions(args.sessions, args)
+    if args.session_id is not None:
+        if len(sessions) != 1:
+            raise ConfigError("--session-id", f"names one session; {len(sessions)} were given")
+        sessions = [dataclasses.replace(sessions[0], session_id=args.session_id)]
+    try:
+        start = warm_start(args.checkpoint, sessions, trainable=args.trainable)
+    except ValueError as err:
+        hint = " (--session-id NAME gives it another)" if "already in the checkpoint" in str(err) else ""
+        raise ConfigError("SESSION", f"{err}{hint}") from None
+    try:
+        config = calibration_config(start, **_run_fields(args))
+    except ValueError as err:
+        raise _as_config_error(err) from None
+    try:
+        result = train(sessions, config, out_path=args.out, device=device, sources=sources,
+                       offline_eval=args.offline_eval, start=start)
+    except ValueError as err:
+        raise ConfigError("calibrate", str(err)) from None
+    _report(result, config, sources, args.json, calibration=start.extra()["calibration"])
     return 0
 
 
@@ -293,8 +384,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``train`` and ``evaluate`` on ``poyo-rt``'s subparsers."""
+    """Register ``train``, ``calibrate`` and ``evaluate`` on ``poyo-rt``'s subparsers."""
     _add_train(subparsers)
+    _add_calibrate(subparsers)
     _add_evaluate(subparsers)
 
 
@@ -304,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from poyo_rt.errors import PoyoRtError
 
-    parser = argparse.ArgumentParser(prog="poyo-rt", description="Train and evaluate POYO decoders.")
+    parser = argparse.ArgumentParser(prog="poyo-rt", description="Train, calibrate and evaluate POYO decoders.")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

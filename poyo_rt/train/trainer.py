@@ -24,7 +24,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -37,6 +37,9 @@ from poyo_rt.replay.session import Session
 from poyo_rt.train.data import Normalization, WindowSampler, WindowSource, fit_normalization
 from poyo_rt.train.evaluate import MODEL_INPUT_KEYS, evaluate_causal, evaluate_offline
 from poyo_rt.version import code_version
+
+if TYPE_CHECKING:
+    from poyo_rt.train.calibrate import WarmStart
 
 log = logging.getLogger(__name__)
 
@@ -264,6 +267,7 @@ def _scores(result: dict) -> dict:
 def train(
     sessions: Sequence[Session], config: TrainConfig, *, out_path: str | Path | None = None,
     device: str = "cpu", sources: Sequence[str] | None = None, offline_eval: bool = True,
+    start: WarmStart | None = None,
 ) -> TrainResult:
     """Train a POYO on ``sessions`` (see the module docstring for the split), keep the best validation step,
     score it on the held-out parts and write ``out_path`` (rank 0).
@@ -275,6 +279,9 @@ def train(
         device: ``"cpu"``, ``"cuda"`` (``cuda:LOCAL_RANK`` under torchrun) or ``"cuda:N"``.
         sources: how each session was obtained (file path / generator call), stored in the checkpoint.
         offline_eval: also score the held-out part offline (overlapping windows) at the end.
+        start: continue from a trained model instead of a fresh one (:func:`poyo_rt.train.calibrate.warm_start`):
+            its vocabularies, behaviour normalisation and trainable weights are used, and what it records is
+            stored in the checkpoint.
     """
     if not sessions:
         raise ValueError("train needs at least one session")
@@ -295,14 +302,21 @@ def train(
     cuts = [split_times(s, config.split, config.val_fraction) for s in sessions]
     train_beh = [s.behavior[(s.behavior_times_s >= a) & (s.behavior_times_s < tv)] for s, (a, tv, _, _) in
                  zip(sessions, cuts)]
-    norm = fit_normalization(train_beh)
+    if start is None:
+        norm = fit_normalization(train_beh)
+        unit_ids = list(dict.fromkeys(u for s in sessions for u in s.unit_ids))
+        model = build_model(config, unit_ids, ids).to(dev)
+    else:
+        start.check(sessions, config)
+        norm, unit_ids, model = start.norm, list(start.model.unit_emb.vocab)[1:], start.model.to(dev)
     window_sources = [WindowSource(s, a, tv, norm, spec) for s, (a, tv, _, _) in zip(sessions, cuts)]
-    unit_ids = list(dict.fromkeys(u for s in sessions for u in s.unit_ids))
-    model = build_model(config, unit_ids, ids).to(dev)
+    params = start.param_groups(config.weight_decay) if start is not None else [{"params": list(model.parameters())}]
     n_params = sum(p.numel() for p in model.parameters())
     if is_main:
         log.info("POYO %d parameters (dim %d, depth %d, %d latents/step), %d units, %d sessions, %d rank(s) on %s",
                  n_params, config.dim, config.depth, config.num_latents_per_step, len(unit_ids), len(ids), world, dev)
+        if start is not None:
+            log.info(start.describe())
         for s, (a, tv, ts, e) in zip(sessions, cuts):
             log.info("%s: train [%.1f, %.1f) s, validation [%.1f, %.1f) s, held out [%.1f, %.1f] s",
                      s.session_id, a, tv, tv, ts, ts, e)
@@ -325,7 +339,7 @@ def train(
                             seed=config.seed, end_aligned=config.loss_targets == "end", rank=rank,
                             world_size=world, on_epoch=on_epoch)
     batches = iter(sampler)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     val_sessions = [(s, tv, ts) for s, (_, tv, ts, _) in zip(sessions, cuts) if ts - tv > config.window_s]
     do_val = config.val_fraction > 0 and bool(val_sessions)
     if config.val_fraction > 0 and not val_sessions and is_main:
@@ -337,6 +351,7 @@ def train(
         code_version=code_version(), world_size=world,
         ranges_s={s.session_id: {"train": [a, tv], "validation": [tv, ts], "heldout": [ts, e]}
                   for s, (a, tv, ts, e) in zip(sessions, cuts)},
+        **(start.extra() if start is not None else {}),
     )
     out_path = Path(out_path) if out_path is not None else None
 
@@ -388,7 +403,7 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            torch.nn.utils.clip_grad_norm_([p for g in params for p in g["params"]], config.grad_clip)
         optimizer.step()
         value = float(loss.detach())
         if not math.isfinite(value):
