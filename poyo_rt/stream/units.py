@@ -67,7 +67,8 @@ def match_units(
         raise UnitMismatchError(
             f"none of the stream's {len(stream_ids)} units is in the model's unit vocabulary "
             f"({len(vocab_ids)} ids); stream ids e.g. {stream_ids[:_N_SHOWN]!r}, "
-            f"vocabulary ids e.g. {vocab_ids[:_N_SHOWN]!r}"
+            f"vocabulary ids e.g. {vocab_ids[:_N_SHOWN]!r}. A new session's units need embeddings: "
+            "'poyo-rt calibrate CHECKPOINT SESSION' learns them from a few minutes of its recording"
         )
     if unknown:
         msg = (
@@ -75,6 +76,7 @@ def match_units(
             f"vocabulary ({len(vocab_ids)} ids), e.g. {unknown[:_N_SHOWN]!r}"
         )
         if on_unknown == "error":
-            raise UnitMismatchError(msg + "; set on_unknown='drop' to ignore their spikes")
+            raise UnitMismatchError(msg + "; set on_unknown='drop' to ignore their spikes, or learn their "
+                                    "embeddings with 'poyo-rt calibrate'")
         log.warning("%s; their spikes will be dropped", msg)
     return mapping

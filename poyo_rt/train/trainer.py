@@ -13,6 +13,9 @@ Each step: ``batch_size`` windows of ``window_s`` -> :meth:`POYO.tokenize` (unit
 redrawn inside their bins every epoch for binned sources) -> :func:`~poyo_rt.model.tokens.collate` ->
 forward -> weighted MSE (:func:`weighted_mse`) -> backward -> gradient clipping -> AdamW with linear
 warm-up and cosine decay (:func:`lr_at`).
+
+``poyo-rt calibrate`` runs the same loop from a trained model (``train(..., start=WarmStart)``,
+:mod:`poyo_rt.train.calibrate`): its vocabularies extended, its normalisation kept, only some weights trained.
 """
 
 from __future__ import annotations
