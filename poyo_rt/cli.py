@@ -18,6 +18,18 @@ log = logging.getLogger("poyo_rt")
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with ``(default: X)`` after each option's text, except where it would mislead or repeat:
+    flags that take no value (``--no-offline`` is not "True"), defaults of None or an empty list, and text
+    that states its default already."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if action.nargs == 0 or action.default is None or action.default == [] or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level.upper()), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")

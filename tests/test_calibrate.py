@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 from pathlib import Path
 
@@ -192,3 +193,49 @@ def test_cli_calibrate_writes_a_checkpoint_that_evaluate_scores(tmp_path, capsys
     with pytest.raises(SystemExit) as exc:
         _parse("calibrate", "--help")
     assert exc.value.code == 0 and "--trainable" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pyxdf") is None, reason="pyxdf not installed (test dependency)")
+def test_cli_calibrate_from_a_labrecorder_style_xdf_names_its_streams_with_reader_options(tmp_path):
+    """A lab's way in: the new session's first minutes recorded by LabRecorder next to other streams. Two
+    regular numeric streams (a joystick's velocity, EMG) leave the behaviour stream ambiguous: the error lists
+    them, ``-O behavior_stream=Joystick`` picks one, and the options are kept in the summary (and checkpoint)."""
+    from test_readers import XdfStream, write_xdf
+
+    s = generate_session(n_units=12, duration_s=24.0, seed=3)
+    units = "".join(f"<unit><id>rig2/u{i:02d}</id></unit>" for i in range(len(s.unit_ids)))
+    labels = "<channels><channel><label>vx</label></channel><channel><label>vy</label></channel></channels>"
+    t0 = 5000.0  # an LSL clock reading, not zero
+    path = tmp_path / "today.xdf"
+    write_xdf(path, [
+        XdfStream(1, "PeerSpikes", "SpikeEvents", "int32", 0, s.spike_units.astype(np.int32), s.spike_times_s + t0,
+                  f"<units>{units}</units><value_meaning>unit index</value_meaning>"),
+        XdfStream(2, "Joystick", "Control", "float32", 100, s.behavior, s.behavior_times_s + t0, labels),
+        XdfStream(3, "EMG", "EMG", "float32", 100, np.zeros((len(s.behavior_times_s), 4)), s.behavior_times_s + t0),
+    ], chunk=1000)
+    out, summary = tmp_path / "today.ckpt", tmp_path / "today.json"
+    run = ["calibrate", str(BUNDLED), str(path), "--steps", "2", "--batch-size", "4", "--warmup-steps", "1",
+           "--val-every", "2", "--no-offline-eval", "--out", str(out), "--json", str(summary)]
+    with pytest.raises(ConfigError, match="Joystick") as exc:
+        args = _parse(*run)
+        args.func(args)
+    assert exc.value.field == "SESSION" and "EMG" in str(exc.value)
+    with pytest.raises(ConfigError, match="unexpected keyword") as exc:
+        args = _parse(*run, "-O", "behaviour_stream=Joystick")  # misspelt: read_xdf has no such option
+        args.func(args)
+    assert exc.value.field == "--reader-option"
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        args = _parse(*run, "-O", "behavior_stream")
+        args.func(args)
+    with pytest.raises(ConfigError, match="synthetic"):
+        args = _parse("calibrate", str(BUNDLED), "synthetic:5", "-O", "behavior_stream=Joystick", "--out", str(out))
+        args.func(args)
+    assert not out.exists()
+
+    args = _parse(*run, "-O", "behavior_stream=Joystick", "-O", "behavior_labels=[\"vx\", \"vy\"]")
+    assert args.func(args) == 0 and out.is_file()
+    payload = json.loads(summary.read_text())
+    assert payload["sources"] == [{"path": str(path), "behavior_stream": "Joystick", "behavior_labels": ["vx", "vy"]}]
+    assert payload["calibration"]["new_units"] == 12 and payload["calibration"]["new_sessions"] == ["today"]
+    model, _, meta = load_decoder(out)
+    assert meta["default_session"] == "today" and "rig2/u11" in model.unit_emb.vocab

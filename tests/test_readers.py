@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from poyo_rt.replay import Session, SessionFormatError, detect_format, read_session
-from poyo_rt.replay.readers import spikes_from_binned_counts
+from poyo_rt.replay.readers import parse_reader_options, spikes_from_binned_counts
 
 
 def _shared_data() -> Path:
@@ -477,3 +477,14 @@ def test_temporaldata_hdf5(tmp_path):
     np.testing.assert_array_equal(c.behavior, vel)
     with pytest.raises(SessionFormatError, match="candidates"):
         read_session(tmp_path / "tb.h5", behavior_key="finger.vel")
+
+
+def test_parse_reader_options_json_values_text_fallback_and_errors():
+    got = parse_reader_options(["behavior_stream=PeerBehavior", "behavior_channels=[0, 1]", "strict=false",
+                                "unit_column=2", " unit_prefix =rig2/", "unit_column=units"])
+    assert got == {"behavior_stream": "PeerBehavior", "behavior_channels": [0, 1], "strict": False,
+                   "unit_prefix": "rig2/", "unit_column": "units"}  # a repeated key: the last wins
+    assert parse_reader_options([]) == {} and parse_reader_options(["empty="]) == {"empty": ""}
+    for bad in ("nokey", "=1", "two words=1", "1x=2"):
+        with pytest.raises(ValueError, match="KEY=VALUE"):
+            parse_reader_options([bad])

@@ -366,6 +366,12 @@ def test_cli_help_documents_both_commands(capsys):
         assert exc.value.code == 0
     text = capsys.readouterr().out
     assert "--loss-targets" in text and "--time-budget-min" in text and "--tick-hz" in text
+    # defaults shown where they inform, not on flags or where the text says it: "--no-offline (default: True)"
+    # read as "no offline score by default"
+    flat = " ".join(text.split())
+    assert "(default: 0.8)" in flat and "(default: all)" in flat
+    for misleading in ("(default: True)", "(default: False)", "(default: None)", "(default: [])"):
+        assert misleading not in flat
 
 
 # --- distributed (2 processes, gloo, CPU) --------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from poyo_rt import __version__
-from poyo_rt.cli import cores_arg
+from poyo_rt.cli import HelpFormatter, cores_arg
 from poyo_rt.errors import ConfigError
 
 WHAT = ("forward", "tokenizer", "e2e", "all")
@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             "and publishes over ZeroMQ, a subscriber times push -> receipt; the torch_brain forward in the same "
             "engine is the baseline phase; pushed and received spikes are counted (ingest). all: the three."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("what", nargs="?", default="forward", choices=WHAT, help="which benchmark")
     p.add_argument("--quick", action="store_true", help="a short smoke run of the chosen benchmark(s)")

@@ -8,7 +8,6 @@ or a bad option.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import signal
@@ -19,7 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from poyo_rt.replay.readers import FORMATS, detect_format, read_session
+from poyo_rt.replay.readers import FORMATS, detect_format, parse_reader_options, read_session
 from poyo_rt.replay.session import Session
 
 log = logging.getLogger(__name__)
@@ -123,20 +122,6 @@ def _clock_text(seconds: float) -> str:
 
 
 # --- session loading ---------------------------------------------------------------------------
-def _parse_reader_options(items: list[str]) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip().isidentifier():
-            raise ValueError(f"--reader-option must be KEY=VALUE with KEY an identifier, got {item!r}")
-        try:
-            value: Any = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        options[key.strip()] = value
-    return options
-
-
 def load_replay_session(args: argparse.Namespace) -> Session:
     """The session ``args`` name: generated for ``synthetic``, else read from the file.
 
@@ -153,7 +138,7 @@ def load_replay_session(args: argparse.Namespace) -> Session:
         raise FileNotFoundError(f"FILE: no such file {str(path)!r} (or pass 'synthetic')")
     if not path.is_file():
         raise ValueError(f"FILE: {str(path)!r} is not a regular file")
-    options = _parse_reader_options(args.reader_option)
+    options = parse_reader_options(args.reader_option)
     fmt = args.format or detect_format(path)
     if fmt in ("mat", "npz"):
         options.setdefault("seed", args.seed)

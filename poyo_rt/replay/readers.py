@@ -28,6 +28,7 @@ scipy (MAT v5), h5py (MAT v7.3, NWB, temporaldata), pynwb (NWB), pyxdf (XDF).
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import re
 from collections.abc import Sequence
@@ -47,6 +48,7 @@ __all__ = [
     "FORMATS",
     "detect_format",
     "read_session",
+    "parse_reader_options",
     "read_binned",
     "read_nwb",
     "read_xdf",
@@ -172,6 +174,26 @@ def read_session(path: str | Path, *, format: str | None = None, **options: Any)
     session = readers[fmt](path, **options)
     log.info("read %r from %s (%s)", session, path, fmt)
     return session
+
+
+def parse_reader_options(items: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings (the CLIs' ``-O/--reader-option``) as keyword options for :func:`read_session`.
+
+    VALUE is parsed as JSON when it can be (``-O 'behavior_channels=[0,1]'``, ``-O strict=false``), else kept
+    as text (``-O behavior_stream=PeerBehavior``). Raises ``ValueError`` naming a malformed item; a later
+    repeat of a KEY wins.
+    """
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip().isidentifier():
+            raise ValueError(f"--reader-option must be KEY=VALUE with KEY an identifier, got {item!r}")
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        options[key.strip()] = value
+    return options
 
 
 # --- binned counts (MAT / NPZ) -----------------------------------------------------------

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from poyo_rt.cli import HelpFormatter
 from poyo_rt.errors import ConfigError
 from poyo_rt.registry import MODALITY_REGISTRY, DataType
 
@@ -37,6 +38,11 @@ def _add_session_args(p: argparse.ArgumentParser) -> None:
                    help="length of a synthetic session, seconds")
     g.add_argument("--synthetic-units", type=int, default=64, metavar="U",
                    help="units of a synthetic session")
+    g.add_argument("-O", "--reader-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="option for the files' reader, applied to every file (repeatable; VALUE parsed as JSON "
+                        "when it can be): e.g. an XDF's streams -O spike_stream=PeerSpikes -O behavior_stream="
+                        "PeerBehavior, an NWB's -O behavior_path=behavior/hand_vel, a MAT's -O behavior_key="
+                        "cursorVel (the readers' options: poyo_rt.replay.readers)")
 
 
 def load_sessions(specs: list[str], args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
@@ -45,8 +51,14 @@ def load_sessions(specs: list[str], args: argparse.Namespace) -> tuple[list[Any]
     Returns ``(sessions, sources)``, ``sources`` plain data saying how each was made (stored in checkpoints).
     """
     from poyo_rt.replay import generate_session, read_session
-    from poyo_rt.replay.readers import detect_format
+    from poyo_rt.replay.readers import detect_format, parse_reader_options
 
+    try:
+        reader_options = parse_reader_options(getattr(args, "reader_option", None) or [])
+    except ValueError as err:
+        raise ConfigError("--reader-option", str(err)) from None
+    if reader_options and all(spec == SYNTHETIC or spec.startswith(SYNTHETIC + ":") for spec in specs):
+        raise ConfigError("--reader-option", "applies to session files; every SESSION here is synthetic")
     sessions, sources = [], []
     for spec in specs:
         if spec == SYNTHETIC or spec.startswith(SYNTHETIC + ":"):
@@ -66,10 +78,14 @@ def load_sessions(specs: list[str], args: argparse.Namespace) -> tuple[list[Any]
         if not path.exists():
             raise ConfigError("SESSION", f"{spec!r}: no such file (or use 'synthetic' / 'synthetic:SEED')")
         try:
-            options = {"seed": args.spike_seed} if detect_format(path) in ("mat", "npz") else {}
+            options = dict(reader_options)
+            if detect_format(path) in ("mat", "npz"):
+                options.setdefault("seed", args.spike_seed)
             sessions.append(read_session(path, **options))
         except ValueError as err:
             raise ConfigError("SESSION", f"{spec!r}: {err}") from None
+        except TypeError as err:  # an option this file's reader does not take
+            raise ConfigError("--reader-option", f"{spec!r}: {err}") from None
         sources.append({"path": str(path), **options})
     return sessions, sources
 
@@ -155,7 +171,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "and offline. The checkpoint loads with POYO.load_pretrained (poyo-rt and torch_brain 0.2.1) and carries "
         "the normalisation, labels, config, seed, R² and code version under hyper_parameters['poyo_rt']. "
         "Under torchrun (WORLD_SIZE > 1) it runs as DistributedDataParallel; only rank 0 writes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("sessions", nargs="+", metavar="SESSION",
                    help="session files (MAT/NPZ/NWB/XDF/temporaldata HDF5), 'synthetic' or 'synthetic:SEED'")
@@ -271,7 +287,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
         "fine-tunes every weight from the checkpoint. The model's architecture, readout and behaviour "
         "normalisation are the checkpoint's. The written checkpoint decodes the new session by default "
         "(poyo-rt run picks it when model.session_id is null).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("checkpoint", help="trained checkpoint (poyo-rt train or torch_brain Lightning-style)")
     p.add_argument("sessions", nargs="+", metavar="SESSION",
@@ -330,7 +346,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         "windows (stride window/2), all behaviour samples queried and averaged. R² = 1 - SS_res/SS_tot per channel "
         "and the channels' mean. --split F scores only the last 1 - F of the session (earlier spikes serve as "
         "history), i.e. the held-out part of a 'poyo-rt train --split F' run.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("checkpoint", help="checkpoint (poyo-rt train or torch_brain Lightning-style)")
     p.add_argument("session", metavar="SESSION", help="session file, 'synthetic' or 'synthetic:SEED'")
