@@ -239,3 +239,20 @@ def test_cli_calibrate_from_a_labrecorder_style_xdf_names_its_streams_with_reade
     assert payload["calibration"]["new_units"] == 12 and payload["calibration"]["new_sessions"] == ["today"]
     model, _, meta = load_decoder(out)
     assert meta["default_session"] == "today" and "rig2/u11" in model.unit_emb.vocab
+
+
+def test_cli_calibrate_reads_a_real_labrecorder_file(tmp_path):
+    """The XDF LabRecorder wrote (../shared/data, 5 s, 8 units): read as the reader's tests read it, its 8
+    units are new to the bundled model; calibrate gives them rows and evaluate then scores the file."""
+    from test_readers import XDF_PATH
+
+    if not XDF_PATH.is_file() or importlib.util.find_spec("pyxdf") is None:
+        pytest.skip(f"real data or pyxdf absent: {XDF_PATH}")
+    out, summary = tmp_path / "rec.ckpt", tmp_path / "rec.json"
+    args = _parse("calibrate", str(BUNDLED), str(XDF_PATH), "--split", "1", "--val-fraction", "0", "--steps", "2",
+                  "--batch-size", "2", "--warmup-steps", "1", "--out", str(out), "--json", str(summary))
+    assert args.func(args) == 0
+    calibration = json.loads(summary.read_text())["calibration"]
+    assert calibration["new_units"] == 8 and calibration["new_sessions"] == ["labrecorder_spikes_behavior"]
+    args = _parse("evaluate", str(out), str(XDF_PATH), "--no-offline")
+    assert args.func(args) == 0

@@ -177,8 +177,8 @@ def warm_start(checkpoint: str | Path, sessions: Sequence[Session], *, trainable
     if units:
         model.unit_emb.extend_vocab(units)
     model.session_emb.extend_vocab(new_sessions)
-    return WarmStart(model=model, norm=norm, readout=readout, trainable=trainable, new_units=units, new_sessions=new_sessions,
-                     checkpoint=str(checkpoint), base=meta)
+    return WarmStart(model=model, norm=norm, readout=readout, trainable=trainable, new_units=units,
+                     new_sessions=new_sessions, checkpoint=str(checkpoint), base=meta)
 
 
 def calibration_config(start: WarmStart, **overrides: Any) -> TrainConfig:

@@ -382,7 +382,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     unknown = [u for u in session.unit_ids if u not in model.unit_emb.vocab]
     if unknown:
         raise ConfigError("SESSION", f"{len(unknown)} unit ids are not in the checkpoint's vocabulary "
-                          f"(e.g. {unknown[:3]})")
+                          f"(e.g. {unknown[:3]}); 'poyo-rt calibrate' learns new units' embeddings")
     t_start = None if args.split is None else session.start_s + args.split * session.duration_s
     out: dict[str, Any] = {"checkpoint": str(args.checkpoint), "source": source, "split": args.split}
     causal = evaluate_causal(model, session, norm=norm, tick_hz=args.tick_hz, t_start_s=t_start,

@@ -177,7 +177,8 @@ def evaluate_offline(
 
     Windows ``[t0, t0 + window_s)`` start every ``stride_s`` (default ``window_s / 2``) from ``t_start_s``
     (default the session start), plus one ending just after the last sample; samples in ``[t_start_s, t_end_s)``
-    covered by at least one window are scored with the mean of their predictions. Returns the dict of :func:`evaluate_causal` with ``mode="offline"``.
+    covered by at least one window are scored with the mean of their predictions. Returns the dict of
+    :func:`evaluate_causal` with ``mode="offline"``.
     """
     net = _unwrap(model)
     window_s = net.sequence_length
