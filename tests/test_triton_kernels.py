@@ -244,7 +244,8 @@ def test_inline_split_precision_gives_the_same_forward():
 
 def test_swapped_pairs_give_the_same_forward():
     """swap_pairs (the sweep's tuning): _swap_pairs exchanges each channel pair, and the forward with the
-    rotation partners swapped in registers equals fused in both layouts, alone and with unroll and "tf32x3i"."""
+    rotation partners swapped in registers equals fused in both layouts, alone, with unroll and "tf32x3i", and
+    with those on 8 warps taking a dim-64 row at once (the sweep's last row)."""
     import triton
     import triton.language as tl
 
@@ -262,7 +263,9 @@ def test_swapped_pairs_give_the_same_forward():
     with torch.inference_mode():
         exact = fused(packed)
         for residuals in ("split", "summed"):
-            for tuning in ({"swap_pairs": True}, {"swap_pairs": True, "unroll": True, "precision": "tf32x3i"}):
+            for tuning in ({"swap_pairs": True}, {"swap_pairs": True, "unroll": True, "precision": "tf32x3i"},
+                           {"swap_pairs": True, "unroll": True, "precision": "tf32x3i", "proc_warps": 8,
+                            "proc_width": 64}):
                 got = tp.TritonPOYO(fused, residuals=residuals, **tuning)(packed)
                 assert _max_err(got, exact) <= TOL, (residuals, tuning)
 

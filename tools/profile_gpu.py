@@ -23,7 +23,8 @@ thread at 4), and on 8 warps ``proc_width`` 64 (those kernels take a dim-64 row 
 (the latent and output kernels' loops of up to 4 steps as straight code: ~40 % fewer instructions a thread on
 sm_90 for poyo_1.3M, ``python -m poyo_rt.kernels.aot --unroll``), alone, with 8 warps, and with ``precision``
 "tf32x3i" (the three TF32 products with the operands split in the kernel: ~14 % fewer instructions again),
-and with ``swap_pairs`` (rotation partners swapped in registers: one projection product where there were two); each
+and with ``swap_pairs`` (rotation partners swapped in registers: one projection product where there were two),
+and all three on 8 warps (spill-free under the device's triton 3.6, where 4-warp unrolled builds spill); each
 row with its graph replay time, its ratio to the default tuning's and its error against the exact (fused,
 fp32) forward.
 
@@ -90,7 +91,12 @@ def sweep(name: str, replays: int) -> list[dict]:
                 {**defaults, "unroll": True, "proc_warps": 8, "proc_width": 64},
                 {**defaults, "unroll": True, "precision": "tf32x3i"},
                 {**defaults, "unroll": True, "swap_pairs": True},
-                {**defaults, "unroll": True, "precision": "tf32x3i", "swap_pairs": True}]
+                {**defaults, "unroll": True, "precision": "tf32x3i", "swap_pairs": True},
+                # the same on 8 warps: with triton 3.6 (the device's) only the 8-warp unrolled builds are free of
+                # spills, and these two compile to the fewest instructions (docs/performance.md, sixteenth session)
+                {**defaults, "unroll": True, "precision": "tf32x3i", "swap_pairs": True, "proc_warps": 8},
+                {**defaults, "unroll": True, "precision": "tf32x3i", "swap_pairs": True, "proc_warps": 8,
+                 "proc_width": 64}]
     rows = []
     for tuning in tunings:
         label = " ".join(f"{k}={v}" for k, v in tuning.items())
