@@ -2,7 +2,7 @@
 # How long a calibration block does a lab need? `poyo-rt calibrate` (defaults: the new units' and session's
 # embeddings, 600 steps) on the first SECONDS of session B only, each scored on the same held-out range (B's
 # second half), against the uncalibrated model. Needs tools/calibrate_m1.sh's base checkpoint and sessions.
-# Results: docs/training.md ("How much calibration data").
+# Results: docs/training.md ("How long a calibration block?").
 #
 #   nohup bash tools/calibrate_amount.sh > /tmp/calibrate_amount.log 2>&1 &
 #   SECONDS_LIST="30 60" OUT=runs/cal bash tools/calibrate_amount.sh
@@ -36,12 +36,11 @@ EOF
 done
 
 python - "$OUT" $SECONDS_LIST <<'EOF'
-import json, sys
+import json, os, sys
 out, amounts = sys.argv[1], sys.argv[2:]
 print(f"{'calibration block':20s} causal R² (x / y / mean)      offline   calibrate wall s")
-base = json.load(open(f"{out}/uncalibrated.json")) if __import__("os").path.exists(f"{out}/uncalibrated.json") else None
-if base:
-    print(f"{'none (uncalibrated)':20s} {base['heldout_r2_mean']:.4f}")
+if os.path.exists(f"{out}/uncalibrated.json"):  # written by calibrate_m1.sh
+    print(f"{'none (uncalibrated)':20s} {json.load(open(f'{out}/uncalibrated.json'))['heldout_r2_mean']:.4f}")
 for s in amounts:
     ev, cal = json.load(open(f"{out}/eval_{s}s.json")), json.load(open(f"{out}/cal_{s}s.json"))
     c = ev["causal"]

@@ -45,6 +45,10 @@ def _add_session_args(p: argparse.ArgumentParser) -> None:
                         "cursorVel (the readers' options: poyo_rt.replay.readers)")
 
 
+def _is_synthetic(spec: str) -> bool:
+    return spec == SYNTHETIC or spec.startswith(SYNTHETIC + ":")
+
+
 def load_sessions(specs: list[str], args: argparse.Namespace) -> tuple[list[Any], list[Any]]:
     """Sessions named on the command line: file paths, ``synthetic`` or ``synthetic:SEED``.
 
@@ -54,14 +58,14 @@ def load_sessions(specs: list[str], args: argparse.Namespace) -> tuple[list[Any]
     from poyo_rt.replay.readers import detect_format, parse_reader_options
 
     try:
-        reader_options = parse_reader_options(getattr(args, "reader_option", None) or [])
+        reader_options = parse_reader_options(args.reader_option)
     except ValueError as err:
         raise ConfigError("--reader-option", str(err)) from None
-    if reader_options and all(spec == SYNTHETIC or spec.startswith(SYNTHETIC + ":") for spec in specs):
+    if reader_options and all(map(_is_synthetic, specs)):
         raise ConfigError("--reader-option", "applies to session files; every SESSION here is synthetic")
     sessions, sources = [], []
     for spec in specs:
-        if spec == SYNTHETIC or spec.startswith(SYNTHETIC + ":"):
+        if _is_synthetic(spec):
             seed_text = spec.partition(":")[2]
             try:
                 seed = int(seed_text) if seed_text else args.synthetic_seed
