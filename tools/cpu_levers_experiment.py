@@ -6,12 +6,15 @@ numbers in docs/performance.md can be reproduced. One thread, poyo_1.3M, the key
     python tools/cpu_levers_experiment.py attention     # where the processor's attention goes: bmm, softmax
     python tools/cpu_levers_experiment.py bf16          # bf16 weights + bf16 attention matmuls: time, error
     python tools/cpu_levers_experiment.py half-rotation # rotate only the pairs with a non-zero frequency
+    python tools/cpu_levers_experiment.py int8          # int8 weights (dynamic quantization): time, error
 
 Medians of repeated calls, microseconds unless said. An experiment, not a supported mode.
 """
 
 import argparse
+import copy
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -97,6 +100,32 @@ def bf16(fused: FusedPOYO) -> None:
           f"{np.median(errs):.1e}, max {max(errs):.1e} over 20 inputs")
 
 
+def int8(fused: FusedPOYO) -> None:
+    """The processor's linear layers as int8 dynamic-quantized layers (fbgemm/x86: int8 weights per channel
+    scaled, activations quantized per call), everything else fp32; same inputs and error measure as ``bf16``."""
+    with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao (not a dependency)
+        warnings.simplefilter("ignore")
+        model = copy.deepcopy(fused.model)
+        for attn, ffn in model.proc_layers:
+            for parent in (attn, ffn):
+                torch.ao.quantization.quantize_dynamic(parent, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+        low = FusedPOYO(model, n_output=1, encoder=False)
+    m = fused.model
+    g = torch.Generator().manual_seed(0)
+    rows, out_t = torch.ones(1, dtype=torch.long), torch.tensor([0.99], dtype=torch.float64)
+    n_lat = fused.latent_rot.shape[0]
+    errs = []
+    for _ in range(20):
+        lat = m.latent_emb.weight[torch.arange(n_lat) % m.latent_emb.weight.shape[0]]
+        lat = lat + 0.5 * torch.randn(lat.shape, generator=g)
+        ref = fused.process_and_decode(lat, rows, out_t)
+        errs.append(float((low.process_and_decode(lat, rows, out_t) - ref).abs().max() / ref.abs().max()))
+    fp32 = median_us(lambda: fused.process_and_decode(lat, rows, out_t), 60)
+    q8 = median_us(lambda: low.process_and_decode(lat, rows, out_t), 60)
+    print(f"fp32 {fp32 / 1e3:.2f} ms, int8 linear layers {q8 / 1e3:.2f} ms ({fp32 / q8:.2f}x); "
+          f"|int8 - fp32| / max |fp32|: median {np.median(errs):.1e}, max {max(errs):.1e} over 20 inputs")
+
+
 def half_rotation(fused: FusedPOYO) -> None:
     """Pairs with frequency 0 rotate by 1 + 0i: skipping them (in place on the fresh q/k/v) is bit-exact."""
     n_rot = int((fused.omega != 0).sum())
@@ -119,10 +148,10 @@ def half_rotation(fused: FusedPOYO) -> None:
 
 
 ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-ap.add_argument("lever", choices=["attention", "bf16", "half-rotation"])
+ap.add_argument("lever", choices=["attention", "bf16", "half-rotation", "int8"])
 args = ap.parse_args()
 torch.set_num_threads(1)
 model = build_model(BENCH_CONFIGS["poyo_1.3M"], n_units=100)
 with torch.inference_mode():
     fused = FusedPOYO(model, n_output=1, encoder=False)
-    {"attention": attention, "bf16": bf16, "half-rotation": half_rotation}[args.lever](fused)
+    {"attention": attention, "bf16": bf16, "half-rotation": half_rotation, "int8": int8}[args.lever](fused)
