@@ -2,7 +2,7 @@
 
 Data flow (one module per stage)::
 
-    stream/lsl.py -> stream/buffer.py -> stream/tokenizer.py -> runtime/runner.py
+    stream/lsl/ -> stream/buffer.py -> stream/tokenizer.py -> runtime/runner.py
         -> stream/publisher.py, with runtime/engine.py driving the tick loop and
         runtime/metrics.py timing every stage.
 
