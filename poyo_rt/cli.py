@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Sequence
 
@@ -236,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_run(sub)
     _add_listen(sub)
+    from poyo_rt.stream.command import add_parser as add_streams
+
+    add_streams(sub)
     from poyo_rt.replay.command import add_parser as add_replay
 
     add_replay(sub)
@@ -258,6 +262,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         log.warning("interrupted")
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading: not a failure of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return EXIT_OK
     except PoyoRtError as err:
         log.error("%s", err)
         return EXIT_USAGE if isinstance(err, ConfigError) else EXIT_FAILURE

@@ -89,6 +89,12 @@ class InputConfig:
             raise ConfigError(f"{prefix}.max_chunk", f"must be >= 1, got {self.max_chunk}")
         if self.lsl_config is not None and self.lsl_scope != "site":
             raise ConfigError(f"{prefix}.lsl_config", "a custom liblsl config needs lsl_scope: site")
+        if self.channel_column is not None and self.layout == "counts":
+            raise ConfigError(f"{prefix}.channel_column", "applies to events streams only, and layout is counts "
+                              "(one channel per unit): remove it")
+        if self.channel_column is not None and self.channel_column == self.unit_column:
+            raise ConfigError(f"{prefix}.channel_column", f"names the same column as unit_column "
+                              f"({self.unit_column!r}); (channel, unit) pairs need two columns")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "poyo_rt.cli", *args], capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.parametrize("args", [["--help"], ["bench", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["bench", "--help"], ["streams", "--help"]])
 def test_help(args):
     res = run_cli(*args)
     assert res.returncode == 0 and "usage: poyo-rt" in res.stdout

@@ -41,6 +41,8 @@ def test_every_shipped_config_loads():
         ({"input": {"layout": "spikes"}}, "input.layout", "events"),
         ({"input": {"unit_column": 1.5}}, "input.unit_column", "integer"),
         ({"input": {"lsl_config": "x.cfg"}}, "input.lsl_config", "lsl_scope: site"),
+        ({"input": {"layout": "counts", "channel_column": 1}}, "input.channel_column", "events streams only"),
+        ({"input": {"unit_column": "ch", "channel_column": "ch"}}, "input.channel_column", "same column"),
         ({"model": {"device": "tpu"}}, "model.device", "one of"),
         ({"model": {"compile": "yes"}}, "model.compile", "true or false"),
         ({"model": {"fused": "yes"}}, "model.fused", "true or false"),

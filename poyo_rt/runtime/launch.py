@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from poyo_rt.config import RunConfig
-from poyo_rt.errors import ConfigError
+from poyo_rt.errors import ConfigError, PoyoRtError
 from poyo_rt.model.poyo import POYO
 from poyo_rt.registry import MODALITY_REGISTRY
 from poyo_rt.runtime.engine import Engine, EngineSettings, install_signal_handlers
@@ -112,12 +112,17 @@ def build_decoder(config: RunConfig, *, model: POYO | LoadedModel | None = None)
     inp = config.input
     log.info("resolving LSL stream name=%r type=%r source_id=%r (timeout %.1f s)", inp.name, inp.type, inp.source_id,
              inp.resolve_timeout_s)
-    inlet = lsl.open_spike_inlet(
-        inp.name, inp.type, inp.source_id, timeout_s=inp.resolve_timeout_s,
-        layout=inp.layout, unit_column=inp.unit_column if inp.layout == "events" else None,
-        channel_column=inp.channel_column, max_chunk=inp.max_chunk, clock_correction=inp.clock_correction,
-        max_buffer_samples=max(int(inp.max_buflen_s * 100_000), 1000),  # sized for 100k spikes/s
-    )
+    try:
+        inlet = lsl.open_spike_inlet(
+            inp.name, inp.type, inp.source_id, timeout_s=inp.resolve_timeout_s,
+            layout=inp.layout, unit_column=inp.unit_column if inp.layout == "events" else None,
+            channel_column=inp.channel_column, max_chunk=inp.max_chunk, clock_correction=inp.clock_correction,
+            max_buffer_samples=max(int(inp.max_buflen_s * 100_000), 1000),  # sized for 100k spikes/s
+        )
+    except ValueError as err:  # columns that only the stream's labels show to be one (unit_column 0 = "ch")
+        if isinstance(err, PoyoRtError):
+            raise
+        raise ConfigError("input", str(err)) from None
     try:
         unit_map = match_units(inlet.unit_ids, list(model.unit_emb.vocab), on_unknown=inp.on_unknown_unit)
         eng = config.engine

@@ -6,7 +6,8 @@ One module per concept, in the order a stream meets them:
   LSL call. By default the packaged ``loopback.cfg`` (machine-scope discovery, loopback peer only, no IPv6),
   so no discovery packet leaves the machine. Every function here calls it implicitly. :func:`local_clock`.
 - :mod:`.discovery`: :func:`resolve_stream` finds exactly one stream by name / type / source_id, or raises
-  a clear error listing the streams that are visible.
+  a clear error listing the streams that are visible; :func:`list_streams` and :func:`inspect_stream` list
+  every visible stream and how the inlet would read it (``poyo-rt streams``).
 - :mod:`.layout`: what a spike stream's info and ``<desc>`` declare (events or counts, columns, unit list),
   checked once at open.
 - :mod:`.inlet`: :class:`SpikeInlet` pulls spike events or binned counts, returns ``(spike_times_s,
@@ -21,7 +22,7 @@ configuration lazily at the first real LSL call, which is why :func:`configure_l
 """
 
 from poyo_rt.stream.lsl.config import configure_lsl, local_clock, lsl_config_description, packaged_config_path
-from poyo_rt.stream.lsl.discovery import resolve_stream
+from poyo_rt.stream.lsl.discovery import StreamReport, inspect_stream, list_streams, resolve_stream
 from poyo_rt.stream.lsl.inlet import DROP_REASONS, SpikeInlet, open_spike_inlet
 from poyo_rt.stream.lsl.outlets import make_behavior_outlet, make_spike_outlet
 from poyo_rt.stream.units import match_units
@@ -29,7 +30,10 @@ from poyo_rt.stream.units import match_units
 __all__ = [
     "DROP_REASONS",
     "SpikeInlet",
+    "StreamReport",
     "configure_lsl",
+    "inspect_stream",
+    "list_streams",
     "local_clock",
     "lsl_config_description",
     "make_behavior_outlet",

@@ -1,14 +1,18 @@
-"""Finding a stream: exactly one match by name / type / source_id, or an error that lists what is there."""
+"""Finding streams: exactly one match by name / type / source_id (or an error that lists what is there), and
+every visible stream with how poyo-rt would read it (``poyo-rt streams``)."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pylsl
+from pylsl.util import LostError as _LslLostError
+from pylsl.util import TimeoutError as _LslTimeoutError
 
-from poyo_rt.errors import StreamNotFoundError
+from poyo_rt.errors import StreamFormatError, StreamNotFoundError
 from poyo_rt.stream.lsl.config import ensure_configured, require_positive
-
+from poyo_rt.stream.lsl.layout import FORMAT_NAMES, Column, parse_spec
 
 _VISIBLE_WAIT_S = 0.5  # how long the not-found error path listens for the streams that do exist
 _N_LISTED = 20
@@ -109,3 +113,67 @@ def resolve_stream(
             f"one: {listed}"
         )
     return infos[0]
+
+
+def list_streams(wait_s: float = 1.0) -> list[pylsl.StreamInfo]:
+    """Every stream visible within ``wait_s`` seconds (in the configured scope: by default this machine's
+    only), one entry per stream, sorted by name then source_id."""
+    require_positive("wait_s", wait_s)
+    ensure_configured()
+    infos = _unique_by_uid(pylsl.resolve_streams(wait_time=float(wait_s)))
+    return sorted(infos, key=lambda i: (i.name(), i.source_id(), i.uid()))
+
+
+@dataclass(frozen=True)
+class StreamReport:
+    """One stream as LSL announces it, and how :class:`~poyo_rt.stream.lsl.inlet.SpikeInlet` would read it
+    with the settings given to :func:`inspect_stream`."""
+
+    name: str
+    type: str
+    source_id: str
+    hostname: str
+    n_channels: int
+    channel_format: str  # "int32", "float32", "string", ...
+    srate_hz: float  # 0 = irregular
+    layout: str | None  # "events" | "counts"; None when it cannot be read as spikes
+    unit_ids: tuple[str, ...]  # empty when it cannot be read as spikes
+    problem: str | None  # why not (the error the decoder would raise at open), else None
+
+    def to_dict(self) -> dict:
+        return {**self.__dict__, "unit_ids": list(self.unit_ids)}
+
+
+def inspect_stream(
+    info: pylsl.StreamInfo,
+    *,
+    layout: str = "auto",
+    unit_column: Column = None,
+    channel_column: Column = None,
+    timeout_s: float = 2.0,
+) -> StreamReport:
+    """Fetch one stream's full description (its ``<desc>``; no samples are pulled) and check it as a spike
+    stream, exactly as the decoder's inlet does at open.
+
+    Raises:
+        ValueError: the settings contradict each other (``channel_column`` without ``unit_column``, ...).
+    """
+    require_positive("timeout_s", timeout_s)
+    ensure_configured()
+    base = dict(name=info.name(), type=info.type(), source_id=info.source_id(), hostname=info.hostname(),
+                n_channels=info.channel_count(),
+                channel_format=FORMAT_NAMES.get(info.channel_format(), str(info.channel_format())),
+                srate_hz=float(info.nominal_srate()))
+    inlet = pylsl.StreamInlet(info, max_buflen=1, recover=False, processing_flags=pylsl.proc_none)
+    try:
+        full = inlet.info(timeout=float(timeout_s))
+    except (_LslTimeoutError, _LslLostError) as exc:
+        return StreamReport(**base, layout=None, unit_ids=(),
+                            problem=f"did not send its description within {timeout_s:g} s ({exc})")
+    finally:
+        del inlet  # closes it (pylsl's StreamInlet frees the liblsl handle when collected)
+    try:
+        spec = parse_spec(full, layout, unit_column, channel_column, None)
+    except StreamFormatError as exc:
+        return StreamReport(**base, layout=None, unit_ids=(), problem=str(exc))
+    return StreamReport(**base, layout=spec.layout, unit_ids=spec.unit_ids, problem=None)

@@ -1,0 +1,126 @@
+"""`poyo-rt streams` and the functions behind it: real LSL outlets on this machine, the command run as a user
+runs it (a subprocess), its verdict and exit code checked against what `poyo-rt run` would do."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from poyo_rt.stream import lsl
+
+UNITS = [f"unit{i}" for i in range(20)]  # the vocabulary of _poyo_ref's models
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "poyo_rt.cli", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_inspect_stream_reads_each_layout_as_the_inlet_does(stream_name, source_id):
+    events = lsl.make_spike_outlet(stream_name + "-ev", UNITS[:5], source_id + "-ev")
+    counts = lsl.make_spike_outlet(stream_name + "-ct", UNITS[:3], source_id + "-ct", layout="counts", rate_hz=100.0)
+    wide = lsl.make_spike_outlet(stream_name + "-wide", UNITS[:4], source_id + "-wide", channel_format="float32",
+                                 channel_labels=["unit", "ch", "w0"])  # NDS-style: the unit among other columns
+    try:
+        visible = {i.name(): i for i in lsl.list_streams(1.0)}
+        assert {stream_name + s for s in ("-ev", "-ct", "-wide")} <= set(visible)
+
+        ev = lsl.inspect_stream(visible[stream_name + "-ev"])
+        assert (ev.layout, ev.unit_ids, ev.problem) == ("events", tuple(UNITS[:5]), None)
+        assert (ev.n_channels, ev.channel_format, ev.srate_hz, ev.source_id) == (1, "int32", 0.0, source_id + "-ev")
+
+        ct = lsl.inspect_stream(visible[stream_name + "-ct"])
+        assert (ct.layout, ct.unit_ids, ct.problem, ct.n_channels) == ("counts", tuple(UNITS[:3]), None, 3)
+        assert ct.srate_hz == pytest.approx(100.0)
+
+        wide_auto = lsl.inspect_stream(visible[stream_name + "-wide"])  # 3 columns, no unit column named
+        assert wide_auto.layout is None and wide_auto.unit_ids == () and "unit_column" in wide_auto.problem
+        by_label = lsl.inspect_stream(visible[stream_name + "-wide"], unit_column="unit")
+        assert (by_label.layout, by_label.unit_ids, by_label.problem) == ("events", tuple(UNITS[:4]), None)
+        with pytest.raises(ValueError, match="channel_column needs unit_column"):
+            lsl.inspect_stream(visible[stream_name + "-wide"], layout="events", channel_column="ch")
+    finally:
+        del events, counts, wide
+
+
+def test_list_streams_checks_its_wait():
+    with pytest.raises(ValueError, match="wait_s"):
+        lsl.list_streams(0)
+
+
+def test_streams_command_verdicts_match_what_run_would_do(tmp_path, stream_name, source_id):
+    from _poyo_ref import CONFIGS, make_pair
+
+    model, _ = make_pair(CONFIGS["small"], n_units=20, n_sessions=1)
+    ckpt = str(model.save_pretrained(tmp_path / "m.ckpt"))
+    known = lsl.make_spike_outlet(stream_name, UNITS[:10], source_id)
+    mixed = lsl.make_spike_outlet(stream_name + "-mixed", UNITS[:6] + ["new0", "new1"], source_id + "-mixed")
+    try:
+        # the stream `run` would decode, all its units known: exit 0, marked, counted
+        res = run_cli("streams", "--stream", stream_name, "--checkpoint", ckpt, "--json")
+        assert res.returncode == 0, res.stderr
+        doc = json.loads(res.stdout)
+        rows = {s["name"]: s for s in doc["streams"]}
+        assert doc["ok"] and doc["scope"] == "machine" and "10 of 10 units known" in doc["verdict"]
+        assert rows[stream_name]["selected"] and rows[stream_name]["known_units"] == 10
+        assert rows[stream_name]["unit_ids"] == UNITS[:10] and rows[stream_name]["layout"] == "events"
+        assert not rows[stream_name + "-mixed"]["selected"] and rows[stream_name + "-mixed"]["known_units"] == 6
+
+        # two units the checkpoint lacks: `run` refuses them by default (input.on_unknown_unit: error) ...
+        res = run_cli("streams", "--stream", stream_name + "-mixed", "--checkpoint", ckpt)
+        assert res.returncode == 1, res.stderr
+        assert "not ready: " in res.stdout and "2 of its 8 units are not in the checkpoint's vocabulary" in res.stdout
+        marked = [line for line in res.stdout.splitlines() if line.startswith("*")]
+        assert len(marked) == 1 and stream_name + "-mixed" in marked[0] and "6 known to the checkpoint" in marked[0]
+        # ... and decodes the rest when the config says drop
+        cfg = tmp_path / "drop.yaml"
+        cfg.write_text(f"input:\n  name: {stream_name}-mixed\n  on_unknown_unit: drop\nmodel:\n  checkpoint: {ckpt}\n")
+        res = run_cli("streams", str(cfg))
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "6 of 8 units known, 2 dropped" in res.stdout
+
+        # a config whose stream is not there, or is there twice
+        res = run_cli("streams", "--stream", stream_name + "-absent")
+        assert res.returncode == 1 and "no visible stream matches the config's input" in res.stdout
+        twin = lsl.make_spike_outlet(stream_name, UNITS[:10], source_id + "-twin")
+        res = run_cli("streams", "--stream", stream_name)
+        assert res.returncode == 1 and "2 streams match" in res.stdout and "input.source_id" in res.stdout
+        del twin
+        cfg.write_text(f"input:\n  name: {stream_name}\n  source_id: {source_id}\n")
+        res = run_cli("streams", str(cfg))  # source_id picks one of them
+        assert res.returncode == 0 and "is decodable (events, 10 units)" in res.stdout
+    finally:
+        del known, mixed
+
+
+def test_streams_command_refuses_bad_options(tmp_path):
+    res = run_cli("streams", "--wait", "0")
+    assert res.returncode == 2 and "--wait" in res.stderr
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("input:\n  layout: counts\n  channel_column: 1\n")
+    res = run_cli("streams", str(cfg))
+    assert res.returncode == 2 and "input.channel_column" in res.stderr
+
+
+def test_columns_that_the_stream_shows_to_be_one_are_a_config_error(tmp_path, stream_name, source_id):
+    """unit_column 0 and channel_column "unit" pass the config's own checks but name one column of this stream:
+    `streams` and `run` both say so (exit 2), neither crashes."""
+    from _poyo_ref import CONFIGS, make_pair
+
+    model, _ = make_pair(CONFIGS["small"], n_units=20, n_sessions=1)
+    ckpt = str(model.save_pretrained(tmp_path / "m.ckpt"))
+    outlet = lsl.make_spike_outlet(stream_name, UNITS[:4], source_id, channel_labels=["unit", "ch", "w0"])
+    cfg = tmp_path / "same.yaml"
+    cfg.write_text(f"input:\n  name: {stream_name}\n  unit_column: 0\n  channel_column: unit\n")
+    try:
+        for args in (("streams", str(cfg)), ("run", str(cfg), "--checkpoint", ckpt, "--device", "cpu",
+                                                "--duration", "2")):
+            res = run_cli(*args)
+            assert res.returncode == 2, (args, res.stderr)
+            assert "input: channel_column='unit' and unit_column=0 are the same column 0" in res.stderr
+            assert "Traceback" not in res.stderr
+    finally:
+        del outlet
