@@ -74,11 +74,25 @@ class InputConfig:
     unit_column: int | str = 0  #: events: column (index or channel label) holding the unit
     channel_column: int | str | None = None  #: events: column holding the channel, for (channel, unit) pairs
     on_unknown_unit: Literal["error", "drop"] = "error"  #: stream units missing from the model vocabulary
+    #: the stream's unit ids in unit-index order, for streams whose <desc> names none: a list, or a text file of
+    #: one id per line; None = the stream's own <desc><units> (or, for counts, its channel labels)
+    unit_ids: tuple[str, ...] | str | None = None
     max_buflen_s: float = 2.0  #: liblsl inlet buffer, seconds of data kept when the decoder stalls
     max_chunk: int = 4096  #: most samples taken per pull
     clock_correction: Literal["auto", "always", "never"] = "auto"  #: auto: correct streams from other hosts only
     lsl_scope: Literal["machine", "site"] = "machine"  #: machine = LSL stays on this host (default)
     lsl_config: str | None = None  #: path of a liblsl config file (only with lsl_scope: site)
+
+    def unit_id_list(self) -> list[str] | None:
+        """``unit_ids`` as a list (read from its file when it names one), or None; ConfigError naming it."""
+        from poyo_rt.stream.units import load_unit_ids
+
+        if self.unit_ids is None:
+            return None
+        try:
+            return load_unit_ids(self.unit_ids if isinstance(self.unit_ids, str) else list(self.unit_ids))
+        except ValueError as err:
+            raise ConfigError("input.unit_ids", str(err)) from None
 
     def validate(self, prefix: str) -> None:
         if self.resolve_timeout_s <= 0:
@@ -89,6 +103,14 @@ class InputConfig:
             raise ConfigError(f"{prefix}.max_chunk", f"must be >= 1, got {self.max_chunk}")
         if self.lsl_config is not None and self.lsl_scope != "site":
             raise ConfigError(f"{prefix}.lsl_config", "a custom liblsl config needs lsl_scope: site")
+        if isinstance(self.unit_ids, tuple):
+            if not self.unit_ids:
+                raise ConfigError(f"{prefix}.unit_ids", "is an empty list; null uses the stream's own unit list")
+            dups = sorted({u for u in self.unit_ids if self.unit_ids.count(u) > 1})
+            if dups:
+                raise ConfigError(f"{prefix}.unit_ids", f"has duplicate ids, e.g. {dups[:5]!r}")
+        elif self.unit_ids == "":
+            raise ConfigError(f"{prefix}.unit_ids", "must be a list of ids or a file's path, got an empty string")
         if self.channel_column is not None and self.layout == "counts":
             raise ConfigError(f"{prefix}.channel_column", "applies to events streams only, and layout is counts "
                               "(one channel per unit): remove it")

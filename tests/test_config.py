@@ -42,6 +42,10 @@ def test_every_shipped_config_loads():
         ({"input": {"unit_column": 1.5}}, "input.unit_column", "integer"),
         ({"input": {"lsl_config": "x.cfg"}}, "input.lsl_config", "lsl_scope: site"),
         ({"input": {"layout": "counts", "channel_column": 1}}, "input.channel_column", "events streams only"),
+        ({"input": {"unit_ids": []}}, "input.unit_ids", "empty list"),
+        ({"input": {"unit_ids": ["a", "b", "a"]}}, "input.unit_ids", "duplicate ids, e.g. ['a']"),
+        ({"input": {"unit_ids": ""}}, "input.unit_ids", "empty string"),
+        ({"input": {"unit_ids": [1, 2]}}, "input.unit_ids", "string"),
         ({"input": {"unit_column": "ch", "channel_column": "ch"}}, "input.channel_column", "same column"),
         ({"model": {"device": "tpu"}}, "model.device", "one of"),
         ({"model": {"compile": "yes"}}, "model.compile", "true or false"),
@@ -277,3 +281,21 @@ def test_cpu_affinity_pins_only_the_calling_thread_and_restores_it():
         with CpuAffinity([core + 1]):
             pass
     assert os.sched_getaffinity(0) == everything
+
+
+def test_unit_ids_from_a_list_or_a_file(tmp_path):
+    assert config_from_dict({}).input.unit_id_list() is None
+    assert config_from_dict({"input": {"unit_ids": ["b", "a"]}}).input.unit_id_list() == ["b", "a"]
+    ids = tmp_path / "units.txt"
+    ids.write_text("# electrode_unit, in the stream's unit-index order\nelec1_u1\n\n  elec1_u2  # sorted 2026-12-01\n"
+                   "elec7_u1\n")
+    assert config_from_dict({"input": {"unit_ids": str(ids)}}).input.unit_id_list() == ["elec1_u1", "elec1_u2",
+                                                                                        "elec7_u1"]
+    for text, words in (("a\nb\na\n", "duplicate ids"), ("# nothing\n\n", "lists no ids")):
+        ids.write_text(text)
+        with pytest.raises(ConfigError, match=words) as err:
+            config_from_dict({"input": {"unit_ids": str(ids)}}).input.unit_id_list()
+        assert err.value.field == "input.unit_ids" and str(ids) in str(err.value)
+    with pytest.raises(ConfigError, match="cannot be read") as err:
+        config_from_dict({"input": {"unit_ids": str(tmp_path / "missing.txt")}}).input.unit_id_list()
+    assert err.value.field == "input.unit_ids"

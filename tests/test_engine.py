@@ -249,6 +249,32 @@ def test_unknown_units_error_or_counted_drop(model, stream_name, source_id):
     assert decoder.engine.ticks > 30
 
 
+def test_unit_ids_from_the_config_name_a_stream_that_names_none(model, stream_name, source_id, tmp_path):
+    """A stream without <desc><units> (Neural Data Simulator's, for one) is refused with the fix named, and decoded
+    once input.unit_ids (here a file, in the stream's unit-index order) names its units."""
+    outlet = lsl.make_spike_outlet(stream_name, UNITS, source_id, write_units=False)
+    with pytest.raises(StreamFormatError, match="input.unit_ids"):
+        build_decoder(make_config(stream_name), model=model)
+    order = UNITS[10:] + UNITS[:10]  # the stream's index i is the model's unit order[i]
+    (tmp_path / "units.txt").write_text("\n".join(order) + "\n")
+    raw = make_config(stream_name).to_dict()
+    raw["input"]["unit_ids"] = str(tmp_path / "units.txt")
+    raw["engine"]["buckets"] = []
+    decoder = build_decoder(config_from_dict(raw), model=model)
+    try:
+        assert decoder.inlet.unit_ids == order
+        thread = run_engine(decoder, 1.0)
+        now = lsl.local_clock()
+        outlet.push_chunk([[0], [19], [5]], [now, now + 0.001, now + 0.002])
+        thread.join()
+    finally:
+        decoder.close()
+    counters = decoder.engine.counters()
+    assert counters.get("unmapped_unit", 0) == 0 and decoder.engine.buffer.next_seq == 3 and decoder.engine.ticks > 30
+    vocab = model.unit_emb.vocab
+    np.testing.assert_array_equal(decoder.engine.buffer.unit_map, [vocab[u] for u in order])
+
+
 def test_warm_during_forward_is_refused_on_the_cpu(model, stream_name, source_id):
     """engine.warm_during_forward uses the host's wait for the GPU: the CPU forward leaves none, so a CPU decoder
     asked for it stops at start with the setting named (and leaves no socket behind: a second build works)."""

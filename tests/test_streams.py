@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
-import numpy as np
 import pytest
 
 from poyo_rt.stream import lsl
@@ -124,3 +124,55 @@ def test_columns_that_the_stream_shows_to_be_one_are_a_config_error(tmp_path, st
             assert "Traceback" not in res.stderr
     finally:
         del outlet
+
+
+REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_shipped_configs_read_the_acquisition_systems_they_name(tmp_path, stream_name, source_id):
+    """Each example config in configs/ decodes a stream laid out as the system it names publishes it (the
+    surveyed layouts: ../shared/data/README.md), and says what is missing when a part is."""
+    from _poyo_ref import CONFIGS, make_pair
+
+    model, _ = make_pair(CONFIGS["small"], n_units=20, n_sessions=1)
+    ckpt = str(model.save_pretrained(tmp_path / "m.ckpt"))
+
+    def streams(config: str, cwd) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "poyo_rt.cli", "streams", str(REPO_CONFIGS / config), "--stream",
+                               stream_name, "--checkpoint", ckpt], capture_output=True, text=True, timeout=120, cwd=cwd)
+
+    # Neural Data Simulator: [unit index, 0, 48 waveform samples], int16, no unit list in <desc>
+    nds = lsl.make_spike_outlet(stream_name, UNITS[:8], source_id, channel_format="int16", type="SpikeEvents",
+                                channel_labels=["channels", "units"] + [str(i) for i in range(48)], write_units=False)
+    res = streams("nds-spike-events.yaml", tmp_path)  # its unit id file is not there yet
+    assert res.returncode == 2 and "input.unit_ids" in res.stderr and "nds-units.txt" in res.stderr
+    (tmp_path / "nds-units.txt").write_text("\n".join(UNITS[:8]) + "\n")
+    res = streams("nds-spike-events.yaml", tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "is decodable (events): 8 of 8 units known" in res.stdout
+    default = streams("default.yaml", tmp_path)  # the default input expects a unit list in <desc>
+    assert default.returncode == 1 and "neither <desc><units>" in default.stdout and "input.unit_ids" in default.stdout
+    del nds
+
+    # Blackrock spikes: [ch_id, unit_id, waveform], units as (channel, unit) pairs; unit 0 (unsorted) not trained
+    pairs = [(1, 1), (1, 2), (5, 1), (12, 0)]
+    brk = lsl.make_spike_outlet(stream_name, [f"{c}_{u}" for c, u in pairs], source_id + "-brk",
+                                channel_format="int16", channel_labels=["ch_id", "unit_id"] + [f"wf_{i}" for i in
+                                                                                             range(6)])
+    sorted_only, _ = make_pair(CONFIGS["small"], n_units=3, n_sessions=1)
+    sorted_only.unit_emb.vocab = None  # a checkpoint that knows the first three pairs only
+    sorted_only.unit_emb.initialize_vocab(["1_1", "1_2", "5_1"])
+    ckpt = str(sorted_only.save_pretrained(tmp_path / "brk.ckpt"))
+    res = streams("blackrock-spk.yaml", tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "3 of 4 units known, 1 dropped (input.on_unknown_unit: drop)" in res.stdout
+    del brk
+
+    # binned counts: one channel per unit, labelled with the unit ids
+    cts = lsl.make_spike_outlet(stream_name, UNITS[:3], source_id + "-ct", layout="counts", rate_hz=100.0,
+                                write_units=False)
+    ckpt = str(tmp_path / "m.ckpt")
+    res = streams("binned-counts.yaml", tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "is decodable (counts): 3 of 3 units known" in res.stdout
+    del cts

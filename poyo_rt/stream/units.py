@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -80,3 +81,23 @@ def match_units(
                                     "embeddings with 'poyo-rt calibrate'")
         log.warning("%s; their spikes will be dropped", msg)
     return mapping
+
+
+def load_unit_ids(source: Sequence[str] | str | Path) -> list[str]:
+    """Unit ids from a list, or from a text file of one id per line (blank lines and ``#`` comments skipped).
+
+    Raises:
+        ValueError: no such file, no ids, or duplicate ids (the message names the file).
+    """
+    if not isinstance(source, (str, Path)):
+        return _check_ids("unit_ids", source)
+    path = Path(source)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ValueError(f"unit id file {str(path)!r} cannot be read ({err.strerror or err})") from None
+    ids = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    ids = [u for u in ids if u]
+    if not ids:
+        raise ValueError(f"unit id file {str(path)!r} lists no ids (one a line; # starts a comment)")
+    return _check_ids(f"unit id file {str(path)!r}", ids)

@@ -4,6 +4,7 @@ every visible stream with how poyo-rt would read it (``poyo-rt streams``)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pylsl
@@ -150,10 +151,11 @@ def inspect_stream(
     layout: str = "auto",
     unit_column: Column = None,
     channel_column: Column = None,
+    unit_ids: Sequence[str] | None = None,
     timeout_s: float = 2.0,
 ) -> StreamReport:
     """Fetch one stream's full description (its ``<desc>``; no samples are pulled) and check it as a spike
-    stream, exactly as the decoder's inlet does at open.
+    stream, exactly as the decoder's inlet does at open (the settings are :class:`SpikeInlet`'s).
 
     Raises:
         ValueError: the settings contradict each other (``channel_column`` without ``unit_column``, ...).
@@ -173,7 +175,7 @@ def inspect_stream(
     finally:
         del inlet  # closes it (pylsl's StreamInlet frees the liblsl handle when collected)
     try:
-        spec = parse_spec(full, layout, unit_column, channel_column, None)
+        spec = parse_spec(full, layout, unit_column, channel_column, unit_ids)
     except StreamFormatError as exc:
         return StreamReport(**base, layout=None, unit_ids=(), problem=str(exc))
     return StreamReport(**base, layout=spec.layout, unit_ids=spec.unit_ids, problem=None)

@@ -197,8 +197,9 @@ def parse_spec(
         ids = [u[0] for u in units]
         if unit_ids is not None and list(unit_ids) != ids:
             raise StreamFormatError(
-                f"stream {stream} publishes {len(ids)} units (e.g. {ids[:5]!r}) but unit_ids= gives "
-                f"{len(unit_ids)} (e.g. {list(unit_ids)[:5]!r}); drop unit_ids= to use the stream's"
+                f"stream {stream} publishes {len(ids)} units (e.g. {ids[:5]!r}) but unit_ids= "
+                f"(input.unit_ids) gives {len(unit_ids)} (e.g. {list(unit_ids)[:5]!r}); drop it to use "
+                "the stream's"
             )
     elif unit_ids is not None:
         ids = list(unit_ids)
@@ -209,7 +210,8 @@ def parse_spec(
     else:
         where = "<desc><units> nor channel labels" if layout == "counts" else "<desc><units>"
         raise StreamFormatError(
-            f"stream {stream} ({layout}) has neither {where}; pass unit_ids= to name its units"
+            f"stream {stream} ({layout}) has neither {where}; name its units in "
+            "unit-index order with unit_ids= (a run config's input.unit_ids)"
         )
     if not ids:
         raise StreamFormatError(f"stream {stream} lists no units")
