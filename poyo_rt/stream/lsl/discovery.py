@@ -165,7 +165,7 @@ def inspect_stream(
     base = dict(name=info.name(), type=info.type(), source_id=info.source_id(), hostname=info.hostname(),
                 n_channels=info.channel_count(),
                 channel_format=FORMAT_NAMES.get(info.channel_format(), str(info.channel_format())),
-                srate_hz=float(info.nominal_srate()))
+                srate_hz=float(f"{info.nominal_srate():.12g}"))  # 100.0000000000021 (XML round trip) -> 100
     inlet = pylsl.StreamInlet(info, max_buflen=1, recover=False, processing_flags=pylsl.proc_none)
     try:
         full = inlet.info(timeout=float(timeout_s))

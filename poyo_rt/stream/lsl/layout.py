@@ -23,6 +23,7 @@ import pylsl
 
 from poyo_rt.errors import StreamFormatError
 
+# numeric channel formats a spike stream may use: name -> (LSL format code, numpy dtype of a pulled sample)
 FORMATS = {
     "int8": (pylsl.cf_int8, np.int8),
     "int16": (pylsl.cf_int16, np.int16),
@@ -31,13 +32,13 @@ FORMATS = {
     "float32": (pylsl.cf_float32, np.float32),
     "double64": (pylsl.cf_double64, np.float64),
 }
-FORMAT_NAMES = {
+FORMAT_NAMES = {  # LSL format code -> name, for messages
     pylsl.cf_undefined: "undefined",
     pylsl.cf_string: "string",
     **{code: name for name, (code, _) in FORMATS.items()},
 }
 NP_DTYPES = {code: dtype for code, dtype in FORMATS.values()}
-LAYOUTS = ("events", "counts")
+LAYOUTS = ("events", "counts")  # one sample per spike | one channel per unit, a count per bin
 
 
 _PAIR_RE = re.compile(r"^\s*(\d+)_(\d+)\s*$")
