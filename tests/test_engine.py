@@ -185,6 +185,47 @@ def test_streaming_equals_offline_over_a_minute(model, stream_name, source_id):
     assert gc.get_freeze_count() > 10_000 and set(summary["gc"]) == {"collections_by_generation", "max_pause_us"}
 
 
+def test_binned_counts_stream_decodes_as_its_spikes_at_their_bins_ends(model, stream_name):
+    """A binned-count stream (one channel per unit, a sample per bin; here played by the replay's counts layout) is
+    decoded by an engine with input.layout counts exactly as the offline model decodes the same spikes, each
+    placed where a counts stream puts it: at its bin's end."""
+    from poyo_rt.replay.player import SessionPlayer
+    from poyo_rt.replay.session import Session
+
+    duration, bin_s = 6.0, 0.02
+    times, units = spike_train(np.random.default_rng(1), UNITS, duration)
+    session = Session("binned", list(UNITS), times, units, np.zeros(0), np.zeros((0, 0), np.float32), [])
+    player = SessionPlayer(session, spike_name=stream_name, behavior_name=None, spike_layout="counts", bin_s=bin_s)
+    player.open()
+    raw = make_config(stream_name, input_delay_s=0.03).to_dict()  # room for a bin in transit past the window end
+    raw["input"]["layout"] = "counts"
+    decoder = build_decoder(config_from_dict(raw), model=model)
+    sub = Subscriber(decoder.publisher.endpoint, topic="poyo", rcvhwm=100_000, clock=lsl.local_clock)
+    try:
+        poll(lambda: sub.recv(timeout_s=0.01) is None and decoder.publisher.wait_for_subscriber(0.01),
+             timeout_s=5, what="subscription")
+        assert player.wait_for_consumers(5.0) and decoder.inlet.layout == "counts"
+        thread = run_engine(decoder, duration + 0.5)
+        player.start()
+        msgs = collect(sub, thread)
+        stats = player.join(timeout_s=2.0)
+    finally:
+        decoder.close()
+        player.close()
+    assert stats is not None and stats.spikes_pushed == times.size
+    edges = player.t_a + np.arange(player.period_s / bin_s + 1) * bin_s
+    bin_end = edges[np.searchsorted(edges, times, side="right")]  # each spike at the end of its bin
+    spikes_abs = stats.t_play0_s + (bin_end - player.t_a)
+    order = np.argsort(spikes_abs, kind="stable")
+    decoded = [m for m in msgs if np.isfinite(m.newest_spike_s)]
+    assert len(decoded) > 0.8 * duration * 50
+    worst = max(float(np.abs(m.values - offline_values(model, m.window_end_s, spikes_abs[order], units[order],
+                                                          m.output_times_s)).max()) for m in decoded)
+    assert worst <= 1e-5
+    counters = msgs[-1].counters
+    assert counters.get("stale_spike", 0) == 0 and counters.get("missed_samples", 0) == 0
+
+
 def test_gc_watch_times_collections():
     with GcWatch() as watch:
         gc.collect()

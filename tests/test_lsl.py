@@ -387,6 +387,19 @@ def test_wrong_channel_count_or_column_is_a_format_error(stream_name: str, sourc
         SpikeInlet(info, layout="events", unit_column="unit")
     with pytest.raises(ValueError, match="same column"):
         SpikeInlet(info, layout="events", unit_column=1, channel_column="unit_id")
+    with pytest.raises(StreamFormatError, match=r"is regular \(30 Hz, 3 channels\).*layout counts"):
+        SpikeInlet(info, layout="events", unit_column=0)  # valid columns, but a regular stream holds bins
+
+
+def test_a_counts_stream_is_never_read_as_events(stream_name: str, source_id: str) -> None:
+    """One channel per unit at a bin rate: with the events layout (and a unit column, as a run config always
+    gives one) its first unit's counts would pass for unit indices; refused instead, the fix named."""
+    _outlet = make_spike_outlet(stream_name, ["a", "b", "c"], source_id, layout="counts", rate_hz=100.0)
+    info = resolve_stream(name=stream_name, timeout_s=3.0, unique_wait_s=0)
+    with pytest.raises(StreamFormatError, match="input.layout: counts"):
+        SpikeInlet(info, layout="events", unit_column=0)
+    with SpikeInlet(info) as inlet:  # auto: a regular stream is counts
+        assert inlet.layout == "counts"
 
 
 def test_string_stream_is_a_format_error(stream_name: str, source_id: str) -> None:

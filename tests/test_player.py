@@ -147,6 +147,71 @@ def test_real_time_replay_equals_session(session: Session, stream_name: str, pol
     rx.close()
 
 
+def binned_reference(session: Session, t_a: float, bin_s: float, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bin index, unit) of every spike, each sorted by (bin, unit): the independent reference of a counts replay
+    (np.histogram2d over the bin edges, not the player's arithmetic)."""
+    edges = np.arange(n_bins + 1) * bin_s
+    hist, _, _ = np.histogram2d(session.spike_times_s - t_a, session.spike_units, bins=[edges, np.arange(
+        session.n_units + 1) - 0.5])
+    k, u = np.nonzero(hist)
+    reps = hist[k, u].astype(np.int64)
+    return np.repeat(k, reps), np.repeat(u, reps)
+
+
+def test_counts_replay_bins_every_spike_and_sends_each_bin_at_its_end(session: Session, stream_name: str,
+                                                                       poll_until) -> None:
+    """--spike-layout counts: a regular stream, one channel per unit, one sample per bin holding the bin's counts,
+    stamped at the bin's end and never sent before it; every spike is in exactly one bin."""
+    bin_s, speed = 0.02, 4.0
+    player = SessionPlayer(session, spike_name=stream_name, behavior_name=None, speed=speed, spike_layout="counts",
+                           bin_s=bin_s)
+    assert player.period_s == pytest.approx(2.0, abs=1e-12) and player.spike_rate_hz == pytest.approx(200.0)
+    rx = connect(player)
+    try:
+        assert rx.spikes.layout == "counts" and rx.spikes.unit_ids == session.unit_ids
+        assert rx.spikes.nominal_srate_hz == pytest.approx(200.0)
+        player.start()
+        rx.until(session.n_spikes, 0, 6.0, poll_until)
+        stats = player.join(timeout_s=2.0)
+    finally:
+        player.close()
+    assert stats is not None and stats.spikes_pushed == session.n_spikes and stats.loops == 1
+    t, u, arrival = rx.spikes_arrays()
+    assert t.size == session.n_spikes
+    k_ref, u_ref = binned_reference(session, player.t_a, bin_s, 100)
+    k = np.rint((t - stats.t_play0_s) * speed / bin_s).astype(np.int64) - 1  # stamped at the end of bin k
+    np.testing.assert_allclose(t, stats.t_play0_s + (k + 1) * bin_s / speed, atol=TS_TOL_S, rtol=0)
+    order = np.lexsort((u, k))
+    np.testing.assert_array_equal(k[order], k_ref)
+    np.testing.assert_array_equal(u[order], u_ref)
+    check_never_early(t, arrival)
+    assert sum(rx.spikes.drops.values()) == 0  # regular, contiguous bins: none counted missing
+    rx.close()
+
+
+def test_counts_replay_loops_on_whole_bins(session: Session, stream_name: str, poll_until) -> None:
+    bin_s, speed = 0.03, 8.0  # 2 s is not whole 30 ms bins: the span grows to 67 bins (2.01 s), an empty tail
+    player = SessionPlayer(session, spike_name=stream_name, behavior_name=None, speed=speed, spike_layout="counts",
+                           bin_s=bin_s, loop=True, max_loops=2)
+    assert player.period_s == pytest.approx(67 * bin_s, abs=1e-12)
+    rx = connect(player)
+    try:
+        player.start()
+        rx.until(2 * session.n_spikes, 0, 6.0, poll_until)
+        stats = player.join(timeout_s=2.0)
+    finally:
+        player.close()
+    assert stats is not None and stats.loops == 2 and stats.spikes_pushed == 2 * session.n_spikes
+    t, u, _ = rx.spikes_arrays()
+    k = np.rint((t - stats.t_play0_s) * speed / bin_s).astype(np.int64) - 1  # bins counted across both passes
+    k_ref, u_ref = binned_reference(session, player.t_a, bin_s, 67)
+    order = np.lexsort((u, k))
+    np.testing.assert_array_equal(k[order], np.concatenate([k_ref, k_ref + 67]))
+    np.testing.assert_array_equal(u[order], np.concatenate([u_ref, u_ref]))
+    assert sum(rx.spikes.drops.values()) == 0  # the wrap keeps the stream regular
+    rx.close()
+
+
 @pytest.mark.parametrize("speed", [2.0, 4.0])
 def test_speed_scales_wall_time_and_timestamps(session: Session, stream_name: str, poll_until, speed: float) -> None:
     player = SessionPlayer(session, spike_name=stream_name, behavior_name=stream_name + "-beh", speed=speed)
@@ -310,6 +375,16 @@ def test_validation_names_the_field(session: Session) -> None:
         SessionPlayer(session, max_loops=2)
     with pytest.raises(TypeError, match="session"):
         SessionPlayer("not a session")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="spike_layout"):
+        SessionPlayer(session, spike_layout="bins")
+    with pytest.raises(ValueError, match="bin_s=0.01 needs spike_layout='counts'"):
+        SessionPlayer(session, bin_s=0.01)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="bin_s"):
+            SessionPlayer(session, spike_layout="counts", bin_s=bad)
+    with pytest.raises(ValueError, match="not a whole number of bins"):
+        SessionPlayer(session, spike_layout="counts", bin_s=0.03, duration_s=1.0)
+    assert SessionPlayer(session, spike_layout="counts").bin_s == 0.01  # the default bin
 
 
 # ------------------------------------------------------------------------------------------------

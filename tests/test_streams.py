@@ -176,3 +176,22 @@ def test_shipped_configs_read_the_acquisition_systems_they_name(tmp_path, stream
     assert res.returncode == 0, res.stdout + res.stderr
     assert "is decodable (counts): 3 of 3 units known" in res.stdout
     del cts
+
+
+def test_a_counts_replay_is_what_the_binned_counts_config_decodes(stream_name):
+    """`poyo-rt replay --spike-layout counts` publishes what configs/binned-counts.yaml reads (and the events
+    default does not)."""
+    replay = subprocess.Popen([sys.executable, "-m", "poyo_rt.cli", "replay", "synthetic", "--synthetic-duration", "20",
+                               "--synthetic-units", "12", "--spike-layout", "counts", "--bin-ms", "20", "--name",
+                               stream_name, "--no-behavior", "--no-progress"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        res = run_cli("streams", str(REPO_CONFIGS / "binned-counts.yaml"), "--stream", stream_name, "--wait", "3")
+        assert res.returncode == 0, res.stdout + res.stderr
+        row = next(line for line in res.stdout.splitlines() if line.startswith("*"))
+        assert "50 Hz" in row and "counts, 12 units" in row and "12  " in row
+        res = run_cli("streams", "--stream", stream_name, "--wait", "3")  # the default config: events
+        assert res.returncode == 1 and "events stream" in res.stdout and "12 channels" in res.stdout
+    finally:
+        replay.terminate()
+        replay.communicate(timeout=10)

@@ -36,11 +36,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="play a recorded or synthetic session as LSL streams (spikes + behaviour)",
         description="Play FILE (MAT/NPZ binned counts, NWB, XDF, torch_brain HDF5, a poyo-rt NPZ, or the word\n"
         "'synthetic') as two LSL streams on this machine: spike events (irregular, one int32 channel =\n"
-        "unit index, unit ids in <desc><units>) and the behaviour (regular float32, channel labels).\n"
+        "unit index, unit ids in <desc><units>), or with --spike-layout counts binned counts (one channel\n"
+        "per unit, a sample per bin), and the behaviour (regular float32, channel labels).\n"
         "Every sample is stamped with its scheduled LSL time and sent only once that time has come.\n"
         "Ctrl-C stops cleanly and prints the stats. Exit codes: 0 done or stopped, 2 bad file or option.",
         epilog="examples:  poyo-rt replay synthetic --synthetic-duration 60 --loop\n"
-        "           poyo-rt replay session.nwb --speed 4 --start 30 --duration 60",
+        "           poyo-rt replay session.nwb --speed 4 --start 30 --duration 60\n"
+        "           poyo-rt replay synthetic --spike-layout counts --bin-ms 20   # a binned-count rig's stream",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("file", metavar="FILE", help="session file, or 'synthetic' for a generated center-out session")
@@ -55,6 +57,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--behavior-name", default="poyo-behavior",
                    help="LSL name of the behaviour stream (default: %(default)s)")
     p.add_argument("--no-behavior", action="store_true", help="play spikes only")
+    p.add_argument("--spike-layout", choices=["events", "counts"], default="events",
+                   help="events: one sample per spike (irregular, one unit-index channel); counts: binned counts, "
+                   "one channel per unit, one sample per bin sent at the bin's end, as binned-count systems publish "
+                   "(default: %(default)s)")
+    p.add_argument("--bin-ms", type=float, metavar="MS",
+                   help="counts: the bin, session milliseconds (default: 10)")
     p.add_argument("--source-id-prefix", help="LSL source_id prefix (default: from --name and the session id)")
     p.add_argument("--chunk-ms", type=float, default=5.0, help="pacing period, ms (default: %(default)g)")
     p.add_argument("--wait-consumers", type=float, default=0.0, metavar="S",
@@ -171,6 +179,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
             start_s=args.start,
             duration_s=args.duration,
             chunk_s=args.chunk_ms / 1000.0,
+            spike_layout=args.spike_layout,
+            bin_s=None if args.bin_ms is None else args.bin_ms / 1000.0,
         )
     except (OSError, ValueError, TypeError) as exc:
         log.error("replay: %s", exc)

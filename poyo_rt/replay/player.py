@@ -2,8 +2,11 @@
 
 Two outlets:
 
-- spikes: an *events* stream (irregular rate, one int32 channel = unit index, the unit ids in
-  ``<desc><units>``), one sample per spike, each stamped with its own scheduled LSL time;
+- spikes, in one of two layouts (the two a decoder's inlet reads; the unit ids in ``<desc><units>``):
+  *events* (default): irregular rate, one int32 channel = unit index, one sample per spike, each stamped
+  with its own scheduled LSL time; or *counts*, as binned-count acquisition systems publish: a regular
+  stream of one int32 channel per unit, one sample per bin of ``bin_s`` session seconds, holding the
+  bin's spike counts and stamped, and sent, at the bin's end (a count is known only once its bin closes);
 - behaviour: a *regular* float32 stream (nominal rate = ``speed`` / the median behaviour sample
   interval, channel labels in ``<desc><channels>``), the ground truth for a decoder.
 
@@ -52,13 +55,14 @@ class PlayerStats:
     """What one :meth:`SessionPlayer.run` did.
 
     Attributes:
-        spikes_pushed, behavior_pushed: samples handed to each outlet.
+        spikes_pushed, behavior_pushed: spikes and behaviour samples handed to the outlets (a counts
+            stream's spikes are the sums of its bins).
         loops: complete passes through the span (1 for a full non-looping play, 0 if stopped early).
         chunks: deadlines served. late_chunks: those woken more than ``late_threshold_s`` late.
         skipped_deadlines: deadlines missed entirely (woke after the next one) and not served.
         max_lateness_us, p50_lateness_us, p99_lateness_us: wake-up lateness vs. the deadline, µs
             (percentiles from a 10 µs histogram).
-        max_spikes_per_chunk, max_behavior_per_chunk: the largest single push of each stream.
+        max_spikes_per_chunk, max_behavior_per_chunk: the largest single push of each stream (spikes, samples).
         wall_s: seconds from ``t_play0_s`` to the last chunk. played_s: session seconds covered.
         t_play0_s: LSL time of the span start (the schedule's origin). stopped: ended by a stop request.
     """
@@ -131,6 +135,49 @@ class _Track:
         return self.index >= self.n and self.loop + 1 >= n_loops
 
 
+class _CountsTrack:
+    """The spike track as binned counts: bin k of a pass covers session offsets ``[k b, (k + 1) b)`` and is due
+    (and stamped) at its end, ``(k + 1) b``. Bins are counted when due, so memory does not grow with the span."""
+
+    def __init__(self, spikes: _Track, n_units: int, bin_s: float, n_bins: int) -> None:
+        self.bin_s = bin_s
+        self.n = n_bins  # bins a pass
+        self.n_units = n_units
+        # each spike's bin, computed once: searching these integers keeps bin membership and counting consistent
+        self._bin = np.minimum(np.floor(spikes.rel_s / bin_s).astype(np.int64), n_bins - 1)
+        self._unit = spikes.rows[:, 0].astype(np.int64)
+        self.outlet: Any = None
+        self.loop = self.index = self.pushed = self.max_push = 0
+
+    def reset(self) -> None:
+        self.loop = self.index = self.pushed = self.max_push = 0
+
+    def due(
+        self, elapsed_s: float, period_s: float, n_loops: float
+    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Count rows (bins, units) int32 and bin-end offsets (incl. loop offsets) of the bins closed by
+        ``elapsed_s`` session seconds."""
+        rows: list[np.ndarray] = []
+        offsets: list[np.ndarray] = []
+        while True:
+            base = self.loop * period_s
+            j = min(self.n, int(math.floor((elapsed_s - base) / self.bin_s + 1e-9)))
+            if j > self.index:
+                lo, hi = np.searchsorted(self._bin, [self.index, j], side="left")
+                counts = np.zeros((j - self.index, self.n_units), dtype=np.int32)
+                np.add.at(counts, (self._bin[lo:hi] - self.index, self._unit[lo:hi]), 1)
+                rows.append(counts)
+                offsets.append(base + np.arange(self.index + 1, j + 1) * self.bin_s)
+                self.index = j
+            if self.index < self.n or elapsed_s < base + period_s or self.loop + 1 >= n_loops:
+                return rows, offsets
+            self.loop += 1
+            self.index = 0
+
+    def exhausted(self, n_loops: float) -> bool:
+        return self.index >= self.n and self.loop + 1 >= n_loops
+
+
 def _check_number(field: str, value: Any, *, minimum: float, inclusive: bool) -> float:
     ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
     if ok:
@@ -173,6 +220,11 @@ class SessionPlayer:
             after the last event, rounded up to the behaviour grid, so a looped behaviour stream stays
             regular across the wrap (for a synthetic session of 300 s: exactly 300 s).
         chunk_s: pacing period, wall seconds (0 < chunk_s <= 1).
+        spike_layout: ``"events"`` (one sample per spike) or ``"counts"`` (one sample per bin, one channel
+            per unit, stamped at the bin's end).
+        bin_s: counts: the bin, session seconds (0 < bin_s <= 1; the published rate is ``speed / bin_s``).
+            The span is rounded up to whole bins (an empty tail of less than a bin); an explicit
+            ``duration_s`` must be whole bins.
         clock: the LSL clock (seconds); timestamps and deadlines are on it.
         progress: called as ``progress(fraction, elapsed_s)`` at most every ``progress_interval_s``
             wall seconds and once at the end, from the playing thread; ``fraction`` in [0, 1] of the
@@ -195,6 +247,8 @@ class SessionPlayer:
         start_s: float = 0.0,
         duration_s: float | None = None,
         chunk_s: float = 0.005,
+        spike_layout: str = "events",
+        bin_s: float | None = None,
         clock: Callable[[], float] = lsl.local_clock,
         progress: ProgressCallback | None = None,
         max_loops: int | None = None,
@@ -231,6 +285,16 @@ class SessionPlayer:
             if not self.loop:
                 raise ValueError(f"max_loops={max_loops!r} needs loop=True")
         self.max_loops = None if max_loops is None else int(max_loops)
+        if spike_layout not in ("events", "counts"):
+            raise ValueError(f"spike_layout must be 'events' or 'counts', got {spike_layout!r}")
+        self.spike_layout = spike_layout
+        self.bin_s: float | None = None
+        if spike_layout == "counts":
+            self.bin_s = _check_number("bin_s", 0.01 if bin_s is None else bin_s, minimum=0.0, inclusive=False)
+            if self.bin_s > 1.0:
+                raise ValueError(f"bin_s must be <= 1 s, got {bin_s!r}")
+        elif bin_s is not None:
+            raise ValueError(f"bin_s={bin_s!r} needs spike_layout='counts'")
 
         # --- the span -------------------------------------------------------------------------
         beh_t = session.behavior_times_s
@@ -248,6 +312,17 @@ class SessionPlayer:
             self.period_s = _check_number("duration_s", duration_s, minimum=0.0, inclusive=False)
         else:
             self.period_s = self._default_period()
+        n_bins = 0
+        if self.bin_s is not None:  # counts: whole bins, so a looped stream stays regular across the wrap
+            n_bins = max(1, math.ceil(self.period_s / self.bin_s - 1e-9))
+            if duration_s is not None and abs(n_bins * self.bin_s - self.period_s) > 1e-9 * max(1.0, self.period_s):
+                raise ValueError(f"duration_s={duration_s!r} is not a whole number of bins of bin_s={self.bin_s:g} s")
+            self.period_s = n_bins * self.bin_s
+            steps = self.period_s / self.behavior_dt_s if self.behavior_dt_s > 0 else 0.0
+            if self.loop and has_behavior and abs(steps - round(steps)) > 1e-6:
+                log.warning("the span (%.6g s, whole %g ms bins) is not whole behaviour samples (%g ms): the looped "
+                            "behaviour stream jumps at each wrap; pick bin_s dividing the behaviour interval",
+                            self.period_s, self.bin_s * 1e3, self.behavior_dt_s * 1e3)
         if self.loop and not self.period_s > 0:
             raise ValueError(
                 f"duration_s: the span from start_s={self.start_s:g} s holds a single instant; "
@@ -259,6 +334,7 @@ class SessionPlayer:
             np.ascontiguousarray(rel_spk[keep]),
             np.ascontiguousarray(session.spike_units[keep].astype(np.int32).reshape(-1, 1)),
         )
+        self._counts = _CountsTrack(self._spikes, session.n_units, self.bin_s, n_bins) if n_bins else None
         self._behavior: _Track | None = None
         if has_behavior and self.behavior_name is not None:
             rel_beh = beh_t - self.t_a
@@ -296,6 +372,15 @@ class SessionPlayer:
         return self._spikes.n
 
     @property
+    def spike_rate_hz(self) -> float:
+        """The spike stream's nominal rate as published, Hz: 0 (irregular) for events, speed / bin_s for counts."""
+        return 0.0 if self.bin_s is None else self.speed / self.bin_s
+
+    @property
+    def _spike_track(self) -> _Track | _CountsTrack:
+        return self._spikes if self._counts is None else self._counts
+
+    @property
     def n_behavior(self) -> int:
         """Behaviour samples in one pass of the span (0 without a behaviour stream)."""
         return 0 if self._behavior is None else self._behavior.n
@@ -316,11 +401,13 @@ class SessionPlayer:
 
     def open(self) -> SessionPlayer:
         """Create the LSL outlets (idempotent). Returns self."""
-        if self._spikes.outlet is not None and (self._behavior is None or self._behavior.outlet is not None):
+        spikes = self._spike_track
+        if spikes.outlet is not None and (self._behavior is None or self._behavior.outlet is not None):
             return self
-        if self._spikes.outlet is None:
-            self._spikes.outlet = lsl.make_spike_outlet(
-                self.spike_name, self.session.unit_ids, f"{self.source_id_prefix}-spikes", "events", 0.0
+        if spikes.outlet is None:
+            spikes.outlet = lsl.make_spike_outlet(
+                self.spike_name, self.session.unit_ids, f"{self.source_id_prefix}-spikes", self.spike_layout,
+                self.spike_rate_hz,
             )
         if self._behavior is not None and self._behavior.outlet is None:
             self._behavior.outlet = lsl.make_behavior_outlet(
@@ -336,10 +423,11 @@ class SessionPlayer:
                 },
             )
         log.info(
-            "replay outlets: spikes %r (%d units, %d spikes/pass)%s; span %.3f s from %.3f s, speed %g, %s",
+            "replay outlets: spikes %r (%d units, %d spikes/pass%s)%s; span %.3f s from %.3f s, speed %g, %s",
             self.spike_name,
             self.session.n_units,
             self.n_spikes,
+            "" if self._counts is None else f", counts in {self.bin_s * 1e3:g} ms bins at {self.spike_rate_hz:g} Hz",
             ""
             if self._behavior is None
             else f", behaviour {self.behavior_name!r} ({self.n_behavior} samples/pass, {self.behavior_rate_hz:g} Hz)",
@@ -355,7 +443,7 @@ class SessionPlayer:
         timeout_s = _check_number("timeout_s", timeout_s, minimum=0.0, inclusive=True)
         self.open()
         deadline = time.monotonic() + timeout_s
-        for track in (self._spikes, self._behavior):
+        for track in (self._spike_track, self._behavior):
             if track is None:
                 continue
             left = max(0.0, deadline - time.monotonic())
@@ -368,7 +456,7 @@ class SessionPlayer:
         if self._thread is not None and self._thread.is_alive():
             self._stop_event.set()
             self._thread.join()
-        self._spikes.outlet = None
+        self._spike_track.outlet = None
         if self._behavior is not None:
             self._behavior.outlet = None
 
@@ -397,7 +485,8 @@ class SessionPlayer:
         clock, chunk_s, speed, period_s = self.clock, self.chunk_s, self.speed, self.period_s
         n_loops = math.inf if self.loop and self.max_loops is None else (self.max_loops or 1)
         total_s = period_s * n_loops  # session seconds (inf when looping forever)
-        tracks = [t for t in (self._spikes, self._behavior) if t is not None]
+        spikes = self._spike_track
+        tracks = [t for t in (spikes, self._behavior) if t is not None]
         for track in tracks:
             track.reset()
         hist = np.zeros(_HIST_BINS + 1, dtype=np.int64)
@@ -433,8 +522,9 @@ class SessionPlayer:
                     block = rows[0] if len(rows) == 1 else np.concatenate(rows)
                     stamps = t0 + (offsets[0] if len(offsets) == 1 else np.concatenate(offsets)) / speed
                     track.outlet.push_chunk(block, np.minimum(stamps, now).tolist())
-                    track.pushed += block.shape[0]
-                    track.max_push = max(track.max_push, block.shape[0])
+                    n = int(block.sum()) if track is self._counts else block.shape[0]  # counts: the spikes
+                    track.pushed += n
+                    track.max_push = max(track.max_push, n)
             finished = elapsed_s >= total_s or (tracks and all(t.exhausted(n_loops) for t in tracks))
             if self.progress is not None and (finished or now - t0 >= next_progress):
                 next_progress = now - t0 + self.progress_interval_s
@@ -454,7 +544,7 @@ class SessionPlayer:
             loops = int(played_s // period_s) if period_s > 0 else 0
         counts = np.cumsum(hist)
         stats = PlayerStats(
-            spikes_pushed=self._spikes.pushed,
+            spikes_pushed=spikes.pushed,
             behavior_pushed=0 if self._behavior is None else self._behavior.pushed,
             loops=loops,
             chunks=chunks,
@@ -463,7 +553,7 @@ class SessionPlayer:
             max_lateness_us=max_late * 1e6,
             p50_lateness_us=_percentile_us(counts, 0.50),
             p99_lateness_us=_percentile_us(counts, 0.99),
-            max_spikes_per_chunk=self._spikes.max_push,
+            max_spikes_per_chunk=spikes.max_push,
             max_behavior_per_chunk=0 if self._behavior is None else self._behavior.max_push,
             wall_s=now - t0,
             played_s=played_s,

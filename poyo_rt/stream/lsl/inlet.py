@@ -49,7 +49,8 @@ class SpikeInlet:
     Layouts (``layout="auto"`` picks ``events`` for an irregular stream or when a column is given,
     else ``counts``):
 
-    - ``events``: one sample per spike, the sample's timestamp is the spike time. The unit is the only
+    - ``events``: one sample per spike, the sample's timestamp is the spike time (an irregular stream: a
+      regular one carries bins, and is refused rather than have its counts read as unit indices). The unit is the only
       channel (default), or column ``unit_column`` (index or channel label) of a wider sample, or the
       pair (``channel_column``, ``unit_column``) looked up in the unit list by each unit's
       ``<channel>``/``<label>`` (or, without them, by an id of the form ``"{channel}_{unit}"``). Other

@@ -252,6 +252,12 @@ def parse_spec(
                         f"same column {unit_col}"
                     )
                 pair_keys, pair_index, max_ch, max_un = _pair_table(units, stream)
+        if srate > 0:  # a regular stream carries bins, not spikes: read as events, a count would become a unit
+            raise StreamFormatError(
+                f"stream {stream} is regular ({srate:g} Hz, {n_channels} channels): an events stream is irregular, "
+                "one sample per spike; a stream of binned counts, one channel per unit, needs layout counts "
+                "(input.layout: counts)"
+            )
     return StreamSpec(
         name=info.name(),
         stream_type=info.type(),
