@@ -100,8 +100,9 @@ class PlayerStats:
 class _Track:
     """One stream's timeline: sorted sample offsets from the span start and their rows."""
 
-    def __init__(self, rel_s: np.ndarray, rows: np.ndarray) -> None:
-        self.rel_s = rel_s  # (n,) float64 session seconds since t_a, sorted, in [0, period_s)
+    def __init__(self, rel_s: np.ndarray, rows: np.ndarray | None) -> None:
+        self.rel_s = rel_s  # (n,) float64 session seconds since t_a, sorted, in [0, period_s] (a sample at
+        # period_s, a counts bin's end, goes out before the wrap)
         self.rows = rows  # (n, C) int32 or float32, C-contiguous
         self.n = int(rel_s.size)
         self.outlet: Any = None
@@ -113,6 +114,10 @@ class _Track:
     def reset(self) -> None:
         self.loop = self.index = self.pushed = self.max_push = 0
 
+    def _take(self, i: int, j: int) -> np.ndarray:
+        """Rows of samples ``i:j`` of a pass."""
+        return self.rows[i:j]  # type: ignore[index]
+
     def due(
         self, elapsed_s: float, period_s: float, n_loops: float
     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -123,7 +128,7 @@ class _Track:
             base = self.loop * period_s
             j = int(np.searchsorted(self.rel_s, elapsed_s - base, side="right"))
             if j > self.index:
-                rows.append(self.rows[self.index : j])
+                rows.append(self._take(self.index, j))
                 offsets.append(self.rel_s[self.index : j] + base)
                 self.index = j
             if self.index < self.n or elapsed_s < base + period_s or self.loop + 1 >= n_loops:
@@ -135,47 +140,24 @@ class _Track:
         return self.index >= self.n and self.loop + 1 >= n_loops
 
 
-class _CountsTrack:
-    """The spike track as binned counts: bin k of a pass covers session offsets ``[k b, (k + 1) b)`` and is due
-    (and stamped) at its end, ``(k + 1) b``. Bins are counted when due, so memory does not grow with the span."""
+class _CountsTrack(_Track):
+    """The spike track as binned counts: bin k of a pass covers session offsets ``[k b, (k + 1) b)`` and is a
+    sample due (and stamped) at its end, ``(k + 1) b``. Bins are counted when due, so memory does not grow with
+    the number of units times bins."""
 
     def __init__(self, spikes: _Track, n_units: int, bin_s: float, n_bins: int) -> None:
-        self.bin_s = bin_s
-        self.n = n_bins  # bins a pass
+        super().__init__(np.arange(1, n_bins + 1) * bin_s, None)
         self.n_units = n_units
         # each spike's bin, computed once: searching these integers keeps bin membership and counting consistent
         self._bin = np.minimum(np.floor(spikes.rel_s / bin_s).astype(np.int64), n_bins - 1)
-        self._unit = spikes.rows[:, 0].astype(np.int64)
-        self.outlet: Any = None
-        self.loop = self.index = self.pushed = self.max_push = 0
+        self._unit = spikes.rows[:, 0].astype(np.int64)  # type: ignore[index]
 
-    def reset(self) -> None:
-        self.loop = self.index = self.pushed = self.max_push = 0
-
-    def due(
-        self, elapsed_s: float, period_s: float, n_loops: float
-    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """Count rows (bins, units) int32 and bin-end offsets (incl. loop offsets) of the bins closed by
-        ``elapsed_s`` session seconds."""
-        rows: list[np.ndarray] = []
-        offsets: list[np.ndarray] = []
-        while True:
-            base = self.loop * period_s
-            j = min(self.n, int(math.floor((elapsed_s - base) / self.bin_s + 1e-9)))
-            if j > self.index:
-                lo, hi = np.searchsorted(self._bin, [self.index, j], side="left")
-                counts = np.zeros((j - self.index, self.n_units), dtype=np.int32)
-                np.add.at(counts, (self._bin[lo:hi] - self.index, self._unit[lo:hi]), 1)
-                rows.append(counts)
-                offsets.append(base + np.arange(self.index + 1, j + 1) * self.bin_s)
-                self.index = j
-            if self.index < self.n or elapsed_s < base + period_s or self.loop + 1 >= n_loops:
-                return rows, offsets
-            self.loop += 1
-            self.index = 0
-
-    def exhausted(self, n_loops: float) -> bool:
-        return self.index >= self.n and self.loop + 1 >= n_loops
+    def _take(self, i: int, j: int) -> np.ndarray:
+        """Counts (j - i, units) int32 of bins ``i:j`` of a pass."""
+        lo, hi = np.searchsorted(self._bin, [i, j], side="left")
+        counts = np.zeros((j - i, self.n_units), dtype=np.int32)
+        np.add.at(counts, (self._bin[lo:hi] - i, self._unit[lo:hi]), 1)
+        return counts
 
 
 def _check_number(field: str, value: Any, *, minimum: float, inclusive: bool) -> float:
