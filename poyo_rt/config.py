@@ -71,7 +71,9 @@ class InputConfig:
     source_id: str | None = None  #: stream source_id to resolve
     resolve_timeout_s: float = 10.0  #: give up resolving after this long, seconds
     layout: Literal["events", "counts"] = "events"  #: one sample per spike, or binned counts per unit
-    unit_column: int | str = 0  #: events: column (index or channel label) holding the unit
+    #: events: column (index or channel label) holding the unit; None = the stream's only channel (a wider stream
+    #: must name it: guessing column 0 would read a Blackrock stream's channel ids as units)
+    unit_column: int | str | None = None
     channel_column: int | str | None = None  #: events: column holding the channel, for (channel, unit) pairs
     on_unknown_unit: Literal["error", "drop"] = "error"  #: stream units missing from the model vocabulary
     #: the stream's unit ids in unit-index order, for streams whose <desc> names none: a list, or a text file of
@@ -114,6 +116,9 @@ class InputConfig:
         if self.channel_column is not None and self.layout == "counts":
             raise ConfigError(f"{prefix}.channel_column", "applies to events streams only, and layout is counts "
                               "(one channel per unit): remove it")
+        if self.channel_column is not None and self.unit_column is None and self.layout == "events":
+            raise ConfigError(f"{prefix}.channel_column", "needs unit_column too: (channel, unit) pairs name both "
+                              "columns")
         if self.channel_column is not None and self.channel_column == self.unit_column:
             raise ConfigError(f"{prefix}.channel_column", f"names the same column as unit_column "
                               f"({self.unit_column!r}); (channel, unit) pairs need two columns")

@@ -47,6 +47,7 @@ def test_every_shipped_config_loads():
         ({"input": {"unit_ids": ""}}, "input.unit_ids", "empty string"),
         ({"input": {"unit_ids": [1, 2]}}, "input.unit_ids", "string"),
         ({"input": {"unit_column": "ch", "channel_column": "ch"}}, "input.channel_column", "same column"),
+        ({"input": {"channel_column": "ch"}}, "input.channel_column", "needs unit_column"),
         ({"model": {"device": "tpu"}}, "model.device", "one of"),
         ({"model": {"compile": "yes"}}, "model.compile", "true or false"),
         ({"model": {"fused": "yes"}}, "model.fused", "true or false"),

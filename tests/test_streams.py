@@ -153,6 +153,11 @@ def test_shipped_configs_read_the_acquisition_systems_they_name(tmp_path, stream
     default = streams("default.yaml", tmp_path)  # the default input expects a unit list in <desc>
     assert default.returncode == 1 and "neither <desc><units>" in default.stdout and "input.unit_ids" in default.stdout
     del nds
+    nds = lsl.make_spike_outlet(stream_name, UNITS[:8], source_id + "-nds2", channel_format="int16",
+                                type="SpikeEvents", channel_labels=["channels", "units"] + [str(i) for i in range(48)])
+    default = streams("default.yaml", tmp_path)  # with a unit list, the default still names no unit column: refused
+    assert default.returncode == 1 and "has 50 channels" in default.stdout and "input.unit_column" in default.stdout
+    del nds
 
     # Blackrock spikes: [ch_id, unit_id, waveform], units as (channel, unit) pairs; unit 0 (unsorted) not trained
     pairs = [(1, 1), (1, 2), (5, 1), (12, 0)]

@@ -239,7 +239,8 @@ def parse_spec(
                 raise StreamFormatError(
                     f"events stream {stream} has {n_channels} channels (labels "
                     f"{(labels or [])[:6]!r}); without unit_column a single unit-index channel is "
-                    f"expected: set unit_column (and channel_column for (channel, unit) pairs)"
+                    f"expected: set unit_column (and channel_column for (channel, unit) pairs; in a run config "
+                    f"input.unit_column, input.channel_column)"
                 )
             unit_col = 0
         else:
