@@ -92,6 +92,11 @@ def test_streams_command_verdicts_match_what_run_would_do(tmp_path, stream_name,
         cfg.write_text(f"input:\n  name: {stream_name}\n  source_id: {source_id}\n")
         res = run_cli("streams", str(cfg))  # source_id picks one of them
         assert res.returncode == 0 and "is decodable (events, 10 units)" in res.stdout
+        strangers = lsl.make_spike_outlet(stream_name + "-new", ["new0", "new1", "new2"], source_id + "-new")
+        res = run_cli("streams", "--stream", stream_name + "-new", "--checkpoint", ckpt)
+        assert res.returncode == 1 and "none of its 3 units is in the checkpoint's vocabulary of 20" in res.stdout
+        assert "poyo-rt calibrate" in res.stdout
+        del strangers
     finally:
         del known, mixed
 

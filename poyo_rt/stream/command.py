@@ -150,7 +150,7 @@ def cmd_streams(args: argparse.Namespace) -> int:
             probe = lsl.inspect_stream(info)
         known = None if vocab is None or probe.problem else sum(u in vocab for u in probe.unit_ids)
         rows.append(_Row(probe, selected, known))
-    ok, verdict = _verdict(config, rows, None if vocab is None else len(vocab))
+    ok, verdict = _verdict(config, rows, None if vocab is None else len(vocab - {"NA"}))  # NA: the padding row
     if args.json:
         print(json.dumps({"scope": inp.lsl_scope, "wait_s": args.wait, "ok": ok, "verdict": verdict,
                           "streams": [{**r.report.to_dict(), "selected": r.selected, "known_units": r.known_units}
