@@ -95,6 +95,9 @@ def _add_run(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cpu-affinity", type=cores_arg, metavar="CORES",
                    help="override engine.cpu_affinity: pin the tick loop to these CPU cores, e.g. 3 or 2-3")
     p.add_argument("--report", help="override metrics.report_path")
+    p.add_argument("--lsl-output", metavar="NAME",
+                   help="override output.lsl_name: also push the decoded values to an LSL stream of this name, for "
+                   "LabRecorder to record beside the spikes")
     p.set_defaults(func=_cmd_run)
 
 
@@ -116,7 +119,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         load_config(args.config),
         model={"checkpoint": args.checkpoint, "device": args.device},
         input={"name": args.stream},
-        output={"endpoint": args.endpoint},
+        output={"endpoint": args.endpoint, "lsl_name": args.lsl_output},
         engine={"tick_hz": args.tick_hz, "duration_s": args.duration, "cpu_affinity": args.cpu_affinity},
         metrics={"report_path": args.report},
     )

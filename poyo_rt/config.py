@@ -182,10 +182,15 @@ class OutputConfig:
     topic: str = "poyo"  #: first frame of every message
     sndhwm: int | None = None  #: send high-water mark; None = about one second of ticks
     allow_remote: bool = False  #: permit binding a non-loopback address (labs: explicit opt-in)
+    #: also push the decoded values to an LSL outlet of this name (irregular float32, a sample per output query
+    #: stamped with its time on the LSL clock), so that LabRecorder records them beside the spikes; None = off
+    lsl_name: str | None = None
 
     def validate(self, prefix: str) -> None:
         if not self.topic:
             raise ConfigError(f"{prefix}.topic", "must not be empty")
+        if self.lsl_name is not None and not self.lsl_name.strip():
+            raise ConfigError(f"{prefix}.lsl_name", "must be a stream name, or null for no LSL output")
         if self.sndhwm is not None and self.sndhwm < 1:
             raise ConfigError(f"{prefix}.sndhwm", f"must be >= 1, got {self.sndhwm}")
 

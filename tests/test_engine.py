@@ -22,7 +22,7 @@ import torch
 from _poyo_ref import CONFIGS, make_pair
 from conftest import poll
 from poyo_rt.config import config_from_dict
-from poyo_rt.errors import StreamFormatError, UnitMismatchError
+from poyo_rt.errors import ConfigError, StreamFormatError, UnitMismatchError
 from poyo_rt.model import collate
 from poyo_rt.runtime.engine import GcWatch, wait_until
 from poyo_rt.runtime.launch import build_decoder
@@ -224,6 +224,62 @@ def test_binned_counts_stream_decodes_as_its_spikes_at_their_bins_ends(model, st
     assert worst <= 1e-5
     counters = msgs[-1].counters
     assert counters.get("stale_spike", 0) == 0 and counters.get("missed_samples", 0) == 0
+
+
+def test_decoded_values_also_on_lsl_for_a_recorder(model, stream_name, source_id):
+    """output.lsl_name: every tick's values also leave on an LSL stream (what LabRecorder records), each sample
+    equal to the ZeroMQ message's value and stamped with its output time; the ZeroMQ output is unchanged."""
+    import pylsl
+
+    outlet = lsl.make_spike_outlet(stream_name, UNITS, source_id)
+    raw = make_config(stream_name, n_outputs=2, output_spacing_s=0.01).to_dict()
+    raw["output"]["lsl_name"] = stream_name + "-decoded"
+    decoder = build_decoder(config_from_dict(raw), model=model)
+    sub = Subscriber(decoder.publisher.endpoint, topic="poyo", rcvhwm=100_000, clock=lsl.local_clock)
+    info = lsl.resolve_stream(name=stream_name + "-decoded", timeout_s=5.0, unique_wait_s=0)
+    rec = pylsl.StreamInlet(info, max_buflen=60, recover=False, processing_flags=pylsl.proc_none)
+    full = rec.info(timeout=5.0)
+    rec.open_stream(timeout=5.0)
+    samples, stamps = [], []
+    try:
+        poll(lambda: sub.recv(timeout_s=0.01) is None and decoder.publisher.wait_for_subscriber(0.01),
+             timeout_s=5, what="subscription")
+        thread = run_engine(decoder, 1.5)
+        pusher = Pusher(outlet, lsl.local_clock() + 0.2, *spike_train(np.random.default_rng(2), UNITS, 1.0))
+        pusher.start()
+        msgs = collect(sub, thread)
+        pusher.stop_flag.set()
+        while True:
+            data, ts = rec.pull_chunk(timeout=0.5)
+            if not ts:
+                break
+            samples.extend(data)
+            stamps.extend(ts)
+    finally:
+        decoder.close()
+    assert full.type() == "Decoded" and full.nominal_srate() == 0 and full.channel_count() == 2
+    assert full.channel_format() == pylsl.cf_float32
+    ch, labels = full.desc().child("channels").child("channel"), []
+    while not ch.empty():
+        labels.append(ch.child_value("label"))
+        ch = ch.next_sibling("channel")
+    assert labels == ["y0", "y1"]  # a bare model: no behaviour labels kept (a poyo-rt checkpoint's are used)
+    assert len(msgs) == decoder.engine.ticks > 50 and len(samples) == 2 * len(msgs)
+    np.testing.assert_array_equal(np.asarray(samples, np.float32), np.concatenate([m.values for m in msgs]))
+    np.testing.assert_allclose(stamps, np.concatenate([m.output_times_s for m in msgs]), rtol=0, atol=1e-9)
+    assert all(m.stages_us["publish"] > 0 for m in msgs[1:])  # each holds the previous send (and push)
+
+
+def test_decoded_labels_come_from_the_checkpoint(model):
+    from poyo_rt.runtime.launch import LoadedModel, decoded_labels
+
+    assert decoded_labels(LoadedModel(model, meta={"behavior_labels": ["vx", "vy"]})) == ["vx", "vy"]
+    assert decoded_labels(LoadedModel(model, meta={"behavior_labels": ["a", "b", "c"]})) == ["y0", "y1"]  # not D
+
+
+def test_lsl_name_must_name_a_stream():
+    with pytest.raises(ConfigError, match="output.lsl_name"):
+        config_from_dict({"output": {"lsl_name": " "}})
 
 
 def test_gc_watch_times_collections():

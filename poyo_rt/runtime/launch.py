@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -85,10 +87,40 @@ class RunningDecoder:
     inlet: object
     publisher: object
     config: RunConfig
+    echo: object | None = None  #: the LSL outlet of the decoded values (``output.lsl_name``), when asked for
 
     def close(self) -> None:
         self.publisher.close()
+        if self.echo is not None:
+            self.echo.close()
         self.inlet.close()
+
+
+class EchoedSink:
+    """The engine's sink when ``output.lsl_name`` is set: each tick goes to the ZeroMQ publisher first, then its
+    values to the LSL outlet (after the send, so the ZeroMQ message is not delayed). ``send`` returns, and the
+    ``publish`` stage holds, both together."""
+
+    def __init__(self, publisher: Any, echo: Any) -> None:
+        self.publisher = publisher
+        self.echo = echo
+        self.last_send_us = 0.0
+        self.warm = getattr(publisher, "warm", None)
+
+    def send(self, **kwargs: Any) -> float:
+        t0 = time.perf_counter()
+        self.publisher.send(**kwargs)
+        self.echo.push(kwargs["values"], kwargs["output_times_s"])
+        self.last_send_us = (time.perf_counter() - t0) * 1e6
+        return self.last_send_us
+
+
+def decoded_labels(loaded: LoadedModel) -> list[str]:
+    """Channel labels of the decoded values: the training data's behaviour labels when the checkpoint kept them
+    (a poyo-rt checkpoint does), else ``y0, y1, ...``."""
+    n = loaded.model.readout.out_features
+    labels = list((loaded.meta or {}).get("behavior_labels") or [])
+    return [str(x) for x in labels] if len(labels) == n else [f"y{i}" for i in range(n)]
 
 
 def build_decoder(config: RunConfig, *, model: POYO | LoadedModel | None = None) -> RunningDecoder:
@@ -141,8 +173,14 @@ def build_decoder(config: RunConfig, *, model: POYO | LoadedModel | None = None)
     except Exception:
         inlet.close()
         raise
+    echo, sink = None, publisher
     try:
-        engine = Engine(model, inlet, publisher, unit_map=unit_map, session_index=sess, settings=settings,
+        if out.lsl_name is not None:
+            echo = lsl.DecodedOutlet(out.lsl_name, decoded_labels(loaded), f"poyo-rt-{out.lsl_name}-{out.topic}",
+                                     extra_desc={"topic": out.topic, "zmq_endpoint": publisher.endpoint,
+                                                 "source_stream": inlet.stream_name})
+            sink = EchoedSink(publisher, echo)
+        engine = Engine(model, inlet, sink, unit_map=unit_map, session_index=sess, settings=settings,
                         device=device, buckets=list(eng.buckets) or None, compile=config.model.compile,
                         kv_cache=config.model.kv_cache, precision=config.model.precision,
                         cuda_graphs=config.model.cuda_graphs, fused=config.model.fused, kernels=config.model.kernels,
@@ -150,11 +188,14 @@ def build_decoder(config: RunConfig, *, model: POYO | LoadedModel | None = None)
                         output_mean=loaded.output_mean, output_std=loaded.output_std, clock=lsl.local_clock)
     except Exception:
         publisher.close()
+        if echo is not None:
+            echo.close()
         inlet.close()
         raise
-    log.info("publishing on %s topic %r; %d of %d stream units decoded", publisher.endpoint, out.topic,
-             int((unit_map >= 0).sum()), len(unit_map))
-    return RunningDecoder(engine, inlet, publisher, config)
+    log.info("publishing on %s topic %r%s; %d of %d stream units decoded", publisher.endpoint, out.topic,
+             "" if echo is None else f" and on the LSL stream {out.lsl_name!r}", int((unit_map >= 0).sum()),
+             len(unit_map))
+    return RunningDecoder(engine, inlet, publisher, config, echo)
 
 
 def run_decoder(config: RunConfig, *, model: POYO | LoadedModel | None = None) -> dict:

@@ -14,7 +14,7 @@ One module per concept, in the order a stream meets them:
   unit_index)`` on this machine's :func:`local_clock`, drops and counts bad samples (:data:`DROP_REASONS`),
   survives an outlet restart.
 - :mod:`.outlets`: :func:`make_spike_outlet`, an outlet whose ``<desc>`` carries the unit list the inlet
-  reads, and :func:`make_behavior_outlet` (replay).
+  reads, :func:`make_behavior_outlet` (replay) and :class:`DecodedOutlet` (the decoder's output, recordable).
 - :func:`match_units` (re-exported from :mod:`poyo_rt.stream.units`): stream unit -> vocabulary index.
 
 Importing this package loads liblsl (pylsl's import only reads the library version); liblsl reads its
@@ -24,11 +24,12 @@ configuration lazily at the first real LSL call, which is why :func:`configure_l
 from poyo_rt.stream.lsl.config import configure_lsl, local_clock, lsl_config_description, packaged_config_path
 from poyo_rt.stream.lsl.discovery import StreamReport, inspect_stream, list_streams, resolve_stream
 from poyo_rt.stream.lsl.inlet import DROP_REASONS, SpikeInlet, open_spike_inlet
-from poyo_rt.stream.lsl.outlets import make_behavior_outlet, make_spike_outlet
+from poyo_rt.stream.lsl.outlets import DecodedOutlet, make_behavior_outlet, make_spike_outlet
 from poyo_rt.stream.units import match_units
 
 __all__ = [
     "DROP_REASONS",
+    "DecodedOutlet",
     "SpikeInlet",
     "StreamReport",
     "configure_lsl",

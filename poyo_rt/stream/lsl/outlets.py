@@ -1,10 +1,12 @@
-"""Outlets: spikes with their unit list in ``<desc>`` (tests, replay, demo) and behaviour (replay)."""
+"""Outlets: spikes with their unit list in ``<desc>`` (tests, replay, demo), behaviour (replay) and the decoder's
+own output (``output.lsl_name``: for LabRecorder)."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import pylsl
 
 from poyo_rt.stream.lsl.config import ensure_configured
@@ -153,3 +155,24 @@ def make_behavior_outlet(
         for key, value in extra_desc.items():
             replay.append_child_value(str(key), str(value))
     return pylsl.StreamOutlet(info, chunk_size=chunk_size, max_buffered=max_buffered)
+
+
+class DecodedOutlet:
+    """The decoded values as an LSL stream, so that a recorder (LabRecorder) keeps them beside the spikes and
+    the behaviour, on one clock: irregular, float32, one channel per output dimension, one sample per output
+    query stamped with the query's time on the LSL clock (the same times the ZeroMQ messages carry)."""
+
+    def __init__(self, name: str, labels: Sequence[str], source_id: str, *, extra_desc: dict[str, str] | None = None):
+        self.outlet = make_behavior_outlet(name, labels, 0.0, source_id, type="Decoded", extra_desc=extra_desc)
+        self.n_channels = len(labels)
+        self.pushed = 0  # samples pushed
+
+    def push(self, values: np.ndarray, times_s: np.ndarray) -> None:
+        """Push one tick's outputs: ``values`` (N_out, D), ``times_s`` (N_out,) LSL seconds."""
+        block = np.ascontiguousarray(values, dtype=np.float32).reshape(-1, self.n_channels)
+        self.outlet.push_chunk(block, np.asarray(times_s, dtype=np.float64).reshape(-1).tolist())
+        self.pushed += block.shape[0]
+
+    def close(self) -> None:
+        """Release the outlet (inlets see the stream end)."""
+        self.outlet = None
