@@ -92,9 +92,15 @@ class InputConfig:
         if self.unit_ids is None:
             return None
         try:
-            return load_unit_ids(self.unit_ids if isinstance(self.unit_ids, str) else list(self.unit_ids))
+            return load_unit_ids(self.unit_ids)
         except ValueError as err:
             raise ConfigError("input.unit_ids", str(err)) from None
+
+    def layout_args(self) -> dict:
+        """How the inlet reads the stream (``SpikeInlet``'s and ``inspect_stream``'s keyword arguments): the
+        layout, its columns (a unit column only for events) and the unit ids (their file read now)."""
+        return dict(layout=self.layout, unit_column=self.unit_column if self.layout == "events" else None,
+                    channel_column=self.channel_column, unit_ids=self.unit_id_list())
 
     def validate(self, prefix: str) -> None:
         if self.resolve_timeout_s <= 0:
@@ -108,9 +114,7 @@ class InputConfig:
         if isinstance(self.unit_ids, tuple):
             if not self.unit_ids:
                 raise ConfigError(f"{prefix}.unit_ids", "is an empty list; null uses the stream's own unit list")
-            dups = sorted({u for u in self.unit_ids if self.unit_ids.count(u) > 1})
-            if dups:
-                raise ConfigError(f"{prefix}.unit_ids", f"has duplicate ids, e.g. {dups[:5]!r}")
+            self.unit_id_list()  # duplicates: the check match_units applies
         elif self.unit_ids == "":
             raise ConfigError(f"{prefix}.unit_ids", "must be a list of ids or a file's path, got an empty string")
         if self.channel_column is not None and self.layout == "counts":

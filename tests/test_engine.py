@@ -264,6 +264,8 @@ def test_decoded_values_also_on_lsl_for_a_recorder(model, stream_name, source_id
         labels.append(ch.child_value("label"))
         ch = ch.next_sibling("channel")
     assert labels == ["y0", "y1"]  # a bare model: no behaviour labels kept (a poyo-rt checkpoint's are used)
+    decoder_desc = full.desc().child("decoder")  # where the values come from
+    assert decoder_desc.child_value("topic") == "poyo" and decoder_desc.child_value("source_stream") == stream_name
     assert len(msgs) == decoder.engine.ticks > 50 and len(samples) == 2 * len(msgs)
     np.testing.assert_array_equal(np.asarray(samples, np.float32), np.concatenate([m.values for m in msgs]))
     np.testing.assert_allclose(stamps, np.concatenate([m.output_times_s for m in msgs]), rtol=0, atol=1e-9)

@@ -144,13 +144,11 @@ def build_decoder(config: RunConfig, *, model: POYO | LoadedModel | None = None)
     inp = config.input
     log.info("resolving LSL stream name=%r type=%r source_id=%r (timeout %.1f s)", inp.name, inp.type, inp.source_id,
              inp.resolve_timeout_s)
-    unit_ids = inp.unit_id_list()
+    layout_args = inp.layout_args()
     try:
         inlet = lsl.open_spike_inlet(
-            inp.name, inp.type, inp.source_id, timeout_s=inp.resolve_timeout_s,
-            layout=inp.layout, unit_column=inp.unit_column if inp.layout == "events" else None,
-            channel_column=inp.channel_column, unit_ids=unit_ids, max_chunk=inp.max_chunk,
-            clock_correction=inp.clock_correction,
+            inp.name, inp.type, inp.source_id, timeout_s=inp.resolve_timeout_s, **layout_args,
+            max_chunk=inp.max_chunk, clock_correction=inp.clock_correction,
             max_buffer_samples=max(int(inp.max_buflen_s * 100_000), 1000),  # sized for 100k spikes/s
         )
     except ValueError as err:  # columns that only the stream's labels show to be one (unit_column 0 = "ch")

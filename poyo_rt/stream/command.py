@@ -129,7 +129,7 @@ def cmd_streams(args: argparse.Namespace) -> int:
                             input={"name": args.stream})
     inp = config.input
     lsl.configure_lsl(inp.lsl_scope, inp.lsl_config)
-    unit_ids = inp.unit_id_list()
+    layout_args = inp.layout_args()
     vocab = None
     if config.model.checkpoint is not None:
         from poyo_rt.train.evaluate import load_decoder
@@ -141,9 +141,7 @@ def cmd_streams(args: argparse.Namespace) -> int:
         selected = _selects(inp, info.name(), info.type(), info.source_id())
         if selected:  # read with the config's settings, exactly as `run` will
             try:
-                probe = lsl.inspect_stream(info, layout=inp.layout, channel_column=inp.channel_column,
-                                           unit_column=inp.unit_column if inp.layout == "events" else None,
-                                           unit_ids=unit_ids)
+                probe = lsl.inspect_stream(info, **layout_args)
             except ValueError as err:
                 raise ConfigError("input", str(err)) from None
         else:  # what the stream is, whatever the config says

@@ -107,6 +107,7 @@ def make_behavior_outlet(
     type: str = "Behavior",  # noqa: A002 - LSL's own word for the content type
     unit: str | None = None,
     extra_desc: dict[str, str] | None = None,
+    desc_section: str = "replay",
     chunk_size: int = 0,
     max_buffered: int = 360,
 ) -> pylsl.StreamOutlet:
@@ -117,7 +118,7 @@ def make_behavior_outlet(
         labels: D channel labels, written to ``<desc><channels><channel><label>`` (and ``<unit>``
             when ``unit`` is given, e.g. ``"m/s"``).
         rate_hz: nominal sampling rate in Hz (> 0 for a regular stream; 0 declares it irregular).
-        extra_desc: optional ``{key: value}`` written as ``<desc><replay><key>value</key>...`` (text).
+        extra_desc: optional ``{key: value}`` written as ``<desc><{desc_section}><key>value</key>...`` (text).
         chunk_size, max_buffered: passed to ``pylsl.StreamOutlet`` (max_buffered in seconds for a
             regular stream, hundreds of samples for an irregular one).
     """
@@ -151,9 +152,9 @@ def make_behavior_outlet(
         if unit is not None:
             channel.append_child_value("unit", str(unit))
     if extra_desc:
-        replay = desc.append_child("replay")
+        section = desc.append_child(desc_section)
         for key, value in extra_desc.items():
-            replay.append_child_value(str(key), str(value))
+            section.append_child_value(str(key), str(value))
     return pylsl.StreamOutlet(info, chunk_size=chunk_size, max_buffered=max_buffered)
 
 
@@ -163,7 +164,8 @@ class DecodedOutlet:
     query stamped with the query's time on the LSL clock (the same times the ZeroMQ messages carry)."""
 
     def __init__(self, name: str, labels: Sequence[str], source_id: str, *, extra_desc: dict[str, str] | None = None):
-        self.outlet = make_behavior_outlet(name, labels, 0.0, source_id, type="Decoded", extra_desc=extra_desc)
+        self.outlet = make_behavior_outlet(name, labels, 0.0, source_id, type="Decoded", extra_desc=extra_desc,
+                                           desc_section="decoder")
         self.n_channels = len(labels)
         self.pushed = 0  # samples pushed
 
